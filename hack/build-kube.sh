@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build (once) the Kubernetes control-plane binaries this project tests against, and print their directory.
+#
+# Order of preference:
+#   1. $KUBEBUILDER_ASSETS, if it holds kube-apiserver and etcd (what envtest users already have);
+#   2. the cache ($SPECDEPLOY_CACHE, default ~/.cache/specdeploy/kube-v1.20.2);
+#   3. a build of Debian's `kubernetes` source package (v1.20.2 with vendor/) using Debian's Go 1.19,
+#      about 7 minutes on 2 cores, stored in the cache.
+# Needs root (or sudo) for apt-get only when something is missing. Prints the directory on stdout, logs on stderr.
+set -euo pipefail
+
+KUBE_VERSION=v1.20.2
+KUBE_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56
+CACHE=${SPECDEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/specdeploy}/kube-${KUBE_VERSION}
+
+log() { echo "build-kube: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+    echo "$KUBEBUILDER_ASSETS"; exit 0
+  fi
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; falling back to the cache"
+fi
+
+have_all() { [ -x "$CACHE/kube-apiserver" ] && [ -x "$CACHE/kube-controller-manager" ] && [ -x "$CACHE/etcd" ]; }
+if have_all; then echo "$CACHE"; exit 0; fi
+
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"; flock 9          # two concurrent callers build once
+if have_all; then echo "$CACHE"; exit 0; fi
+
+need_pkgs=()
+[ -x /usr/lib/go-1.19/bin/go ] || need_pkgs+=(golang-1.19-go)
+command -v rsync >/dev/null || need_pkgs+=(rsync)
+[ -x /usr/bin/etcd ] || need_pkgs+=(etcd-server)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+srcs=/etc/apt/sources.list.d/specdeploy-src.sources
+if [ ! -f "$CACHE/src.tar.gz" ]; then
+  if [ ! -f "$srcs" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources | as_root tee "$srcs" >/dev/null
+  fi
+  as_root apt-get update -qq >&2
+elif [ ${#need_pkgs[@]} -gt 0 ]; then
+  as_root apt-get update -qq >&2
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+ln -sf /usr/bin/etcd "$CACHE/etcd"
+
+if [ ! -x "$CACHE/kube-apiserver" ] || [ ! -x "$CACHE/kube-controller-manager" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  if [ ! -f "$CACHE/src.tar.gz" ]; then
+    log "fetching Debian's kubernetes source package"
+    (cd "$work" && apt-get source --download-only kubernetes >&2)
+    cp "$(ls "$work"/kubernetes_*.orig.tar.gz | head -n1)" "$CACHE/src.tar.gz"
+  fi
+  log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (several minutes)"
+  mkdir -p "$work/src"
+  tar -xzf "$CACHE/src.tar.gz" -C "$work/src" --strip-components=1
+  (
+    cd "$work/src"
+    export PATH=/usr/lib/go-1.19/bin:$PATH GOCACHE="$work/gocache"
+    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" \
+      KUBE_GIT_VERSION=$KUBE_VERSION KUBE_GIT_TREE_STATE=clean KUBE_GIT_COMMIT=$KUBE_COMMIT >&2
+  )
+  out=$(find "$work/src/_output" -type d -path '*/bin/linux/*' | head -n1)
+  install -m 0755 "$out/kube-apiserver" "$out/kube-controller-manager" "$CACHE/"
+fi
+have_all
+echo "$CACHE"

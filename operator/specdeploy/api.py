@@ -1,0 +1,521 @@
+"""The SpeculativeDeployment API: pydantic models of spec and status, and spec validation.
+
+The models are the single source of truth: the CRD in ``crds/`` is generated from them (``hack/gen-crd.py``),
+the operator and the CLI validate with them. Two layers of checks:
+
+* structural (types, enums, bounds): pydantic, mirrored into the CRD schema so the API server enforces them;
+* semantic (cross-field rules vLLM enforces at launch): :func:`semantic_problems`, which the CRD cannot
+  express on Kubernetes 1.20 (no CEL), so the operator reports them as a ``Degraded`` condition.
+
+:func:`validate_spec` runs both and returns every problem as a :class:`Problem` naming the field path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+GROUP = "specdeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SpeculativeDeployment"
+PLURAL = "speculativedeployments"
+SINGULAR = "speculativedeployment"
+SHORT_NAMES = ["specdeploy", "sd"]
+
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+MAX_K = 16  # beyond this no published drafter accepts anything; vLLM itself has no cap
+
+
+class Model(BaseModel):
+    """Base for API objects: camelCase on the wire, unknown fields rejected (typos must not pass silently)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+
+class Method(StrEnum):
+    """vLLM 0.33 speculative methods (``SpeculativeConfig.method``)."""
+
+    DRAFT_MODEL = "draft_model"
+    EAGLE = "eagle"
+    EAGLE3 = "eagle3"
+    MTP = "mtp"
+    NGRAM = "ngram"
+    NGRAM_GPU = "ngram_gpu"
+    SUFFIX = "suffix"
+    DFLASH = "dflash"
+    DSPARK = "dspark"
+
+
+METHODS_NEEDING_MODEL = frozenset({Method.DRAFT_MODEL, Method.EAGLE, Method.EAGLE3, Method.DFLASH})
+METHODS_WITHOUT_MODEL = frozenset({Method.NGRAM, Method.NGRAM_GPU, Method.SUFFIX})
+METHODS_WITH_NGRAM_WINDOW = frozenset({Method.NGRAM, Method.NGRAM_GPU})
+METHODS_WITH_SCHEDULE = frozenset({Method.EAGLE, Method.EAGLE3, Method.DFLASH})
+
+
+class AdaptiveMode(StrEnum):
+    OFF = "Off"
+    RECOMMEND = "Recommend"
+    AUTO = "Auto"
+
+
+class ServiceType(StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+class CacheType(StrEnum):
+    EMPTY_DIR = "emptyDir"
+    PVC = "persistentVolumeClaim"
+
+
+IntOrString = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P|E|Ei)?$")]
+Free = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+class Target(Model):
+    """The model vLLM serves. Leave ``model`` out for the speculators short form."""
+
+    model: str | None = Field(None, min_length=1, description="Hugging Face id or path of the target model.")
+    revision: str | None = Field(None, description="Model revision (branch, tag or commit).")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="--tensor-parallel-size")
+    max_model_len: int | None = Field(None, ge=1, description="--max-model-len")
+    served_model_name: str | None = Field(
+        None, min_length=1, description="--served-model-name; defaults to the model id."
+    )
+    quantization: str | None = Field(None, description="--quantization")
+
+
+class BatchSizeRule(Model):
+    """One entry of vLLM's ``num_speculative_tokens_per_batch_size``: k for an inclusive batch-size range."""
+
+    min_batch_size: int = Field(ge=1)
+    max_batch_size: int = Field(ge=1)
+    num_speculative_tokens: int = Field(ge=0, le=MAX_K, description="0 turns drafting off in this range.")
+
+
+class Speculator(Model):
+    """The drafter and how vLLM uses it (``--speculative-config``)."""
+
+    method: Method | None = Field(
+        None, description="Speculative method; may be left out only in the speculators short form."
+    )
+    model: str | None = Field(
+        None, min_length=1, description="Draft model, EAGLE/DFlash head or speculators checkpoint."
+    )
+    num_speculative_tokens: int | None = Field(
+        None, ge=1, le=MAX_K, description="k, the draft length. Required except in the speculators short form."
+    )
+    draft_tensor_parallel_size: int | None = Field(
+        None, ge=1, description="1 or the target's tensorParallelSize."
+    )
+    prompt_lookup_min: int | None = Field(None, ge=1, description="ngram window minimum (vLLM default 5).")
+    prompt_lookup_max: int | None = Field(None, ge=1, description="ngram window maximum (vLLM default 5).")
+    revision: str | None = Field(None, description="Draft model revision.")
+    schedule: list[BatchSizeRule] = Field(
+        default_factory=list,
+        description="Per-batch-size k (vLLM num_speculative_tokens_per_batch_size); eagle, eagle3, dflash.",
+    )
+    extra_config: Free = Field(
+        default_factory=dict,
+        description="Other SpeculativeConfig keys passed through as written (snake_case, as vLLM names them).",
+    )
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class ModelCache(Model):
+    """Where weights are downloaded; a PVC keeps them across restarts, which makes restarts cheaper."""
+
+    type: CacheType = CacheType.EMPTY_DIR
+    claim_name: str | None = Field(None, description="PVC name when type is persistentVolumeClaim.")
+    size_limit: Quantity | None = None
+    mount_path: str = Field("/model-cache", pattern=r"^/")
+
+
+class Resources(Model):
+    gpus: int = Field(1, ge=0, le=64, description="GPUs per replica (should equal tensorParallelSize).")
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1)
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="cpu, memory, ...")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="cpu, memory, ...")
+
+
+class ServiceSpec(Model):
+    port: int = Field(8000, ge=1, le=65535)
+    type: ServiceType = ServiceType.CLUSTER_IP
+
+
+class Rollout(Model):
+    """Rolling-update strategy of the vLLM Deployment; every change of k goes through it."""
+
+    max_surge: IntOrString = Field(1, description="Extra pods during a restart (needs spare GPUs).")
+    max_unavailable: IntOrString = Field(0, description="Pods that may be down during a restart.")
+    progress_deadline_seconds: int = Field(
+        1800, ge=60, description="A rollout not ready by then is reported Degraded (and, in Auto, rolled back)."
+    )
+
+
+class Simulation(Model):
+    """Run the project's vLLM-compatible simulator instead of vLLM: same args, no GPU."""
+
+    enabled: bool = False
+    image: str | None = Field(None, description="Image with the specdeploy package; defaults to the operator's.")
+    profile: Free = Field(default_factory=dict, description="Simulator performance-model overrides.")
+
+
+class PrometheusSpec(Model):
+    url: str = Field(pattern=r"^https?://", description="Prometheus (or Thanos querier) base URL.")
+    bearer_token_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding a bearer token (OpenShift's Thanos querier needs one)."
+    )
+    insecure_skip_verify: bool = False
+
+
+class Adaptive(Model):
+    """How the operator adapts k to load. Defaults are conservative: a restart is expensive."""
+
+    mode: AdaptiveMode = AdaptiveMode.OFF
+    prometheus: PrometheusSpec | None = None
+    min_tokens: int = Field(1, ge=1, le=MAX_K, description="Smallest k the operator may choose.")
+    max_tokens: int = Field(8, ge=1, le=MAX_K, description="Largest k the operator may choose.")
+    allow_disable: bool = Field(True, description="May the operator turn speculation off under load?")
+    evaluation_interval_seconds: int = Field(60, ge=5, le=3600)
+    window_seconds: int = Field(300, ge=30, le=86400, description="Metrics window per evaluation.")
+    min_dwell_seconds: int = Field(900, ge=0, description="Least time a setting runs before it may change.")
+    cooldown_seconds: int = Field(600, ge=0, description="Quiet time after a change before the next.")
+    max_restarts_per_hour: int = Field(2, ge=0, le=60)
+    hysteresis: float = Field(
+        0.1, ge=0, le=1, description="Relative gain band: act only beyond this expected improvement."
+    )
+    horizon_seconds: int = Field(1800, ge=60, description="How long a new setting is expected to pay back.")
+    restart_seconds: int = Field(180, ge=1, description="Expected time a replica needs to restart and warm up.")
+    slo_ms: float = Field(50.0, gt=0, description="Per-token latency objective, for reporting.")
+
+
+class SpeculativeDeploymentSpec(Model):
+    target: Target = Field(default_factory=Target)
+    speculator: Speculator | None = Field(None, description="Leave out to run vLLM without speculation.")
+    replicas: int = Field(1, ge=0, le=1000)
+    image: str = Field(DEFAULT_IMAGE, min_length=1)
+    image_pull_policy: str = Field("IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Free] = Field(default_factory=list)
+    affinity: Free = Field(default_factory=dict)
+    env: list[Free] = Field(default_factory=list, description="Extra container env (core/v1 EnvVar).")
+    hf_token_secret: SecretKeyRef | None = Field(None, description="Hugging Face token, exposed as HF_TOKEN.")
+    model_cache: ModelCache = Field(default_factory=ModelCache)
+    shm_size: Quantity = Field("8Gi", description="Size of /dev/shm (tensor parallelism needs it).")
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    rollout: Rollout = Field(default_factory=Rollout)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list, description="Extra `vllm serve` arguments.")
+    simulation: Simulation = Field(default_factory=Simulation)
+    adaptive: Adaptive = Field(default_factory=Adaptive)
+
+    @property
+    def short_form(self) -> bool:
+        """Speculators short form: ``vllm serve <speculator>``; vLLM reads target and k from the checkpoint."""
+        return self.target.model is None
+
+    @property
+    def served_model_name(self) -> str:
+        return self.target.served_model_name or self.target.model or self.speculator.model  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+class Condition(Model):
+    """Kubernetes API convention condition."""
+
+    type: str
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Decision(Model):
+    """One policy decision, as kept in the bounded history in status."""
+
+    time: str
+    action: str
+    from_k: int | None = None
+    to_k: int | None = None
+    reason: str = ""
+    expected_gain: float | None = None
+    applied: bool = False
+
+
+class ObservedMetrics(Model):
+    """The latest metrics window the operator read, as shown in status."""
+
+    time: str
+    window_seconds: int
+    request_rate: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    generation_tokens_per_second: float | None = None
+    acceptance_rate: float | None = None
+    mean_acceptance_length: float | None = None
+    per_position_acceptance: list[float] = Field(default_factory=list)
+    itl_p50_ms: float | None = None
+    itl_p95_ms: float | None = None
+    kv_cache_usage: float | None = None
+    pods: int = 0
+
+
+class SpeculativeDeploymentStatus(Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    method: str | None = None
+    k: int | None = Field(None, description="Effective draft length; 0 = speculation off.")
+    recommended_k: int | None = None
+    speculation_active: bool | None = None
+    deployment: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    updated_replicas: int | None = None
+    rollout: str | None = Field(None, description="Progressing | Complete | Failed")
+    metrics: ObservedMetrics | None = None
+    policy: Free | None = Field(None, description="Policy state that survives operator restarts.")
+    decisions: list[Decision] = Field(default_factory=list)
+    restart_budget_remaining: int | None = None
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+
+class Problem(Model):
+    """One thing wrong with a spec: where (``spec.speculator.model``) and what would be accepted."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; carries every problem, one line each."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _loc_to_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class a location in the spec points into, to list the fields it knows."""
+    cls: type[BaseModel] = SpeculativeDeploymentSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in cls.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return cls
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            for c in candidates:
+                for a in getattr(c, "__args__", ()):
+                    if isinstance(a, type) and issubclass(a, BaseModel):
+                        nxt = a
+        if nxt is None:
+            return cls
+        cls = nxt
+    return cls
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        cls = _model_at(err["loc"][:-1])
+        known = sorted(f.alias or n for n, f in cls.model_fields.items()) if cls else []
+        name = str(err["loc"][-1])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown field; {hint}known fields: {', '.join(known)}"
+    if kind == "missing":
+        return "required field is missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"{msg.replace('Input should be', 'must be')}{shown}"
+
+
+def semantic_problems(spec: SpeculativeDeploymentSpec) -> list[Problem]:
+    """Cross-field rules: what vLLM would reject at launch, and what the operator cannot manage."""
+    out: list[Problem] = []
+
+    def add(path: str, message: str) -> None:
+        out.append(Problem(path=f"spec.{path}", message=message))
+
+    sp, tgt, ad = spec.speculator, spec.target, spec.adaptive
+    if spec.short_form:
+        if sp is None or not sp.model:
+            add("target.model", "required field is missing (or give speculator.model alone: the speculators short form)")
+            return out
+        if sp.num_speculative_tokens is not None:
+            add(
+                "speculator.numSpeculativeTokens",
+                "not allowed in the speculators short form (vLLM takes k from the checkpoint); "
+                "set target.model to use the long form with an explicit k",
+            )
+        if ad.mode == AdaptiveMode.AUTO:
+            add(
+                "adaptive.mode",
+                "Auto needs the long form (target.model, speculator.method and numSpeculativeTokens) "
+                "because k is fixed by the checkpoint in the short form; use Off or Recommend",
+            )
+    elif sp is not None:
+        if sp.method is None:
+            add("speculator.method", f"required field is missing; one of {', '.join(m.value for m in Method)}")
+        if sp.num_speculative_tokens is None:
+            add("speculator.numSpeculativeTokens", "required field is missing; an integer >= 1")
+    if sp is not None and sp.method is not None:
+        method = Method(sp.method)
+        if method in METHODS_NEEDING_MODEL and not sp.model:
+            add("speculator.model", f"method {method.value} needs a draft model (a Hugging Face id or path)")
+        if method in METHODS_WITHOUT_MODEL and sp.model:
+            add("speculator.model", f"method {method.value} drafts from the prompt and takes no model; remove it")
+        if method not in METHODS_WITH_NGRAM_WINDOW and (
+            sp.prompt_lookup_min is not None or sp.prompt_lookup_max is not None
+        ):
+            add("speculator.promptLookupMin", f"only for ngram and ngram_gpu, not {method.value}")
+        if sp.schedule and method not in METHODS_WITH_SCHEDULE:
+            add("speculator.schedule", f"only for eagle, eagle3 and dflash, not {method.value}")
+    if sp is not None:
+        lo, hi = sp.prompt_lookup_min, sp.prompt_lookup_max
+        if lo is not None and hi is not None and lo > hi:
+            add("speculator.promptLookupMin", f"must be <= promptLookupMax ({hi}) (got {lo})")
+        dtp = sp.draft_tensor_parallel_size
+        if dtp is not None and dtp not in (1, tgt.tensor_parallel_size):
+            add(
+                "speculator.draftTensorParallelSize",
+                f"must be 1 or target.tensorParallelSize ({tgt.tensor_parallel_size}) (got {dtp})",
+            )
+        k = sp.num_speculative_tokens
+        for i, rule in enumerate(sp.schedule):
+            if rule.min_batch_size > rule.max_batch_size:
+                add(f"speculator.schedule[{i}].minBatchSize", f"must be <= maxBatchSize ({rule.max_batch_size})")
+            if k is not None and rule.num_speculative_tokens > k:
+                add(
+                    f"speculator.schedule[{i}].numSpeculativeTokens",
+                    f"must be <= speculator.numSpeculativeTokens ({k}) (got {rule.num_speculative_tokens})",
+                )
+        clash = sorted(set(sp.extra_config) & _MANAGED_CONFIG_KEYS)
+        if clash:
+            add(
+                "speculator.extraConfig",
+                f"keys {', '.join(clash)} are set by the typed fields; set them there instead",
+            )
+    if ad.min_tokens > ad.max_tokens:
+        add("adaptive.minTokens", f"must be <= adaptive.maxTokens ({ad.max_tokens}) (got {ad.min_tokens})")
+    if ad.mode != AdaptiveMode.OFF:
+        if ad.prometheus is None:
+            add("adaptive.prometheus.url", f"required when adaptive.mode is {ad.mode}")
+        if sp is None:
+            add("adaptive.mode", f"{ad.mode} needs a speculator; set adaptive.mode: Off or add spec.speculator")
+        elif sp.method is not None and not spec.short_form:
+            k = sp.num_speculative_tokens
+            if k is not None and not ad.min_tokens <= k <= ad.max_tokens:
+                add(
+                    "speculator.numSpeculativeTokens",
+                    f"must lie within adaptive.minTokens..maxTokens ({ad.min_tokens}..{ad.max_tokens}) "
+                    f"when adaptive.mode is {ad.mode} (got {k})",
+                )
+    if spec.model_cache.type == CacheType.PVC and not spec.model_cache.claim_name:
+        add("modelCache.claimName", "required when modelCache.type is persistentVolumeClaim")
+    if not spec.simulation.enabled and spec.resources.gpus not in (0, tgt.tensor_parallel_size):
+        add(
+            "resources.gpus",
+            f"must equal target.tensorParallelSize ({tgt.tensor_parallel_size}) (got {spec.resources.gpus})",
+        )
+    if (
+        isinstance(spec.rollout.max_surge, int)
+        and isinstance(spec.rollout.max_unavailable, int)
+        and spec.rollout.max_surge == 0
+        and spec.rollout.max_unavailable == 0
+    ):
+        add("rollout.maxUnavailable", "maxSurge and maxUnavailable cannot both be 0")
+    return out
+
+
+_MANAGED_CONFIG_KEYS = frozenset(
+    {
+        "method",
+        "model",
+        "num_speculative_tokens",
+        "draft_tensor_parallel_size",
+        "prompt_lookup_min",
+        "prompt_lookup_max",
+        "num_speculative_tokens_per_batch_size",
+        "revision",
+    }
+)
+
+
+def validate_spec(raw: dict[str, Any] | None) -> SpeculativeDeploymentSpec:
+    """Parse and check a spec; raise :class:`SpecError` listing every problem with its field path."""
+    try:
+        spec = SpeculativeDeploymentSpec.model_validate(raw or {})
+    except ValidationError as exc:
+        raise SpecError(
+            [Problem(path=_loc_to_path("spec", e["loc"]), message=_describe(e)) for e in exc.errors()]
+        ) from None
+    problems = semantic_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def validate_manifest(doc: Any) -> SpeculativeDeploymentSpec:
+    """Check a whole manifest (apiVersion, kind, metadata.name) and its spec."""
+    if not isinstance(doc, dict):
+        raise SpecError([Problem(path="(document)", message="must be a mapping with apiVersion, kind, spec")])
+    problems = []
+    if doc.get("apiVersion") != API_VERSION:
+        problems.append(Problem(path="apiVersion", message=f"must be {API_VERSION} (got {doc.get('apiVersion')!r})"))
+    if doc.get("kind") != KIND:
+        problems.append(Problem(path="kind", message=f"must be {KIND} (got {doc.get('kind')!r})"))
+    if not (doc.get("metadata") or {}).get("name"):
+        problems.append(Problem(path="metadata.name", message="required field is missing"))
+    try:
+        spec = validate_spec(doc.get("spec"))
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def now_iso(now: datetime) -> str:
+    """RFC 3339 with second precision, as Kubernetes writes times."""
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,117 @@
+"""``specdeploy`` command line: run | render | validate | sim-server | simulate | recommend.
+
+User errors print one line per problem and exit 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .api import KIND, SpecError, validate_manifest
+from .render import Owner, render_all, spec_k
+
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+class UsageError(Exception):
+    """A user mistake the CLI reports in one line."""
+
+
+def _load_docs(path: str) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not docs:
+        raise UsageError(f"{path}: no documents")
+    return docs
+
+
+def _manifests(path: str) -> list[dict[str, Any]]:
+    docs = [d for d in _load_docs(path) if not isinstance(d, dict) or d.get("kind") == KIND]
+    if not docs:
+        raise UsageError(f"{path}: no {KIND} in the file")
+    return docs
+
+
+def _checked(path: str) -> list[tuple[dict[str, Any], Any]]:
+    """Validate every SpeculativeDeployment in the file; report all problems of all documents."""
+    out, lines = [], []
+    for doc in _manifests(path):
+        try:
+            out.append((doc, validate_manifest(doc)))
+        except SpecError as exc:
+            name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
+            lines += [f"{path}: {KIND}/{name}: {p}" for p in exc.problems]
+    if lines:
+        raise UsageError("\n".join(lines))
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    for doc, _ in _checked(args.file):
+        print(f"{args.file}: {KIND}/{doc['metadata']['name']}: valid")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    objects: list[dict[str, Any]] = []
+    for doc, spec in _checked(args.file):
+        meta = doc["metadata"]
+        owner = Owner(meta["name"], meta.get("namespace", "default"), meta.get("uid", PLACEHOLDER_UID))
+        k = spec_k(spec) if args.k is None else args.k
+        objects += render_all(owner, spec, k, sim_image=args.sim_image)
+    if args.output == "json":
+        print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
+    else:
+        print(yaml.safe_dump_all(objects, sort_keys=False, width=120), end="")
+    return 0
+
+
+def _add_sim_image(p: argparse.ArgumentParser) -> None:
+    from .render import DEFAULT_SIM_IMAGE
+
+    p.add_argument("--sim-image", default=DEFAULT_SIM_IMAGE, help="image for simulated pods")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specdeploy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check SpeculativeDeployment manifests")
+    p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="print the objects the operator would create")
+    p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
+    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--k", type=int, default=None, help="render this draft length instead of the spec's (0 = off)")
+    _add_sim_image(p)
+    p.set_defaults(func=cmd_render)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Spec -> the Kubernetes objects the operator owns (pure: no I/O, same input, same output).
+
+The effective draft length ``k`` is an input, not read from the spec, because the adaptive policy may run a
+different k than the user wrote (the user's spec is never rewritten). ``k == 0`` renders the same Deployment
+without ``--speculative-config``. The pod template carries ``k`` in a label and an annotation, so a change of
+k is a change of template and the Deployment controller performs a rolling restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_DEPLOYMENT = "specdeploy.io/deployment"
+LABEL_K = "specdeploy.io/k"
+ANNOTATION_K = "specdeploy.io/num-speculative-tokens"
+ANNOTATION_METHOD = "specdeploy.io/method"
+MANAGER = "specdeploy"
+CHECKPOINT_K = "checkpoint"  # label value when k comes from a speculators checkpoint (short form)
+DEFAULT_SIM_IMAGE = "ghcr.io/specdeploy/specdeploy:0.1.0"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SpeculativeDeployment the rendered objects belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def spec_k(spec: SpeculativeDeploymentSpec) -> int | None:
+    """The k the user asked for: 0 without a speculator, None when a speculators checkpoint decides."""
+    if spec.speculator is None:
+        return 0
+    if spec.short_form:
+        return None
+    return spec.speculator.num_speculative_tokens
+
+
+def method_name(spec: SpeculativeDeploymentSpec) -> str:
+    if spec.speculator is None:
+        return "none"
+    return str(spec.speculator.method or "speculators")
+
+
+def speculative_config(spec: SpeculativeDeploymentSpec, k: int | None) -> dict[str, Any] | None:
+    """The ``--speculative-config`` object for draft length k (None when speculation is off or implicit)."""
+    sp = spec.speculator
+    if sp is None or k == 0 or spec.short_form:
+        return None
+    assert k is not None and sp.method is not None
+    cfg: dict[str, Any] = {"method": str(sp.method), "num_speculative_tokens": k}
+    if sp.model:
+        cfg["model"] = sp.model
+    if sp.revision:
+        cfg["revision"] = sp.revision
+    if sp.draft_tensor_parallel_size is not None:
+        cfg["draft_tensor_parallel_size"] = sp.draft_tensor_parallel_size
+    if sp.method in (Method.NGRAM, Method.NGRAM_GPU):
+        if sp.prompt_lookup_min is not None:
+            cfg["prompt_lookup_min"] = sp.prompt_lookup_min
+        if sp.prompt_lookup_max is not None:
+            cfg["prompt_lookup_max"] = sp.prompt_lookup_max
+    if sp.schedule:
+        # vLLM: k in a range never exceeds num_speculative_tokens; clamp when the policy lowered k.
+        cfg["num_speculative_tokens_per_batch_size"] = [
+            [r.min_batch_size, r.max_batch_size, min(r.num_speculative_tokens, k)] for r in sp.schedule
+        ]
+    cfg.update(sp.extra_config)
+    return cfg
+
+
+def vllm_args(spec: SpeculativeDeploymentSpec, k: int | None) -> list[str]:
+    """Arguments after ``vllm serve``: the exact command line of vLLM 0.33."""
+    tgt = spec.target
+    model = tgt.model or spec.speculator.model  # type: ignore[union-attr]
+    args = [str(model), "--port", str(spec.service.port)]
+    if tgt.revision:
+        args += ["--revision", tgt.revision]
+    args += ["--served-model-name", spec.served_model_name]
+    args += ["--tensor-parallel-size", str(tgt.tensor_parallel_size)]
+    if tgt.max_model_len is not None:
+        args += ["--max-model-len", str(tgt.max_model_len)]
+    if tgt.quantization:
+        args += ["--quantization", tgt.quantization]
+    cfg = speculative_config(spec, k)
+    if cfg is not None:
+        args += ["--speculative-config", json.dumps(cfg, separators=(",", ":"), sort_keys=True)]
+    return args + list(spec.extra_args)
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {
+        LABEL_NAME: "vllm",
+        LABEL_INSTANCE: owner.name,
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": "specdeploy",
+        "app.kubernetes.io/managed-by": MANAGER,
+        LABEL_DEPLOYMENT: owner.name,
+    }
+
+
+def selector(owner: Owner) -> dict[str, str]:
+    """Immutable Deployment selector: only labels that never change for an owner."""
+    return {LABEL_NAME: "vllm", LABEL_INSTANCE: owner.name}
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner) -> dict[str, Any]:
+    return {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": labels(owner),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def _k_label(k: int | None) -> str:
+    return CHECKPOINT_K if k is None else str(k)
+
+
+def _env(spec: SpeculativeDeploymentSpec) -> list[dict[str, Any]]:
+    cache = spec.model_cache.mount_path
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": f"{cache}/huggingface"},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{cache}/vllm"},
+        {"name": "HOME", "value": cache},  # non-root with an arbitrary UID (OpenShift): HOME must be writable
+    ]
+    if spec.hf_token_secret:
+        ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    return env + list(spec.env)
+
+
+def _volumes(spec: SpeculativeDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    mc = spec.model_cache
+    if mc.type == CacheType.PVC:
+        cache: dict[str, Any] = {"persistentVolumeClaim": {"claimName": mc.claim_name}}
+    else:
+        cache = {"emptyDir": {"sizeLimit": mc.size_limit} if mc.size_limit else {}}
+    volumes = [
+        {"name": "model-cache", **cache},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
+    ]
+    mounts = [{"name": "model-cache", "mountPath": mc.mount_path}, {"name": "dshm", "mountPath": "/dev/shm"}]
+    return volumes, mounts
+
+
+def _probes() -> dict[str, Any]:
+    """Startup probe sized for long model loads (download + load + CUDA graphs: up to 30 min for 70B)."""
+
+    def probe(period: int, timeout: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": period,
+            "timeoutSeconds": timeout,
+            "failureThreshold": failures,
+        }
+
+    return {"startupProbe": probe(10, 5, 180), "readinessProbe": probe(5, 5, 3), "livenessProbe": probe(10, 10, 6)}
+
+
+def render_deployment(
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str = DEFAULT_SIM_IMAGE
+) -> dict[str, Any]:
+    """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
+    sim = spec.simulation.enabled
+    resources: dict[str, Any] = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
+    if spec.resources.gpus and not sim:
+        gpu = {spec.resources.gpu_resource_name: str(spec.resources.gpus)}
+        resources["requests"].update(gpu)
+        resources["limits"].update(gpu)
+    volumes, mounts = _volumes(spec)
+    container = {
+        "name": "vllm",
+        "image": (spec.simulation.image or sim_image) if sim else spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["specdeploy", "sim-server"] if sim else ["vllm", "serve"],
+        "args": vllm_args(spec, k),
+        "ports": [{"name": "http", "containerPort": spec.service.port, "protocol": "TCP"}],
+        "env": _env(spec),
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **_probes(),
+    }
+    if sim and spec.simulation.profile:
+        container["env"].append(
+            {"name": "SPECDEPLOY_SIM_PROFILE", "value": json.dumps(spec.simulation.profile, sort_keys=True)}
+        )
+    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: _k_label(k)}
+    pod_annotations = {
+        **spec.pod_annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.service.port),
+        "prometheus.io/path": "/metrics",
+        ANNOTATION_K: _k_label(k),
+        ANNOTATION_METHOD: method_name(spec),
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 60,
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
+    if spec.affinity:
+        pod_spec["affinity"] = dict(spec.affinity)
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector(owner)},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": spec.rollout.max_surge,
+                    "maxUnavailable": spec.rollout.max_unavailable,
+                },
+            },
+            "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
+        },
+    }
+
+
+def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner),
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector(owner),
+            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_all(
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str = DEFAULT_SIM_IMAGE
+) -> list[dict[str, Any]]:
+    """Every object the operator owns for this SpeculativeDeployment, running draft length k."""
+    return [render_deployment(owner, spec, k, sim_image), render_service(owner, spec)]
