@@ -119,9 +119,7 @@ class Speculator(Model):
     num_speculative_tokens: int | None = Field(
         None, ge=1, le=MAX_K, description="k, the draft length. Required except in the speculators short form."
     )
-    draft_tensor_parallel_size: int | None = Field(
-        None, ge=1, description="1 or the target's tensorParallelSize."
-    )
+    draft_tensor_parallel_size: int | None = Field(None, ge=1, description="1 or the target's tensorParallelSize.")
     prompt_lookup_min: int | None = Field(None, ge=1, description="ngram window minimum (vLLM default 5).")
     prompt_lookup_max: int | None = Field(None, ge=1, description="ngram window maximum (vLLM default 5).")
     revision: str | None = Field(None, description="Draft model revision.")
@@ -380,7 +378,9 @@ def semantic_problems(spec: SpeculativeDeploymentSpec) -> list[Problem]:
     sp, tgt, ad = spec.speculator, spec.target, spec.adaptive
     if spec.short_form:
         if sp is None or not sp.model:
-            add("target.model", "required field is missing (or give speculator.model alone: the speculators short form)")
+            add(
+                "target.model", "required field is missing (or give speculator.model alone: the speculators short form)"
+            )
             return out
         if sp.num_speculative_tokens is not None:
             add(
