@@ -443,7 +443,7 @@ def semantic_problems(spec: SpeculativeDeploymentSpec) -> list[Problem]:
             add("adaptive.prometheus.url", f"required when adaptive.mode is {ad.mode}")
         if sp is None:
             add("adaptive.mode", f"{ad.mode} needs a speculator; set adaptive.mode: Off or add spec.speculator")
-        elif sp.method is not None and not spec.short_form:
+        elif sp.method is not None and not spec.short_form and ad.min_tokens <= ad.max_tokens:
             k = sp.num_speculative_tokens
             if k is not None and not ad.min_tokens <= k <= ad.max_tokens:
                 add(

@@ -54,7 +54,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             return _structural({**options[0], **extra}, defs)
         raise ValueError(f"cannot express union in a structural schema: {node}")
     out: dict[str, Any] = {k: v for k, v in node.items() if k in _KEEP}
-    if "default" in out and (out["default"] is None or isinstance(out["default"], dict | list)):
+    if "default" in out and (out["default"] in (None, "") or isinstance(out["default"], dict | list)):
         del out["default"]  # only scalar defaults: nested objects are defaulted by the operator
     if "exclusiveMinimum" in node:
         out["minimum"] = node["exclusiveMinimum"]

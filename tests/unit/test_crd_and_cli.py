@@ -1,0 +1,94 @@
+"""The committed CRD is what the models generate; the CLI reports user errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from specdeploy.cli import main
+from specdeploy.crd import crd, crd_yaml
+
+from ..conftest import ROOT, SAMPLE_PATH
+
+CRD_FILE = ROOT / "crds" / "specdeploy.io_speculativedeployments.yaml"
+
+
+def test_committed_crd_is_not_stale() -> None:
+    assert CRD_FILE.read_text() == crd_yaml(), "crds/ is stale: run python hack/gen-crd.py"
+
+
+def _walk(node: dict, path: str = ""):  # type: ignore[type-arg]
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_crd_schema_is_structural() -> None:
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert not {"$ref", "anyOf", "allOf", "oneOf", "$defs", "title"} & set(node), path
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+
+
+def test_crd_carries_enums_bounds_defaults_and_columns() -> None:
+    version = crd()["spec"]["versions"][0]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    k = spec["speculator"]["properties"]["numSpeculativeTokens"]
+    assert (k["minimum"], k["maximum"]) == (1, 16)
+    assert "eagle3" in spec["speculator"]["properties"]["method"]["enum"]
+    assert spec["adaptive"]["properties"]["mode"]["default"] == "Off"
+    assert spec["adaptive"]["properties"]["mode"]["enum"] == ["Off", "Recommend", "Auto"]
+    assert spec["rollout"]["properties"]["maxSurge"]["x-kubernetes-int-or-string"] is True
+    assert spec["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert version["subresources"] == {"status": {}}
+    cols = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert cols == ["Method", "K", "Acceptance", "QPS", "Mode", "Ready", "Age"]
+
+
+def test_gen_crd_check_mode_passes() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "hack/gen-crd.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_cli_render_json(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["render", "-f", str(SAMPLE_PATH), "-o", "json"]) == 0
+    objs = json.loads(capsys.readouterr().out)
+    assert [o["kind"] for o in objs] == ["Deployment", "Service"]
+
+
+def test_cli_render_yaml_with_k_override(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["render", "-f", str(SAMPLE_PATH), "--k", "0"]) == 0
+    dep = next(yaml.safe_load_all(capsys.readouterr().out))
+    assert "--speculative-config" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_cli_validate_reports_each_problem_on_its_own_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: specdeploy.io/v1alpha1\nkind: SpeculativeDeployment\nmetadata: {name: bad}\n"
+        "spec: {target: {model: t}, replicas: -1, speculator: {method: eagle3, numSpeculativeTokens: 0}}\n"
+    )
+    assert main(["validate", "-f", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{bad}: SpeculativeDeployment/bad: spec.speculator.numSpeculativeTokens: "
+        "must be greater than or equal to 1 (got 0)",
+        f"{bad}: SpeculativeDeployment/bad: spec.replicas: must be greater than or equal to 0 (got -1)",
+    ]
+
+
+def test_cli_user_errors_never_trace(tmp_path: Path) -> None:
+    notyaml = tmp_path / "x.yaml"
+    notyaml.write_text("a: [\n")
+    for args in (["validate", "-f", str(tmp_path / "missing.yaml")], ["render", "-f", str(notyaml)]):
+        out = subprocess.run([sys.executable, "-m", "specdeploy.cli", *args], capture_output=True, text=True)
+        assert out.returncode == 2
+        assert "Traceback" not in out.stderr and out.stderr.startswith("error: ")

@@ -1,0 +1,193 @@
+"""Rendering a spec into the Deployment and Service the operator owns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from specdeploy.api import validate_manifest, validate_spec
+from specdeploy.render import (
+    ANNOTATION_K,
+    LABEL_K,
+    Owner,
+    render_all,
+    render_deployment,
+    spec_k,
+    speculative_config,
+    vllm_args,
+)
+
+from ..conftest import ROOT, SAMPLE
+from .test_api import METHOD_SPECS
+
+OWNER = Owner("llama-8b", "inference", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+FIELDS = json.loads((ROOT / "tests/fixtures/vllm_speculative_config_fields.json").read_text())
+
+
+def _arg(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def _container(dep: dict[str, Any]) -> dict[str, Any]:
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_sample_renders_exact_vllm_command() -> None:
+    spec = validate_manifest(SAMPLE)
+    dep, svc = render_all(OWNER, spec, spec_k(spec))
+    c = _container(dep)
+    assert c["command"] == ["vllm", "serve"]
+    assert c["args"] == [
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--tensor-parallel-size",
+        "1",
+        "--max-model-len",
+        "8192",
+        "--speculative-config",
+        '{"method":"eagle3","model":"RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3","num_speculative_tokens":3}',
+    ]
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert dep["spec"]["replicas"] == 2
+    assert svc["kind"] == "Service" and svc["spec"]["ports"][0]["port"] == 8000
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_speculative_config_fields_are_all_known_to_vllm() -> None:
+    spec = validate_manifest(SAMPLE)
+    cfg = json.loads(_arg(_container(render_deployment(OWNER, spec, 3))["args"], "--speculative-config"))
+    assert set(cfg) <= set(FIELDS["user_fields"])
+    assert cfg["method"] in FIELDS["methods"]
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_SPECS))
+def test_every_method_renders_fields_vllm_accepts(method: str) -> None:
+    raw = {"target": {"model": "t"}, "speculator": {**METHOD_SPECS[method], "numSpeculativeTokens": 4}}
+    cfg = speculative_config(validate_spec(raw), 4)
+    assert cfg is not None
+    assert set(cfg) <= set(FIELDS["user_fields"])
+    assert cfg["method"] == method and cfg["num_speculative_tokens"] == 4
+
+
+def test_passthrough_schedule_and_extra_args() -> None:
+    spec = validate_spec(
+        {
+            "target": {"model": "t"},
+            "speculator": {
+                "method": "eagle3",
+                "model": "d",
+                "numSpeculativeTokens": 4,
+                "draftTensorParallelSize": 1,
+                "schedule": [{"minBatchSize": 1, "maxBatchSize": 8, "numSpeculativeTokens": 4}],
+                "extraConfig": {"draft_sample_method": "probabilistic"},
+            },
+            "extraArgs": ["--enable-prefix-caching"],
+        }
+    )
+    args = vllm_args(spec, 2)
+    cfg = json.loads(_arg(args, "--speculative-config"))
+    assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 8, 2]]  # clamped to the running k
+    assert cfg["draft_sample_method"] == "probabilistic"
+    assert set(cfg) <= set(FIELDS["user_fields"])
+    assert args[-1] == "--enable-prefix-caching"
+
+
+def test_speculation_off_is_same_deployment_without_config() -> None:
+    spec = validate_manifest(SAMPLE)
+    on, off = render_deployment(OWNER, spec, 3), render_deployment(OWNER, spec, 0)
+    assert "--speculative-config" not in _container(off)["args"]
+    assert [a for a in _container(on)["args"] if not a.startswith("{")] == [
+        *_container(off)["args"],
+        "--speculative-config",
+    ]
+    assert off["spec"]["template"]["metadata"]["annotations"][ANNOTATION_K] == "0"
+
+
+def test_change_of_k_changes_template_only_where_needed() -> None:
+    spec = validate_manifest(SAMPLE)
+    a, b = render_deployment(OWNER, spec, 3), render_deployment(OWNER, spec, 2)
+    assert a["spec"]["template"] != b["spec"]["template"]
+    assert a["spec"]["selector"] == b["spec"]["selector"]
+    assert b["spec"]["template"]["metadata"]["labels"][LABEL_K] == "2"
+    assert {k: v for k, v in a["spec"].items() if k != "template"} == {
+        k: v for k, v in b["spec"].items() if k != "template"
+    }
+
+
+def test_speculators_short_form_serves_the_speculator() -> None:
+    spec = validate_spec({"speculator": {"model": "RedHatAI/Qwen3-8B-speculator.eagle3"}})
+    args = vllm_args(spec, spec_k(spec))
+    assert args[0] == "RedHatAI/Qwen3-8B-speculator.eagle3"
+    assert "--speculative-config" not in args
+    assert spec_k(spec) is None
+
+
+def test_security_context_passes_restricted_v2() -> None:
+    dep = render_deployment(OWNER, validate_manifest(SAMPLE), 3)
+    pod = dep["spec"]["template"]["spec"]
+    sc = _container(dep)["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "runAsUser" not in pod["securityContext"] and "runAsUser" not in sc
+    assert not any("hostPath" in v for v in pod["volumes"])
+
+
+def test_owner_reference_labels_probes_and_scrape_annotations() -> None:
+    dep = render_deployment(OWNER, validate_manifest(SAMPLE), 3)
+    ref = dep["metadata"]["ownerReferences"][0]
+    assert ref["uid"] == OWNER.uid and ref["controller"] is True and ref["kind"] == "SpeculativeDeployment"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "specdeploy"
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8000"
+    c = _container(dep)
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 1800
+
+
+def test_user_settings_reach_the_pod() -> None:
+    spec = validate_spec(
+        {
+            "target": {"model": "t", "tensorParallelSize": 2},
+            "resources": {"gpus": 2, "gpuResourceName": "amd.com/gpu", "requests": {"cpu": "8", "memory": "64Gi"}},
+            "nodeSelector": {"gpu": "h100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "hfTokenSecret": {"name": "hf", "key": "token"},
+            "modelCache": {"type": "persistentVolumeClaim", "claimName": "models"},
+            "podLabels": {"team": "a"},
+            "service": {"type": "LoadBalancer", "port": 8080},
+            "rollout": {"maxSurge": 0, "maxUnavailable": "50%"},
+        }
+    )
+    dep = render_deployment(OWNER, spec, 0)
+    pod, c = dep["spec"]["template"]["spec"], _container(dep)
+    assert c["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "amd.com/gpu": "2"}
+    assert pod["nodeSelector"] == {"gpu": "h100"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in c["env"]
+    assert pod["volumes"][0] == {"name": "model-cache", "persistentVolumeClaim": {"claimName": "models"}}
+    assert dep["spec"]["template"]["metadata"]["labels"]["team"] == "a"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": "50%"}
+    assert _arg(c["args"], "--port") == "8080"
+
+
+def test_simulation_swaps_image_and_command_only() -> None:
+    raw = {**SAMPLE["spec"], "simulation": {"enabled": True, "profile": {"t_mem_ms": 7}}}
+    spec = validate_spec(raw)
+    real, sim = render_deployment(OWNER, validate_manifest(SAMPLE), 3), render_deployment(OWNER, spec, 3, "img:1")
+    assert _container(sim)["command"] == ["specdeploy", "sim-server"]
+    assert _container(sim)["image"] == "img:1"
+    assert _container(sim)["args"] == _container(real)["args"]
+    assert "nvidia.com/gpu" not in _container(sim)["resources"]["limits"]
+
+
+def test_render_is_pure() -> None:
+    spec = validate_manifest(SAMPLE)
+    assert render_all(OWNER, spec, 3) == render_all(OWNER, spec, 3)
