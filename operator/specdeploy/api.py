@@ -165,7 +165,7 @@ class Rollout(Model):
     max_surge: IntOrString = Field(1, description="Extra pods during a restart (needs spare GPUs).")
     max_unavailable: IntOrString = Field(0, description="Pods that may be down during a restart.")
     progress_deadline_seconds: int = Field(
-        1800, ge=60, description="A rollout not ready by then is reported Degraded (and, in Auto, rolled back)."
+        1800, ge=10, description="A rollout not ready by then is reported Degraded (and, in Auto, rolled back)."
     )
 
 
@@ -288,6 +288,7 @@ class SpeculativeDeploymentStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     method: str | None = None
     k: int | None = Field(None, description="Effective draft length; 0 = speculation off.")
+    spec_k: int | None = Field(None, description="The spec's k when last reconciled (a change resets k to it).")
     recommended_k: int | None = None
     speculation_active: bool | None = None
     deployment: str | None = None
@@ -299,6 +300,7 @@ class SpeculativeDeploymentStatus(Model):
     policy: Free | None = Field(None, description="Policy state that survives operator restarts.")
     decisions: list[Decision] = Field(default_factory=list)
     restart_budget_remaining: int | None = None
+    kopf: Free | None = Field(None, description="Operator bookkeeping (kopf's progress); not for users.")
 
 
 # -------------------------------------------------------------------------------------------- validation

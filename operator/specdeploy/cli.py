@@ -78,6 +78,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the operator until interrupted (kopf), watching all namespaces or the ones given."""
+    import asyncio
+
+    import kopf
+
+    from . import handlers  # noqa: F401 - registers the handlers
+
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=True,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(sim_image=args.sim_image),
+        )
+    )
+    return 0
+
+
 def _add_sim_image(p: argparse.ArgumentParser) -> None:
     from .render import DEFAULT_SIM_IMAGE
 
@@ -99,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_image(p)
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser("run", help="run the operator")
+    p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _add_sim_image(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

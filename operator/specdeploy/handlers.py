@@ -1,0 +1,212 @@
+"""kopf handlers: the only code that talks to Kubernetes. They move data in and out of the pure core.
+
+Reconciliation is level-based and idempotent: every trigger (the resource created, its spec changed, the
+operator resumed, an owned Deployment changed or vanished, the periodic resync) runs :func:`reconcile`, which
+validates the spec, renders the owned objects for the effective k and server-side-applies them (a no-op when
+nothing changed, a restore when someone edited or deleted them), then writes status. The operator never
+writes ``spec``; its own bookkeeping lives under ``status.kopf``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from .api import GROUP, KIND, PLURAL, VERSION, Problem, SpecError, validate_spec
+from .reconcile import Phase, effective_k, rollout_of, status_patch
+from .render import DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER, Owner, render_all
+
+FIELD_MANAGER = MANAGER
+RESYNC_SECONDS = float(os.environ.get("SPECDEPLOY_RESYNC_SECONDS", "30"))
+
+
+@dataclass
+class Clients:
+    """Kubernetes API clients and operator settings, kept in kopf's memo."""
+
+    apps: kubernetes.client.AppsV1Api
+    core: kubernetes.client.CoreV1Api
+    custom: kubernetes.client.CustomObjectsApi
+    sim_image: str = DEFAULT_SIM_IMAGE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_config() -> None:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+def make_clients(sim_image: str = DEFAULT_SIM_IMAGE) -> Clients:
+    _load_config()
+    api = kubernetes.client.ApiClient()
+    return Clients(
+        apps=kubernetes.client.AppsV1Api(api),
+        core=kubernetes.client.CoreV1Api(api),
+        custom=kubernetes.client.CustomObjectsApi(api),
+        sim_image=sim_image,
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in status (never in the user's spec or metadata) and set up clients."""
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandledConfiguration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    settings.execution.max_workers = 8
+    if "clients" not in memo:
+        memo["clients"] = make_clients(memo.get("sim_image", DEFAULT_SIM_IMAGE))
+
+
+def _apply(clients: Clients, obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply with force: creates, restores hand edits of our fields, and is a no-op otherwise."""
+    meta = obj["metadata"]
+    kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
+    if obj["kind"] == "Deployment":
+        res = clients.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], obj, **kw)
+    else:
+        res = clients.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
+    return res.to_dict() if hasattr(res, "to_dict") else res
+
+
+def _read_deployment(clients: Clients, name: str, namespace: str) -> dict[str, Any] | None:
+    try:
+        res = clients.apps.read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return kubernetes.client.ApiClient().sanitize_for_serialization(res)
+
+
+def _retryable(exc: ApiException) -> bool:
+    return exc.status in (409, 429) or exc.status >= 500
+
+
+def reconcile(clients: Clients, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> dict[str, Any]:
+    """One idempotent pass for one SpeculativeDeployment; returns the status to write."""
+    meta, status = body["metadata"], body.get("status") or {}
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    now = datetime.now(UTC)
+    try:
+        spec, problems = validate_spec(body.get("spec")), []
+    except SpecError as exc:
+        spec, problems = None, exc.problems
+    try:
+        if spec is None:
+            dep = _read_deployment(clients, name, namespace)
+            k = status.get("k")
+        else:
+            k = effective_k(spec, status)
+            owner = Owner(name, namespace, meta["uid"])
+            dep_obj, svc_obj = render_all(owner, spec, k, clients.sim_image)
+            _apply(clients, svc_obj)
+            _apply(clients, dep_obj)
+            dep = _read_deployment(clients, name, namespace)
+    except ApiException as exc:
+        if _retryable(exc):
+            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
+        raise
+    new = status_patch(
+        spec=spec,
+        problems=problems,
+        old_status=status,
+        k=k,
+        rollout=rollout_of(dep),
+        generation=generation,
+        deployment_name=name,
+        now=now,
+    )
+    _post_events(body, status, new, problems, logger)
+    return new
+
+
+def _post_events(
+    body: dict[str, Any],
+    old: dict[str, Any],
+    new: dict[str, Any],
+    problems: list[Problem],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """Events for what changed, once per change (the periodic resync must not repeat them)."""
+    if problems:
+        if old.get("observedGeneration") != new["observedGeneration"]:
+            kopf.warn(body, reason="InvalidSpec", message="; ".join(str(p) for p in problems))
+        return
+    if "k" in old and old.get("k") != new.get("k"):
+        kopf.info(body, reason="DraftLengthChanged", message=f"k {old.get('k')} -> {new.get('k')}: rolling restart")
+    if old.get("rollout") != new.get("rollout"):
+        if new.get("rollout") == Phase.FAILED:
+            kopf.warn(body, reason="RolloutFailed", message=_cond(new, "Degraded"))
+        elif new.get("rollout") == Phase.COMPLETE and old.get("rollout"):
+            kopf.info(body, reason="RolloutComplete", message=_cond(new, "Ready"))
+    if "observedGeneration" not in old:
+        logger.info("reconciled %s/%s for the first time", body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _cond(status: dict[str, Any], type_: str) -> str:
+    return next((c["message"] for c in status.get("conditions", []) if c["type"] == type_), "")
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in new.items() if old.get(k) != v}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Spec created or changed (or operator resumed): reconcile; a bad spec is Degraded and fails for good."""
+    new = reconcile(memo["clients"], dict(body), logger)
+    patch.status.update(_changed(dict(body.get("status") or {}), new))
+    invalid = next((c for c in new["conditions"] if c["reason"] == "InvalidSpec"), None)
+    if invalid:
+        raise kopf.PermanentError(invalid["message"])
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
+def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Periodic level-based resync: restores drift the watch may have missed (e.g. while the API was away)."""
+    patch.status.update(_changed(dict(body.get("status") or {}), reconcile(memo["clients"], dict(body), logger)))
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGER, LABEL_DEPLOYMENT: kopf.PRESENT}
+)
+def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """An owned Deployment changed or vanished: restore it if needed and refresh the owner's status."""
+    owner = next(
+        (r for r in body["metadata"].get("ownerReferences", []) if r.get("kind") == KIND and r.get("controller")),
+        None,
+    )
+    if owner is None or type is None:
+        return
+    clients: Clients = memo["clients"]
+    namespace = body["metadata"]["namespace"]
+    try:
+        cr = clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner["name"])
+    except ApiException as exc:
+        if exc.status == 404:
+            return  # the owner is gone: garbage collection removes the rest
+        raise
+    if cr["metadata"]["uid"] != owner["uid"] or cr["metadata"].get("deletionTimestamp"):
+        return
+    old = cr.get("status") or {}
+    changed = _changed(old, reconcile(clients, cr, logger))
+    if changed:
+        clients.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, owner["name"], {"status": changed}
+        )

@@ -1,0 +1,226 @@
+"""The operator against the real kube-apiserver and kube-controller-manager (no mocked Kubernetes API).
+
+Where pods must become Ready the `kubelet` fixture plays the kubelet's part (there is no node here): it
+patches pod status as KWOK does. Everything else is the real Deployment controller and garbage collector.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from ..conftest import SAMPLE
+from .conftest import Operator, kubectl, kubectl_apply, wait_for
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION, PLURAL = "specdeploy.io", "v1alpha1", "speculativedeployments"
+
+
+def sample(**spec_changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(SAMPLE)
+    del doc["metadata"]["namespace"]
+    doc["spec"].update(spec_changes)
+    return doc
+
+
+def get_sd(api: Any, ns: str, name: str = "llama-8b") -> dict[str, Any]:
+    return api.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def args_of(dep: Any) -> list[str]:
+    return dep.spec.template.spec.containers[0].args
+
+
+def replicasets(api: Any, ns: str) -> list[Any]:
+    return api.apps.list_namespaced_replica_set(ns, label_selector="app.kubernetes.io/instance=llama-8b").items
+
+
+def test_apply_sample_creates_deployment_service_and_status(api: Any, namespace: str, operator: Operator) -> None:
+    t0 = time.monotonic()
+    kubectl_apply(sample(), namespace)
+    dep = wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), what="Deployment")
+    created_after = time.monotonic() - t0
+    assert created_after < 10
+    args = args_of(dep)
+    assert args[0] == "meta-llama/Llama-3.1-8B-Instruct"
+    cfg = json.loads(args[args.index("--speculative-config") + 1])
+    assert cfg == {
+        "method": "eagle3",
+        "model": "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3",
+        "num_speculative_tokens": 3,
+    }
+    assert dep.metadata.owner_references[0].kind == "SpeculativeDeployment"
+    svc = api.core.read_namespaced_service("llama-8b", namespace)
+    assert svc.spec.ports[0].port == 8000
+    sd = wait_for(lambda: (o := get_sd(api, namespace)).get("status", {}).get("k") and o, what="status")
+    st = sd["status"]
+    assert st["method"] == "eagle3" and st["k"] == 3 and st["observedGeneration"] == sd["metadata"]["generation"]
+    assert {c["type"] for c in st["conditions"]} >= {"Ready", "Progressing", "Degraded", "SpeculationActive"}
+    for c in st["conditions"]:
+        assert c["reason"] and c["lastTransitionTime"] and c["status"] in ("True", "False", "Unknown")
+    table = kubectl("get", "sd", "-n", namespace)
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "METHOD", "K", "ACCEPTANCE", "QPS", "MODE", "READY", "AGE"]
+    assert row.split()[:3] == ["llama-8b", "eagle3", "3"]
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=SpeculativeDeployment")
+    assert "llama-8b" in events or events.strip() == "No resources found in " + namespace + " namespace."
+
+
+def test_operator_never_writes_spec_or_metadata(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    wait_for(lambda: get_sd(api, namespace).get("status", {}).get("k"), what="status")
+    time.sleep(4)  # at least one periodic resync
+    sd = get_sd(api, namespace)
+    assert sd["metadata"]["generation"] == 1
+    assert not any(k.startswith("kopf") for k in sd["metadata"].get("annotations", {}))
+    assert not sd["metadata"].get("finalizers")
+    for entry in sd["metadata"]["managedFields"]:
+        if entry["manager"] != "kubectl-client-side-apply":
+            assert entry.get("subresource", "status") == "status" or "f:spec" not in json.dumps(entry["fieldsV1"])
+
+
+def test_editing_k_rolls_pods_and_reports_progress(api: Any, namespace: str, operator: Operator, kubelet: Any) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=30, what="Ready")
+    first = {rs.metadata.name for rs in replicasets(api, namespace)}
+    assert len(first) == 1
+    kubectl(
+        "patch",
+        "sd",
+        "llama-8b",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"speculator":{"numSpeculativeTokens":2}}}',
+    )
+    new_rs = wait_for(
+        lambda: [rs for rs in replicasets(api, namespace) if rs.metadata.name not in first], what="a new ReplicaSet"
+    )[0]
+    assert new_rs.spec.template.metadata.labels["specdeploy.io/k"] == "2"
+    assert '"num_speculative_tokens":2' in " ".join(new_rs.spec.template.spec.containers[0].args)
+    old_name = next(iter(first))
+    wait_for(
+        lambda: api.apps.read_namespaced_replica_set(old_name, namespace).spec.replicas == 0,
+        timeout=40,
+        what="old ReplicaSet scaled down",
+    )
+    sd = wait_for(
+        lambda: (o := get_sd(api, namespace))["status"].get("rollout") == "Complete" and o, timeout=30, what="Complete"
+    )
+    assert sd["status"]["k"] == 2 and sd["status"]["updatedReplicas"] == 2
+    assert cond(sd, "Ready")["status"] == "True"
+    events = kubectl("get", "events", "-n", namespace, "-o", "json")
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert "DraftLengthChanged" in reasons
+
+
+def test_invalid_spec_is_degraded_and_running_deployment_untouched(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    before = wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), what="Deployment")
+    wait_for(lambda: get_sd(api, namespace).get("status", {}).get("k"), what="status")
+    # Accepted by the schema, rejected by vLLM's rule (draft TP must be 1 or the target's TP):
+    kubectl(
+        "patch", "sd", "llama-8b", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"speculator":{"draftTensorParallelSize":2,"numSpeculativeTokens":5}}}',
+    )  # fmt: skip
+    sd = wait_for(
+        lambda: (o := get_sd(api, namespace)) and cond(o, "Degraded").get("reason") == "InvalidSpec" and o,
+        what="Degraded InvalidSpec",
+    )
+    msg = cond(sd, "Degraded")["message"]
+    assert "spec.speculator.draftTensorParallelSize: must be 1 or target.tensorParallelSize (1) (got 2)" in msg
+    assert cond(sd, "Degraded")["status"] == "True"
+    time.sleep(4)
+    after = api.apps.read_namespaced_deployment("llama-8b", namespace)
+    assert after.metadata.generation == before.metadata.generation
+    assert args_of(after) == args_of(before)
+    assert get_sd(api, namespace)["status"]["k"] == 3
+    # fixing the spec recovers
+    kubectl(
+        "patch", "sd", "llama-8b", "-n", namespace, "--type=json",
+        "-p", '[{"op":"remove","path":"/spec/speculator/draftTensorParallelSize"}]',
+    )  # fmt: skip
+    wait_for(lambda: cond(get_sd(api, namespace), "Degraded").get("status") == "False", what="recovered")
+    assert get_sd(api, namespace)["status"]["k"] == 5
+
+
+def test_hand_deleted_or_edited_deployment_is_restored(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    dep = wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), what="Deployment")
+    kubectl("delete", "deployment", "llama-8b", "-n", namespace)
+    back = wait_for(
+        lambda: (
+            (d := api.apps.read_namespaced_deployment("llama-8b", namespace)).metadata.uid != dep.metadata.uid and d
+        ),
+        timeout=15,
+        what="Deployment recreated",
+    )
+    assert args_of(back) == args_of(dep)
+    kubectl("scale", "deployment", "llama-8b", "-n", namespace, "--replicas=5")
+    wait_for(
+        lambda: api.apps.read_namespaced_deployment("llama-8b", namespace).spec.replicas == 2,
+        timeout=15,
+        what="replicas restored",
+    )
+
+
+def test_deleting_the_resource_garbage_collects_its_objects(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), what="Deployment")
+    kubectl("delete", "sd", "llama-8b", "-n", namespace)
+    wait_for(
+        lambda: (
+            not api.apps.list_namespaced_deployment(namespace).items
+            and not [s for s in api.core.list_namespaced_service(namespace).items if s.metadata.name == "llama-8b"]
+        ),
+        timeout=30,
+        what="garbage collection",
+    )
+
+
+def test_rollout_past_its_deadline_is_degraded(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}, rollout={"progressDeadlineSeconds": 10}), namespace)
+    sd = wait_for(
+        lambda: (o := get_sd(api, namespace)) and cond(o, "Degraded").get("reason") == "RolloutFailed" and o,
+        timeout=45,
+        what="RolloutFailed",
+    )
+    assert sd["status"]["rollout"] == "Failed"
+    assert "progress" in cond(sd, "Degraded")["message"].lower()
+
+
+def test_restarting_the_operator_changes_nothing(
+    api: Any, namespace: str, operator: Operator, kubelet: Any, tmp_path: Any
+) -> None:
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=30, what="Ready")
+    dep = api.apps.read_namespaced_deployment("llama-8b", namespace)
+    status = get_sd(api, namespace)["status"]
+    operator.stop()
+    try:
+        operator.start()
+        wait_for(lambda: urllib.request.urlopen(operator.liveness, timeout=1).status == 200, what="liveness")
+        time.sleep(5)  # resume handlers and one resync have run
+    finally:
+        assert operator.alive()
+    after = api.apps.read_namespaced_deployment("llama-8b", namespace)
+    assert after.metadata.generation == dep.metadata.generation
+    assert after.metadata.resource_version == dep.metadata.resource_version
+    new_status = get_sd(api, namespace)["status"]
+    assert [(c["type"], c["status"], c["lastTransitionTime"]) for c in new_status["conditions"]] == [
+        (c["type"], c["status"], c["lastTransitionTime"]) for c in status["conditions"]
+    ]
+    assert new_status["k"] == status["k"]
