@@ -122,7 +122,8 @@ class ControlPlane:
                  f"--authorization-kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1",
                  f"--secure-port={kcm_port}", "--leader-elect=false",
                  f"--service-account-private-key-file={d / 'sa.key'}", "--use-service-account-credentials=false",
-                 "--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-attachdetach,-persistentvolume-binder",
+                 f"--root-ca-file={d / 'tls.crt'}",
+                 "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder",
                  "--concurrent-deployment-syncs=10", "--concurrent-gc-syncs=20"],
             )  # fmt: skip
         (d / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
@@ -132,7 +133,12 @@ class ControlPlane:
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.workdir / "tls.crt")},
+                }
+            ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin", "namespace": "default"}}],
             "current-context": "local",

@@ -93,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespaces=args.namespace,
             standalone=True,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(sim_image=args.sim_image),
+            memo=kopf.Memo(sim_image=args.sim_image, namespaces=args.namespace),
         )
     )
     return 0

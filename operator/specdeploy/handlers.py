@@ -1,14 +1,16 @@
 """kopf handlers: the only code that talks to Kubernetes. They move data in and out of the pure core.
 
 Reconciliation is level-based and idempotent: every trigger (the resource created, its spec changed, the
-operator resumed, an owned Deployment changed or vanished, the periodic resync) runs :func:`reconcile`, which
-validates the spec, renders the owned objects for the effective k and server-side-applies them (a no-op when
-nothing changed, a restore when someone edited or deleted them), then writes status. The operator never
+operator resumed, an owned Deployment changed or vanished, the operator-wide resync loop) runs
+:func:`reconcile`, which validates the spec, renders the owned objects for the effective k and
+server-side-applies them (a no-op when nothing changed, a restore when someone edited or deleted them), then
+writes status. The operator never
 writes ``spec``; its own bookkeeping lives under ``status.kopf``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -177,12 +179,6 @@ def on_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Lo
         raise kopf.PermanentError(invalid["message"])
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
-def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Periodic level-based resync: restores drift the watch may have missed (e.g. while the API was away)."""
-    patch.status.update(_changed(dict(body.get("status") or {}), reconcile(memo["clients"], dict(body), logger)))
-
-
 @kopf.on.event(
     "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGER, LABEL_DEPLOYMENT: kopf.PRESENT}
 )
@@ -202,11 +198,60 @@ def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
         if exc.status == 404:
             return  # the owner is gone: garbage collection removes the rest
         raise
-    if cr["metadata"]["uid"] != owner["uid"] or cr["metadata"].get("deletionTimestamp"):
-        return
-    old = cr.get("status") or {}
-    changed = _changed(old, reconcile(clients, cr, logger))
+    if cr["metadata"]["uid"] == owner["uid"] and not cr["metadata"].get("deletionTimestamp"):
+        reconcile_and_write(clients, cr, logger)
+
+
+def reconcile_and_write(clients: Clients, cr: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Reconcile outside a kopf change handler and write what changed in status through the status subresource."""
+    changed = _changed(cr.get("status") or {}, reconcile(clients, cr, logger))
     if changed:
+        meta = cr["metadata"]
         clients.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, owner["name"], {"status": changed}
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": changed}
         )
+
+
+def _list_resources(clients: Clients, namespaces: list[str]) -> list[dict[str, Any]]:
+    if not namespaces:
+        return clients.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    return [
+        item
+        for ns in namespaces
+        for item in clients.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+    ]
+
+
+def resync_all(clients: Clients, namespaces: list[str], logger: logging.Logger) -> None:
+    """Level-based safety net: reconcile every resource (restores drift a missed watch event left behind)."""
+    for cr in _list_resources(clients, namespaces):
+        if cr["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            reconcile_and_write(clients, cr, logger)
+        except (ApiException, kopf.TemporaryError) as exc:
+            logger.warning("resync of %s/%s failed: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], exc)
+
+
+async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """One operator-wide loop rather than per-object kopf timers: timers put a finalizer on every resource,
+    which blocks deletion (and GitOps pruning) whenever the operator is not running."""
+    clients: Clients = memo["clients"]
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        try:
+            await asyncio.to_thread(resync_all, clients, memo.get("namespaces", []), logger)
+        except Exception as exc:  # the loop must survive an API outage
+            logger.warning("resync failed, retrying in %ss: %s", RESYNC_SECONDS, exc)
+
+
+@kopf.on.startup()
+async def start_loop(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    memo["loop"] = asyncio.create_task(control_loop(memo, logging.getLogger("specdeploy.loop")))
+
+
+@kopf.on.cleanup()
+async def stop_loop(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("loop")
+    if task:
+        task.cancel()

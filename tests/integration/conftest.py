@@ -24,19 +24,19 @@ from specdeploy.sim.kubelet import FakeKubelet
 from ..conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
-from controlplane import ControlPlane  # noqa: E402
+from controlplane import ControlPlane
 
 T = TypeVar("T")
 
 
 def wait_for(fn: Callable[[], T], timeout: float = 20, interval: float = 0.2, what: str = "condition") -> T:
-    """Poll until fn returns something truthy (API errors count as not yet)."""
+    """Poll until fn returns something truthy (API and connection errors count as not yet)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except kubernetes.client.ApiException as exc:
+        except (kubernetes.client.ApiException, OSError) as exc:
             last = exc
         else:
             if last:

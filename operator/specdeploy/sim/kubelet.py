@@ -10,6 +10,7 @@ This is never used in a real cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -163,10 +164,8 @@ class FakeKubelet:
     def run(self, stop: Any, period: float = 0.5) -> None:
         """Loop until ``stop`` (a threading.Event) is set; API errors are retried on the next pass."""
         while not stop.is_set():
-            try:
+            with contextlib.suppress(kubernetes.client.ApiException, OSError):
                 self.sync_once()
-            except (kubernetes.client.ApiException, OSError):
-                pass
             stop.wait(period)
         self.close()
 

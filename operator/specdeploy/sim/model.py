@@ -1,0 +1,142 @@
+"""The performance model of speculative decoding that the simulator, the offline simulator and the policy share.
+
+Pure functions over a :class:`Profile` (see ``../shared``-style reference in README, "Performance model"):
+
+* tokens per verification step ``E(k) = 1 + p_1 + ... + p_k`` where ``p_i`` is the chance that the first i
+  drafted tokens are all accepted (what vLLM's per-position counter / drafts measures);
+* step time ``t(B, k) = T(B*(k+1)) + k * c * T(B)`` with ``T(n) = t_mem + t_kv*B*ctx + t_tok * n^2/(n + n_knee)``
+  for n tokens verified per step and a drafter costing c per drafted token: memory-bound at small batches,
+  compute-bound past the knee (the last term is a smooth ``max(0, n - n_knee)``), where every rejected draft
+  token still costs target compute;
+* the steady state of one replica at a request rate (Little's law: ``B = rate * request_time``), or its
+  saturation when the rate exceeds what it can serve.
+
+Defaults are calibrated on the published figures for an 8B target with an EAGLE-3 drafter on one H100-class GPU:
+6-8 ms memory-bound step, E(3) ~ 2.7 and ~2.2x speed-up at low load, a compute knee of ~256 tokens per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+# EAGLE-3 on Llama-3.1-8B-Instruct, chat traffic: cumulative per-position acceptance p_1..p_8.
+DEFAULT_ACCEPTANCE = (0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A model + drafter + GPU + traffic profile. Times in milliseconds."""
+
+    t_mem_ms: float = 6.5  # memory-bound decode step of the target (weights read once)
+    t_kv_ms_per_ktok: float = 0.04  # per sequence per 1000 context tokens: 128 KB/token KV read at ~3.3 TB/s
+    n_knee: int = 256  # tokens per step where compute starts to dominate
+    t_tok_ms: float = 0.1  # effective compute per token past the knee (vLLM tops out near 10k tok/s for 8B/H100)
+    draft_cost: float = 0.08  # c: one drafted token costs c * t_mem (EAGLE-3 head ~0.03-0.1)
+    acceptance: tuple[float, ...] = DEFAULT_ACCEPTANCE
+    max_num_seqs: int = 256  # vLLM's batch cap; requests beyond it wait
+    prompt_tokens: int = 512
+    output_tokens: int = 256
+    prefill_ms_per_ktok: float = 20.0  # prompt processing, for TTFT
+    kv_capacity_tokens: int = 400_000  # KV-cache size in tokens, for kv_cache_usage_perc
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Profile:
+        """Build from a (partial) dict; unknown keys are an error naming the known ones."""
+        raw = dict(raw or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown profile keys {unknown}; known: {sorted(known)}")
+        if "acceptance" in raw:
+            raw["acceptance"] = tuple(float(x) for x in raw["acceptance"])
+        prof = replace(cls(), **raw)
+        check_acceptance(prof.acceptance)
+        return prof
+
+
+def check_acceptance(p: Sequence[float]) -> None:
+    if any(not 0 <= x <= 1 for x in p) or any(b > a + 1e-12 for a, b in itertools.pairwise(p)):
+        raise ValueError(f"acceptance must be non-increasing values in [0, 1], got {list(p)}")
+
+
+def extend_acceptance(p: Sequence[float], k: int) -> list[float]:
+    """p_1..p_k, extrapolating past the known positions with the last observed ratio p_i / p_(i-1)."""
+    out = list(p[:k])
+    if len(out) >= k:
+        return out
+    if not out:
+        return [0.0] * k
+    ratio = out[-1] / out[-2] if len(out) >= 2 and out[-2] > 0 else out[-1]
+    while len(out) < k:
+        out.append(out[-1] * min(ratio, 1.0))
+    return out
+
+
+def tokens_per_step(p: Sequence[float], k: int) -> float:
+    """E(k) = 1 + p_1 + ... + p_k (1 without speculation)."""
+    return 1.0 + sum(extend_acceptance(p, k)) if k > 0 else 1.0
+
+
+def step_time_ms(prof: Profile, batch: float, k: int, context: float | None = None) -> float:
+    """One engine step with ``batch`` running sequences verifying k draft tokens each."""
+    if batch <= 0:
+        return 0.0
+    ctx = prof.prompt_tokens + prof.output_tokens / 2 if context is None else context
+
+    def target(n: float) -> float:
+        kv = prof.t_kv_ms_per_ktok * batch * ctx / 1000
+        return prof.t_mem_ms + kv + prof.t_tok_ms * n * n / (n + prof.n_knee)
+
+    # The drafter runs on the same batch: each drafted token costs c times a one-token target step.
+    return target(batch * (k + 1)) + k * prof.draft_cost * target(batch)
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """One replica at a constant request rate."""
+
+    batch: float  # mean running sequences
+    step_ms: float  # engine step time = vLLM's ITL observation per request
+    tokens_per_step: float  # E(k)
+    token_latency_ms: float  # per-token latency seen by a user: step / E(k), plus queueing when saturated
+    capacity_qps: float  # the most requests/s this replica completes at this k
+    served_qps: float
+    waiting: float  # requests queued (bounded by a horizon when saturated)
+    saturated: bool
+
+
+def capacity_qps(prof: Profile, k: int, p: Sequence[float]) -> float:
+    """Requests/s one replica completes at full batch."""
+    b = prof.max_num_seqs
+    return b * tokens_per_step(p, k) / (step_time_ms(prof, b, k) / 1000) / prof.output_tokens
+
+
+def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = None) -> SteadyState:
+    """Fixed point of B = qps * request_time(B) by bisection (request_time grows with B)."""
+    p = prof.acceptance if p is None else p
+    e = tokens_per_step(p, k)
+    cap = capacity_qps(prof, k, p)
+    if qps <= 0:
+        step = step_time_ms(prof, 1, k)
+        return SteadyState(0.0, step, e, step / e, cap, 0.0, 0.0, False)
+    if qps >= cap:
+        b = float(prof.max_num_seqs)
+        step = step_time_ms(prof, b, k)
+        return SteadyState(b, step, e, step / e, cap, cap, float("inf"), True)
+
+    def excess(b: float) -> float:
+        return qps * prof.output_tokens * step_time_ms(prof, b, k) / e / 1000 - b
+
+    lo, hi = 0.0, float(prof.max_num_seqs)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if excess(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    b = max(hi, 1e-9)
+    step = step_time_ms(prof, max(b, 1.0), k)
+    return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)
