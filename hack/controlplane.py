@@ -120,12 +120,17 @@ class ControlPlane:
                 "kube-controller-manager",
                 [str(kcm), f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
                  f"--authorization-kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1",
-                 f"--secure-port={kcm_port}", "--leader-elect=false",
+                 f"--secure-port={kcm_port}", "--port=0", "--leader-elect=false",
                  f"--service-account-private-key-file={d / 'sa.key'}", "--use-service-account-credentials=false",
                  f"--root-ca-file={d / 'tls.crt'}",
                  "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder",
                  "--concurrent-deployment-syncs=10", "--concurrent-gc-syncs=20"],
             )  # fmt: skip
+            time.sleep(1)
+            if self.procs["kube-controller-manager"].poll() is not None:
+                log = (d / "kube-controller-manager.log").read_text()[-2000:]
+                self.stop()
+                raise RuntimeError(f"kube-controller-manager exited at start:\n{log}")
         (d / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
         return self
 

@@ -50,7 +50,7 @@ def cluster() -> Iterator[ControlPlane]:
     work = Path(tempfile.mkdtemp(prefix="specdeploy-test-cp-"))
     cp = ControlPlane(work).start()
     os.environ["KUBECONFIG"] = str(cp.kubeconfig)
-    subprocess.run(["kubectl", "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
+    subprocess.run(["kubectl", "apply", "-k", str(ROOT / "crds")], check=True, capture_output=True)
     subprocess.run(
         ["kubectl", "wait", "--for=condition=Established", "crd/speculativedeployments.specdeploy.io"],
         check=True,

@@ -1,0 +1,99 @@
+"""The install manifests render with kustomize, pass the real API server's dry run, and their RBAC suffices."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ..conftest import ROOT
+from .conftest import Operator, kubectl, kubectl_apply, wait_for
+from .test_operator import get_sd, sample
+
+pytestmark = pytest.mark.cluster
+
+
+def rendered() -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests")], capture_output=True, text=True, check=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_kustomize_renders_the_install() -> None:
+    kinds = sorted(d["kind"] for d in rendered())
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Namespace",
+        "ServiceAccount",
+    ]
+    dep = next(d for d in rendered() if d["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["resources"]["requests"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_manifests_pass_server_side_dry_run(cluster: Any) -> None:
+    kubectl("create", "namespace", "specdeploy-system", check=False)
+    out = kubectl("apply", "--dry-run=server", "-k", str(ROOT / "manifests"))
+    assert "deployment.apps/specdeploy-operator created (server dry run)" in out
+    for sample_file in sorted((ROOT / "manifests" / "samples").glob("*.yaml")):
+        doc = yaml.safe_load(sample_file.read_text())
+        kubectl("create", "namespace", doc["metadata"]["namespace"], check=False)
+        assert "(server dry run)" in kubectl("apply", "--dry-run=server", "-f", str(sample_file))
+
+
+def test_operator_works_with_exactly_its_cluster_role(
+    cluster: Any, operator: Operator, api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Run the operator with the ServiceAccount's own token: every call it makes must be allowed by rbac.yaml."""
+    kubectl("create", "namespace", "specdeploy-system", check=False)
+    for doc in rendered():
+        if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+            kubectl("apply", "-f", "-", stdin=json.dumps(doc))
+    secret_name = wait_for(
+        lambda: (api.core.read_namespaced_service_account("specdeploy", "specdeploy-system").secrets or [None])[0],
+        what="ServiceAccount token",
+    ).name
+    secret = api.core.read_namespaced_secret(secret_name, "specdeploy-system")
+    token = base64.b64decode(secret.data["token"]).decode()
+    admin = json.loads(cluster.kubeconfig.read_text())
+    admin["users"] = [{"name": "admin", "user": {"token": token}}]
+    kubeconfig = tmp_path / "sa-kubeconfig"
+    kubeconfig.write_text(json.dumps(admin))
+    operator.stop()  # the admin-credentialed operator must not do the work for it
+    limited = Operator(kubeconfig, tmp_path / "limited.log")
+    try:
+        limited.start()
+        kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+        wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), timeout=30, what="Deployment")
+        wait_for(lambda: (get_sd(api, namespace).get("status") or {}).get("k") == 3, timeout=30, what="status")
+        kubectl("delete", "deployment", "llama-8b", "-n", namespace)
+        wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), timeout=30, what="restored")
+        log = (tmp_path / "limited.log").read_text()
+        assert "403" not in log and "Forbidden" not in log, log[-3000:]
+    finally:
+        limited.stop()
+        operator.start()
+
+
+def test_cli_render_output_is_accepted_by_the_api_server(cluster: Any, namespace: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "specdeploy.cli", "render", "-f", str(ROOT / "manifests/samples/llama-8b.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in docs:
+        d["metadata"]["namespace"] = namespace
+        del d["metadata"]["ownerReferences"]  # the placeholder owner does not exist
+    result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert result.count("(server dry run)") == 2
