@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_image(p)
     p.set_defaults(func=cmd_render)
 
+    sub.add_parser("sim-server", help="vLLM-compatible simulator; takes `vllm serve` arguments", add_help=False)
+
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
@@ -130,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim-server"]:  # takes `vllm serve`'s command line, so it parses its own arguments
+        from .sim.server import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what the project needs on Debian 12 (idempotent; apt only for what is missing), create .venv with the
+# package and its test tools, and build or find the Kubernetes control-plane binaries (hack/build-kube.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pkgs=()
+command -v python3 >/dev/null || pkgs+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
+command -v curl >/dev/null || pkgs+=(curl)
+command -v openssl >/dev/null || pkgs+=(openssl)
+command -v prometheus >/dev/null || pkgs+=(prometheus)
+command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${pkgs[*]}" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  # Debian starts the packaged Prometheus as a service; the project starts its own on loopback.
+  as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+VENV=${SPECDEPLOY_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import specdeploy, pytest, ruff' 2>/dev/null || [ pyproject.toml -nt "$VENV/.installed" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[test]'
+  touch "$VENV/.installed"
+fi
+
+hack/build-kube.sh >/dev/null
