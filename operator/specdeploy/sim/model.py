@@ -108,14 +108,22 @@ class SteadyState:
     saturated: bool
 
 
+def prefill_share(prof: Profile, qps: float) -> float:
+    """Fraction of GPU time spent on prompt prefill at this request rate (chunked into decode steps)."""
+    return qps * prof.prompt_tokens * prof.prefill_ms_per_ktok / 1e6
+
+
 def capacity_qps(prof: Profile, k: int, p: Sequence[float]) -> float:
-    """Requests/s one replica completes at full batch."""
+    """Requests/s one replica completes at full batch, prefill included: q = X / (1 + X * prefill per request)."""
     b = prof.max_num_seqs
-    return b * tokens_per_step(p, k) / (step_time_ms(prof, b, k) / 1000) / prof.output_tokens
+    x = b * tokens_per_step(p, k) / (step_time_ms(prof, b, k) / 1000) / prof.output_tokens
+    return x / (1 + x * prof.prompt_tokens * prof.prefill_ms_per_ktok / 1e6)
 
 
 def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = None) -> SteadyState:
-    """Fixed point of B = qps * request_time(B) by bisection (request_time grows with B)."""
+    """Fixed point of B = qps * request_time(B) by bisection (request_time grows with B).
+
+    A mean engine step lasts ``t(B, k) / (1 - prefill_share)``: prompts are prefilled inside decode steps."""
     p = prof.acceptance if p is None else p
     e = tokens_per_step(p, k)
     cap = capacity_qps(prof, k, p)
@@ -124,11 +132,12 @@ def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = 
         return SteadyState(0.0, step, e, step / e, cap, 0.0, 0.0, False)
     if qps >= cap:
         b = float(prof.max_num_seqs)
-        step = step_time_ms(prof, b, k)
+        step = step_time_ms(prof, b, k) / (1 - prefill_share(prof, cap))
         return SteadyState(b, step, e, step / e, cap, cap, float("inf"), True)
+    stretch = 1 / (1 - prefill_share(prof, qps))
 
     def excess(b: float) -> float:
-        return qps * prof.output_tokens * step_time_ms(prof, b, k) / e / 1000 - b
+        return qps * prof.output_tokens * step_time_ms(prof, b, k) * stretch / e / 1000 - b
 
     lo, hi = 0.0, float(prof.max_num_seqs)
     for _ in range(60):
@@ -138,5 +147,5 @@ def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = 
         else:
             hi = mid
     b = max(hi, 1e-9)
-    step = step_time_ms(prof, max(b, 1.0), k)
+    step = step_time_ms(prof, max(b, 1.0), k) * stretch
     return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)

@@ -1,0 +1,187 @@
+"""Prometheus -> typed observations, for every managed SpeculativeDeployment at once.
+
+One evaluation runs one fixed set of PromQL queries (:data:`QUERIES`), each aggregated ``by (namespace,
+deployment, specdeploy_k)``, whatever the number of resources: the cost is flat in the number of resources. The
+labels come from the scrape configuration (the PodMonitor in ``manifests/monitoring`` or the demo's file_sd):
+``deployment`` is the pod's ``specdeploy.io/deployment`` label and ``specdeploy_k`` its ``specdeploy.io/k``, so
+during a rolling restart only pods of the current template (the k in status) count.
+
+``rate()`` handles counter resets (pods restarting). Missing series, NaN and an unreachable or slow
+Prometheus give :class:`NoData` with the reason, never an exception: the operator never decides on stale data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.exceptions import RequestException
+
+GROUP = "namespace, deployment, specdeploy_k"
+SELECTOR = '{deployment!=""}'
+
+
+def _queries(window: str) -> dict[str, str]:
+    """The whole batch for one evaluation (``window`` like ``300s``)."""
+    r = f"[{window}]"
+
+    def rate(metric: str, extra: str = "") -> str:
+        return f"sum by ({GROUP}{extra}) (rate({metric}{SELECTOR}{r}))"
+
+    def avg(metric: str) -> str:
+        return f"sum by ({GROUP}) (avg_over_time({metric}{SELECTOR}{r}))"
+
+    itl = "vllm:inter_token_latency_seconds"
+    return {
+        "request_rate": rate("vllm:request_success_total"),
+        "running": avg("vllm:num_requests_running"),
+        "waiting": avg("vllm:num_requests_waiting"),
+        "generation_tps": rate("vllm:generation_tokens_total"),
+        "drafts": rate("vllm:spec_decode_num_drafts_total"),
+        "draft_tokens": rate("vllm:spec_decode_num_draft_tokens_total"),
+        "accepted": rate("vllm:spec_decode_num_accepted_tokens_total"),
+        "per_pos": rate("vllm:spec_decode_num_accepted_tokens_per_pos_total", ", position"),
+        "itl_sum": rate(f"{itl}_sum"),
+        "itl_count": rate(f"{itl}_count"),
+        "itl_p50": f"histogram_quantile(0.5, {rate(f'{itl}_bucket', ', le')})",
+        "itl_p95": f"histogram_quantile(0.95, {rate(f'{itl}_bucket', ', le')})",
+        "kv_usage": f"avg by ({GROUP}) (avg_over_time(vllm:kv_cache_usage_perc{SELECTOR}{r}))",
+        "pods": f"count by ({GROUP}) (count_over_time(vllm:num_requests_running{SELECTOR}{r}))",
+    }
+
+
+QUERIES = _queries("300s")  # the shape of a batch, for documentation and the benchmark
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One window of one SpeculativeDeployment's current-template pods. Rates per second, totals over pods."""
+
+    namespace: str
+    deployment: str
+    k_label: str
+    pods: int
+    request_rate: float
+    running: float
+    waiting: float
+    generation_tps: float
+    acceptance_rate: float | None = None
+    mean_acceptance_length: float | None = None
+    per_position: tuple[float, ...] = ()
+    itl_mean_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p95_s: float | None = None
+    kv_usage: float | None = None
+
+    @property
+    def k_running(self) -> int:
+        """The k the pods run, read from the positions vLLM reports (0 when they do not speculate)."""
+        return len(self.per_position)
+
+
+@dataclass(frozen=True)
+class NoData:
+    """Why there is no usable observation (the operator then keeps everything as it is)."""
+
+    reason: str
+
+
+@dataclass
+class Reader:
+    """Reads one Prometheus; one :meth:`read` = one batch of queries for all the given deployments."""
+
+    url: str
+    token: str | None = None
+    timeout: float = 10.0
+    verify_tls: bool = True
+    queries_sent: int = field(default=0, init=False)
+
+    def _client(self) -> PrometheusConnect:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return PrometheusConnect(url=self.url, headers=headers, disable_ssl=not self.verify_tls, timeout=self.timeout)
+
+    def read(
+        self, wanted: Iterable[tuple[str, str, str]], window_seconds: int
+    ) -> dict[tuple[str, str], Observation | NoData]:
+        """Observations for (namespace, deployment, k_label) triples; k_label selects the current template."""
+        wanted = list(wanted)
+        if not wanted:
+            return {}
+        client, raw = self._client(), {}
+        try:
+            for name, query in _queries(f"{window_seconds}s").items():
+                self.queries_sent += 1
+                raw[name] = client.custom_query(query)
+        except (PrometheusApiClientException, RequestException, ValueError) as exc:
+            reason = f"Prometheus at {self.url} unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+            return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
+        return assemble(raw, wanted)
+
+
+def _num(sample: dict[str, Any]) -> float | None:
+    try:
+        v = float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def assemble(
+    raw: dict[str, list[dict[str, Any]]], wanted: list[tuple[str, str, str]]
+) -> dict[tuple[str, str], Observation | NoData]:
+    """Pure: query results -> one Observation (or NoData) per wanted deployment."""
+    by_key: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
+    positions: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for name, samples in raw.items():
+        for s in samples:
+            m = s.get("metric", {})
+            key = (m.get("namespace", ""), m.get("deployment", ""), m.get("specdeploy_k", ""))
+            v = _num(s)
+            if v is None:
+                continue
+            if name == "per_pos":
+                positions[key][int(m.get("position", "0"))] = v
+            else:
+                by_key[key][name] = v
+    out: dict[tuple[str, str], Observation | NoData] = {}
+    for ns, dep, k_label in wanted:
+        key = (ns, dep, k_label)
+        vals = by_key.get(key)
+        if not vals or not vals.get("pods"):
+            others = sorted(k for (n, d, k) in by_key if (n, d) == (ns, dep))
+            hint = f" (series only for k={', '.join(others)}: old pods)" if others else ""
+            out[(ns, dep)] = NoData(f"no series for pods with specdeploy_k={k_label} in the window{hint}")
+            continue
+        if "request_rate" not in vals or "running" not in vals:
+            out[(ns, dep)] = NoData("incomplete series (request rate or batch size missing)")
+            continue
+        drafts, accepted = vals.get("drafts"), vals.get("accepted")
+        pos = positions.get(key, {})
+        per_position: tuple[float, ...] = ()
+        if drafts and pos:
+            per_position = tuple(pos.get(i, 0.0) / drafts for i in range(max(pos) + 1))
+        itl_mean = vals["itl_sum"] / vals["itl_count"] if vals.get("itl_count") else None
+        out[(ns, dep)] = Observation(
+            namespace=ns,
+            deployment=dep,
+            k_label=k_label,
+            pods=int(vals["pods"]),
+            request_rate=vals["request_rate"],
+            running=vals["running"],
+            waiting=vals.get("waiting", 0.0),
+            generation_tps=vals.get("generation_tps", 0.0),
+            acceptance_rate=accepted / vals["draft_tokens"]
+            if accepted is not None and vals.get("draft_tokens")
+            else None,
+            mean_acceptance_length=1 + accepted / drafts if accepted is not None and drafts else None,
+            per_position=per_position,
+            itl_mean_s=itl_mean,
+            itl_p50_s=vals.get("itl_p50"),
+            itl_p95_s=vals.get("itl_p95"),
+            kv_usage=vals.get("kv_usage"),
+        )
+    return out

@@ -1,0 +1,86 @@
+"""The metrics pipeline for real: simulator processes -> Debian's Prometheus (1 s scrape) -> the reader."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from specdeploy.metrics import NoData, Observation, Reader
+from specdeploy.sim.model import Profile, steady_state
+
+from .sim_helpers import FAST_PROFILE, Prometheus, SimProcess, write_targets
+
+pytestmark = pytest.mark.prometheus
+ACCEPTANCE = Profile().acceptance
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    prom = Prometheus(tmp_path / "prom").start()
+    yield prom
+    prom.stop()
+
+
+def test_reader_matches_what_the_simulators_were_configured_with(prometheus: Prometheus) -> None:
+    qps = 25.0
+    sims = [SimProcess(f"llm-a-{i}", 3, qps, seed=i + 1) for i in range(2)]
+    try:
+        write_targets(prometheus.targets_file, sims)
+        time.sleep(42)
+        obs = Reader(prometheus.url).read([("ns", "llm", "3")], window_seconds=35)[("ns", "llm")]
+    finally:
+        for s in sims:
+            s.stop()
+    assert isinstance(obs, Observation), obs
+    assert obs.pods == 2 and obs.k_running == 3
+    p = ACCEPTANCE[:3]
+    assert obs.per_position == pytest.approx(p, rel=0.03)
+    expected_rate = sum(p) / 3  # accepted / drafted tokens
+    assert obs.acceptance_rate == pytest.approx(expected_rate, rel=0.03)
+    assert obs.mean_acceptance_length == pytest.approx(1 + sum(p), rel=0.03)
+    assert obs.request_rate == pytest.approx(2 * qps, rel=0.05)
+    model = steady_state(Profile.from_dict(FAST_PROFILE), qps, 3)
+    assert obs.itl_mean_s == pytest.approx(model.step_ms / 1000, rel=0.2)
+    assert obs.running == pytest.approx(2 * model.batch, rel=0.35)
+    assert obs.itl_p50_s is not None and obs.itl_p95_s is not None and obs.itl_p50_s <= obs.itl_p95_s
+
+
+def test_rolling_restart_counter_reset_and_two_pod_generations(prometheus: Prometheus) -> None:
+    """Old pods run k=3; one of them restarts (counters reset); then new pods with k=2 replace them."""
+    qps = 20.0
+    old = [SimProcess(f"llm-old-{i}", 3, qps, seed=10 + i) for i in range(2)]
+    try:
+        write_targets(prometheus.targets_file, old)
+        time.sleep(12)
+        old[0].stop()  # a restart: same pod, counters from zero
+        restarted = SimProcess("llm-old-0", 3, qps, seed=20)
+        old[0] = restarted
+        write_targets(prometheus.targets_file, old)
+        time.sleep(8)
+        new = [SimProcess(f"llm-new-{i}", 2, qps, seed=30 + i) for i in range(2)]
+        write_targets(prometheus.targets_file, old + new)  # the rollout: both generations scraped at once
+        time.sleep(25)
+        reader = Reader(prometheus.url)
+        during = reader.read([("ns", "llm", "2")], window_seconds=20)[("ns", "llm")]
+        old_view = reader.read([("ns", "llm", "3")], window_seconds=20)[("ns", "llm")]
+    finally:
+        for s in old + new:
+            s.stop()
+    assert isinstance(during, Observation) and isinstance(old_view, Observation)
+    assert during.k_running == 2 and during.pods == 2
+    assert during.per_position == pytest.approx(ACCEPTANCE[:2], rel=0.03)
+    assert during.request_rate == pytest.approx(2 * qps, rel=0.1)
+    assert old_view.k_running == 3
+    assert old_view.per_position == pytest.approx(ACCEPTANCE[:3], rel=0.04)  # the reset did not distort it
+    assert old_view.request_rate == pytest.approx(2 * qps, rel=0.1)
+
+
+def test_missing_series_and_prometheus_down_are_typed_no_data(prometheus: Prometheus) -> None:
+    res = Reader(prometheus.url).read([("ns", "absent", "3")], window_seconds=30)
+    assert isinstance(res[("ns", "absent")], NoData)
+    prometheus.stop()
+    down = Reader(prometheus.url, timeout=2).read([("ns", "llm", "3")], window_seconds=30)[("ns", "llm")]
+    assert isinstance(down, NoData) and "unavailable" in down.reason

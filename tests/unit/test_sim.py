@@ -1,0 +1,92 @@
+"""The simulator's model, engine and /metrics, against the performance model and vLLM 0.33's metric list."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from specdeploy.sim.engine import Engine
+from specdeploy.sim.model import Profile, capacity_qps, extend_acceptance, steady_state, tokens_per_step
+from specdeploy.sim.server import Metrics, draft_length
+
+from ..conftest import ROOT
+
+FIXTURE = json.loads((ROOT / "tests/fixtures/vllm_metrics.json").read_text())
+
+
+def exposition(k: int) -> dict[str, tuple[str, set[tuple[str, ...]], list[float]]]:
+    engine = Engine(Profile(output_tokens=16), k, seed=1)
+    engine.set_load(qps=20)
+    engine.run_for(5)
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Metrics(engine, "m"))  # type: ignore[arg-type]
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        labels = {tuple(sorted(k for k in s.labels if k != "le")) for s in fam.samples}
+        bounds = sorted({float(s.labels["le"]) for s in fam.samples if "le" in s.labels and s.labels["le"] != "+Inf"})
+        out[fam.name] = (fam.type, labels, bounds)
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_metrics_match_vllm_names_types_labels_and_buckets(k: int) -> None:
+    expected = {n: m for n, m in FIXTURE["metrics"].items() if k or n not in FIXTURE["only_with_speculation"]}
+    got = exposition(k)
+    assert set(got) == set(expected)
+    for name, meta in expected.items():
+        kind, labelsets, bounds = got[name]
+        assert kind == meta["type"], name
+        assert labelsets == {tuple(meta["labels"])}, name
+        if "buckets" in meta:
+            assert bounds == meta["buckets"], name
+
+
+def test_engine_counters_follow_vllm_semantics() -> None:
+    e = Engine(Profile(output_tokens=64), 4, seed=7)
+    e.set_load(qps=30)
+    e.run_for(60)
+    c = e.c
+    assert c.draft_tokens == 4 * c.drafts
+    assert sum(c.per_pos) == c.accepted
+    assert all(a >= b for a, b in zip(c.per_pos, c.per_pos[1:], strict=False))
+    measured = [n / c.drafts for n in c.per_pos]
+    assert measured == pytest.approx(list(Profile().acceptance[:4]), abs=0.02)
+    assert c.success["length"] == pytest.approx(30 * 60, rel=0.1)
+
+
+def test_engine_matches_the_steady_state_model() -> None:
+    prof = Profile(output_tokens=64)
+    e = Engine(prof, 3, seed=3)
+    e.set_load(qps=40)
+    e.run_for(30)
+    itl_model = steady_state(prof, 40, 3).step_ms / 1000
+    assert e.c.itl.total / e.c.itl.n == pytest.approx(itl_model, rel=0.15)
+
+
+def test_model_speedup_and_crossover() -> None:
+    p = Profile()
+    low = steady_state(p, 0.5, 0).token_latency_ms / steady_state(p, 0.5, 3).token_latency_ms
+    assert 1.5 <= low <= 2.5  # the published low-load speed-up of EAGLE-3 at k=3
+    assert capacity_qps(p, 0, p.acceptance) > capacity_qps(p, 3, p.acceptance)  # speculation costs capacity
+    best = [min(range(6), key=lambda k: steady_state(p, q, k).token_latency_ms) for q in (1, 20, 30, 40)]
+    assert best == sorted(best, reverse=True) and best[0] > best[-1]  # the best k falls as load rises
+    assert tokens_per_step([0.5, 0.25], 4) == pytest.approx(1 + 0.5 + 0.25 + 0.125 + 0.0625)
+    assert extend_acceptance([], 2) == [0.0, 0.0]
+
+
+def test_profile_rejects_unknown_keys_and_bad_acceptance() -> None:
+    with pytest.raises(ValueError, match="unknown profile keys"):
+        Profile.from_dict({"t_mem": 1})
+    with pytest.raises(ValueError, match="non-increasing"):
+        Profile.from_dict({"acceptance": [0.5, 0.7]})
+
+
+def test_draft_length_from_the_command_line() -> None:
+    assert draft_length("t", '{"method":"eagle3","num_speculative_tokens":4}') == (4, "eagle3")
+    assert draft_length("RedHatAI/Qwen3-8B-speculator.eagle3", None) == (3, "speculators")
+    assert draft_length("t", None) == (0, "none")
