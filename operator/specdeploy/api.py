@@ -298,7 +298,8 @@ class SpeculativeDeploymentStatus(Model):
     rollout: str | None = Field(None, description="Progressing | Complete | Failed")
     metrics: ObservedMetrics | None = None
     policy: Free | None = Field(None, description="Policy state that survives operator restarts.")
-    decisions: list[Decision] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list, description="Recent changes and recommendations.")
+    last_evaluation: Free | None = Field(None, description="Time and reason of the latest policy evaluation.")
     restart_budget_remaining: int | None = None
     kopf: Free | None = Field(None, description="Operator bookkeeping (kopf's progress); not for users.")
 

@@ -6,6 +6,7 @@ User errors print one line per problem and exit 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -99,6 +100,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Closed-loop policy vs always-off, static k, best static and the oracle, on shipped or given traces."""
+    from .sim.offline import compare, load_trace, table
+
+    paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "traces").glob("*.yaml"))
+    results = []
+    for path in paths:
+        try:
+            trace = load_trace(path)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        if args.slo_ms is not None:
+            trace = dataclasses.replace(trace, adaptive=trace.adaptive.model_copy(update={"slo_ms": args.slo_ms}))
+        results.append(compare(trace))
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    else:
+        print(table(results))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """What the policy would decide now on live metrics, without acting (reads the resources' status)."""
+    from .recommend import recommend
+
+    for line in recommend(args.prometheus, args.namespace, args.name):
+        print(line)
+    return 0
+
+
 def _add_sim_image(p: argparse.ArgumentParser) -> None:
     from .render import DEFAULT_SIM_IMAGE
 
@@ -121,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     sub.add_parser("sim-server", help="vLLM-compatible simulator; takes `vllm serve` arguments", add_help=False)
+
+    p = sub.add_parser("simulate", help="run the policy offline over traces, side by side with baselines")
+    p.add_argument("--trace", action="append", help="trace file (YAML/JSON); default: the shipped traces")
+    p.add_argument("--json", action="store_true", help="one JSON object (a list for several traces)")
+    p.add_argument("--slo-ms", type=float, default=None, help="per-token latency SLO (default 50)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("recommend", help="the decision the policy would take now, without acting")
+    p.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    p.add_argument("-n", "--namespace", default=None, help="namespace (default: all)")
+    p.add_argument("name", nargs="?", help="a SpeculativeDeployment (default: all)")
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")

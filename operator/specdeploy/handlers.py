@@ -11,8 +11,10 @@ writes ``spec``; its own bookkeeping lives under ``status.kopf``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +23,15 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from .api import GROUP, KIND, PLURAL, VERSION, Problem, SpecError, validate_spec
+from .api import GROUP, KIND, PLURAL, VERSION, Problem, SpecError, SpeculativeDeploymentSpec, validate_spec
+from .evaluate import evaluate
+from .metrics import NoData, Observation, Reader
 from .reconcile import Phase, effective_k, rollout_of, status_patch
-from .render import DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER, Owner, render_all
+from .render import CHECKPOINT_K, DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER, Owner, render_all
 
 FIELD_MANAGER = MANAGER
 RESYNC_SECONDS = float(os.environ.get("SPECDEPLOY_RESYNC_SECONDS", "30"))
+TICK_SECONDS = min(5.0, RESYNC_SECONDS)
 
 
 @dataclass
@@ -233,16 +238,98 @@ def resync_all(clients: Clients, namespaces: list[str], logger: logging.Logger) 
             logger.warning("resync of %s/%s failed: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], exc)
 
 
+def _token(clients: Clients, namespace: str, spec: SpeculativeDeploymentSpec) -> str | None:
+    ref = spec.adaptive.prometheus.bearer_token_secret if spec.adaptive.prometheus else None
+    if ref is None:
+        return None
+    secret = clients.core.read_namespaced_secret(ref.name, namespace)
+    return base64.b64decode((secret.data or {})[ref.key]).decode().strip()
+
+
+def evaluate_all(clients: Clients, namespaces: list[str], last: dict[str, float], logger: logging.Logger) -> int:
+    """Read metrics for every resource that is due, one batch of queries per Prometheus and window, then
+    evaluate each, write status, and carry out Auto decisions. Returns the number of batches read."""
+    now = datetime.now(UTC)
+    groups: dict[tuple[str, str | None, int, bool], list[tuple[dict[str, Any], SpeculativeDeploymentSpec]]] = {}
+    for cr in _list_resources(clients, namespaces):
+        meta = cr["metadata"]
+        try:
+            spec = validate_spec(cr.get("spec"))
+        except SpecError:
+            continue
+        prom = spec.adaptive.prometheus
+        if prom is None or meta.get("deletionTimestamp"):
+            continue
+        key = f"{meta['namespace']}/{meta['name']}"
+        if now.timestamp() - last.get(key, 0.0) < spec.adaptive.evaluation_interval_seconds:
+            continue
+        last[key] = now.timestamp()
+        try:
+            token = _token(clients, meta["namespace"], spec)
+        except (ApiException, KeyError) as exc:
+            logger.warning("%s: Prometheus token secret unreadable: %s", key, exc)
+            token = None
+        group = (prom.url, token, spec.adaptive.window_seconds, not prom.insecure_skip_verify)
+        groups.setdefault(group, []).append((cr, spec))
+    for (url, token, window, verify), members in groups.items():
+        reader = Reader(url, token=token, verify_tls=verify)
+        wanted = [(cr["metadata"]["namespace"], cr["metadata"]["name"], _k_label(cr)) for cr, _ in members]
+        observations = reader.read(wanted, window)
+        for cr, spec in members:
+            meta = cr["metadata"]
+            obs = observations[(meta["namespace"], meta["name"])]
+            _apply_evaluation(clients, cr, spec, obs, now, logger)
+    return len(groups)
+
+
+def _k_label(cr: dict[str, Any]) -> str:
+    k = (cr.get("status") or {}).get("k")
+    return CHECKPOINT_K if k is None else str(k)
+
+
+def _apply_evaluation(
+    clients: Clients,
+    cr: dict[str, Any],
+    spec: SpeculativeDeploymentSpec,
+    obs: Observation | NoData,
+    now: datetime,
+    logger: logging.Logger,
+) -> None:
+    meta, status = cr["metadata"], cr.get("status") or {}
+    decision, patch = evaluate(spec, status, obs, now)
+    changed = _changed(status, patch)
+    if changed:
+        clients.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": changed}
+        )
+    if decision is None or not decision.changes_k:
+        return
+    what = "k" if decision.to_k else "speculation"
+    target = decision.to_k if decision.to_k else "off"
+    if "k" in patch:  # Auto: carry it out now through the rolling-restart primitive
+        kopf.info(cr, reason="AdaptiveChange", message=f"{decision.action}: {what} -> {target}: {decision.reason}")
+        reconcile_and_write(clients, {**cr, "status": {**status, **changed}}, logger)
+    elif decision.reason != (status.get("lastEvaluation") or {}).get("reason"):
+        kopf.info(cr, reason="Recommendation", message=f"{decision.action}: {what} -> {target}: {decision.reason}")
+
+
 async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
     """One operator-wide loop rather than per-object kopf timers: timers put a finalizer on every resource,
-    which blocks deletion (and GitOps pruning) whenever the operator is not running."""
+    which blocks deletion (and GitOps pruning) whenever the operator is not running. It resyncs every
+    resource and evaluates metrics for those that are due, one batch of Prometheus queries for all."""
     clients: Clients = memo["clients"]
+    namespaces = memo.get("namespaces", [])
+    last_eval: dict[str, float] = {}
+    next_resync = time.monotonic() + RESYNC_SECONDS
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(TICK_SECONDS)
         try:
-            await asyncio.to_thread(resync_all, clients, memo.get("namespaces", []), logger)
-        except Exception as exc:  # the loop must survive an API outage
-            logger.warning("resync failed, retrying in %ss: %s", RESYNC_SECONDS, exc)
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + RESYNC_SECONDS
+                await asyncio.to_thread(resync_all, clients, namespaces, logger)
+            await asyncio.to_thread(evaluate_all, clients, namespaces, last_eval, logger)
+        except Exception as exc:  # the loop must survive an API or Prometheus outage
+            logger.warning("control loop pass failed, retrying: %s", exc)
 
 
 @kopf.on.startup()

@@ -1,0 +1,303 @@
+"""``specdeploy simulate``: the policy in closed loop on the performance model over a trace, side by side with
+speculation always off, every static k, the best static k in hindsight, and an oracle.
+
+Objective (what users feel): **mean per-token latency**, token-weighted over the trace. A token's latency is the
+engine's per-token latency at the load each replica carries (step / E(k)) plus, when the offered load exceeds
+what the running setting serves, the time its request waited in the queue spread over its tokens. A rolling
+restart takes capacity away while it lasts (``restart_cost_seconds``). Also reported: goodput (tokens delivered
+per second within the trace), the fraction of tokens within a per-token latency SLO, and restarts.
+
+The oracle knows the whole trace: dynamic programming over (time step, k) minimising the same objective, with
+the restart cost on every change; its schedule is then scored by the same simulation as everything else.
+
+Trace format (YAML or JSON)::
+
+    step_seconds: 30          # one point per step
+    profile: {}               # optional Profile overrides (specdeploy.sim.model.Profile)
+    replicas: 2
+    restart_seconds: 120
+    max_surge: 1              # optional, rollout strategy (defaults as in the API)
+    max_unavailable: 0
+    adaptive: {}              # optional spec.adaptive overrides for the policy (camelCase as in the CRD)
+    start_k: 3                # the k the deployment starts with (the user's numSpeculativeTokens)
+    points:
+      - {qps: 0.5, acceptance: [0.82, 0.64, 0.49, 0.37, 0.27, 0.19, 0.13, 0.09]}
+      - {qps: 6.0, acceptance: [...], prompt_tokens: 512, output_tokens: 256}
+
+``qps`` is the total offered load; ``acceptance[i-1]`` is the chance that the first i drafted tokens are all
+accepted (vLLM's per-position counter / drafts). A point without ``acceptance`` keeps the previous one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..api import Adaptive
+from ..metrics import Observation
+from ..policy import PolicyState, Rollout, decide, restart_capacity_loss, rollout_seconds
+from .model import Profile, steady_state
+
+DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
+
+
+@dataclass(frozen=True)
+class Point:
+    qps: float
+    acceptance: tuple[float, ...]
+    prompt_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    step_seconds: float
+    profile: Profile
+    rollout: Rollout
+    adaptive: Adaptive
+    points: tuple[Point, ...]
+    start_k: int = 3
+
+    @property
+    def candidates(self) -> list[int]:
+        return [0, *range(self.adaptive.min_tokens, self.adaptive.max_tokens + 1)]
+
+
+def load_trace(path: str | Path) -> Trace:
+    raw = yaml.safe_load(Path(path).read_text())
+    return parse_trace(raw, Path(path).stem)
+
+
+def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
+    if not isinstance(raw, dict) or not raw.get("points"):
+        raise ValueError("a trace needs a non-empty `points` list")
+    prof = Profile.from_dict(raw.get("profile"))
+    step = float(raw.get("step_seconds", 30))
+    # The policy is evaluated once per trace step, on a window of that step.
+    evaluation = {"evaluationIntervalSeconds": max(5, int(step)), "windowSeconds": max(30, int(step))}
+    adaptive = Adaptive.model_validate({**DEFAULT_ADAPTIVE, **evaluation, **(raw.get("adaptive") or {})})
+    replicas = int(raw.get("replicas", 1))
+    rollout = Rollout(
+        replicas=replicas,
+        max_surge=int(raw.get("max_surge", 1)),
+        max_unavailable=int(raw.get("max_unavailable", 0)),
+        restart_seconds=float(raw.get("restart_seconds", adaptive.restart_seconds)),
+    )
+    points, acc = [], prof.acceptance
+    for i, p in enumerate(raw["points"]):
+        if "qps" not in p:
+            raise ValueError(f"points[{i}]: qps is required")
+        acc = tuple(float(x) for x in p.get("acceptance", acc))
+        points.append(
+            Point(
+                float(p["qps"]),
+                acc,
+                int(p.get("prompt_tokens", prof.prompt_tokens)),
+                int(p.get("output_tokens", prof.output_tokens)),
+            )
+        )
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)))
+
+
+@dataclass
+class Totals:
+    tokens: float = 0.0
+    latency_weighted: float = 0.0  # token-ms
+    within_slo: float = 0.0
+    restarts: int = 0
+    delivered_in_trace: float = 0.0
+
+    def result(self, duration: float) -> dict[str, Any]:
+        return {
+            "mean_token_latency_ms": round(self.latency_weighted / self.tokens, 4) if self.tokens else 0.0,
+            "goodput": round(self.delivered_in_trace / duration, 3),
+            "slo_attained": round(self.within_slo / self.tokens, 4) if self.tokens else 1.0,
+            "restarts": self.restarts,
+        }
+
+
+@dataclass
+class StepOutcome:
+    tokens: float
+    token_ms: float  # per-token latency of the tokens delivered in this step
+    backlog: float  # requests still queued at the end of the step
+    served_qps: float
+    batch: float  # per replica
+    step_ms: float
+
+
+def run_step(trace: Trace, point: Point, k: int, backlog: float, restarting: float, dt: float) -> StepOutcome:
+    """One trace step at draft length k, with ``restarting`` seconds of it under a rolling restart."""
+    prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
+    p = list(point.acceptance[:k]) if k else []
+    r = trace.rollout
+    # capacity-weighted replicas: the restart's loss over the part of the step it lasts
+    replicas = max(r.replicas * (1 - restart_capacity_loss(r) * min(restarting, dt) / dt), 1e-6)
+    cap_total = steady_state(prof, 1.0, k, p).capacity_qps * replicas
+    demand = point.qps * dt + backlog
+    served = min(demand, cap_total * dt)
+    new_backlog = demand - served
+    per_replica = min(served / dt, cap_total * 0.999) / replicas
+    ss = steady_state(prof, per_replica, k, p)
+    wait_s = (backlog + new_backlog) / 2 / max(cap_total, 1e-9) if (backlog or new_backlog) else 0.0
+    token_ms = ss.token_latency_ms + wait_s * 1000 / point.output_tokens
+    return StepOutcome(served * point.output_tokens, token_ms, new_backlog, served / dt, ss.batch, ss.step_ms)
+
+
+def simulate(trace: Trace, choose: Callable[[int, StepOutcome | None, float], int]) -> dict[str, Any]:
+    """Run the trace with a controller ``choose(step, last_outcome, now) -> k``; returns the figures.
+
+    Every controller starts from the deployment as it runs (``trace.start_k``): any other setting, even at
+    the first step, is a rolling restart and costs one."""
+    dt, slo = trace.step_seconds, trace.adaptive.slo_ms
+    rollout_s = rollout_seconds(trace.rollout)
+    tot, backlog, k, restart_left, last = Totals(), 0.0, trace.start_k, 0.0, None
+    for i, point in enumerate(trace.points):
+        want = choose(i, last, i * dt)
+        if want != k:
+            k, restart_left = want, rollout_s
+            tot.restarts += 1
+        out = run_step(trace, point, k, backlog, restart_left, dt)
+        restart_left = max(0.0, restart_left - dt)
+        backlog = out.backlog
+        tot.tokens += out.tokens
+        tot.delivered_in_trace += out.tokens
+        tot.latency_weighted += out.tokens * out.token_ms
+        tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
+        last = out
+    # Requests still queued at the end are served afterwards; their wait counts, their tokens not in goodput.
+    last_point = trace.points[-1]
+    while backlog > 1e-9:
+        out = run_step(trace, replace(last_point, qps=0.0), k, backlog, 0.0, dt)
+        tot.tokens += out.tokens
+        tot.latency_weighted += out.tokens * out.token_ms
+        tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
+        backlog = out.backlog
+    return tot.result(len(trace.points) * dt)
+
+
+def policy_controller(trace: Trace) -> Callable[[int, StepOutcome | None, float], int]:
+    """The operator's policy, fed the observation Prometheus would give for the last step."""
+    state = PolicyState()
+    current = {"k": trace.start_k, "changed_at": -math.inf}
+    r = trace.rollout
+    rollout_s = rollout_seconds(r)
+
+    def choose(i: int, last: StepOutcome | None, now: float) -> int:
+        nonlocal state
+        if last is None:
+            return current["k"]
+        k, point = current["k"], trace.points[i - 1]
+        obs = Observation(
+            namespace="sim",
+            deployment=trace.name,
+            k_label=str(k),
+            pods=r.replicas,
+            request_rate=last.served_qps,
+            running=last.batch * r.replicas,
+            waiting=last.backlog,
+            generation_tps=last.tokens / trace.step_seconds,
+            per_position=tuple(point.acceptance[:k]) if k else (),
+            itl_mean_s=last.step_ms / 1000,
+        )
+        d = decide(
+            obs,
+            state,
+            trace.adaptive,
+            r,
+            trace.profile,
+            k,
+            now,
+            rollout_complete=now - current["changed_at"] >= rollout_s,
+        )
+        state = d.state
+        if d.changes_k and d.to_k is not None:
+            current.update(k=d.to_k, changed_at=now)
+        return current["k"]
+
+    return choose
+
+
+def oracle_schedule(trace: Trace) -> list[int]:
+    """Dynamic programming over (step, k, rollout progress) knowing the whole trace, restart costs included.
+
+    A change starts a rolling restart lasting ``rollout_seconds`` (no further change until it ends), as the
+    operator does. Each state carries the queue backlog of its best path, so saturating a setting costs what
+    it costs in the simulation (an approximation of the full problem; its schedule is scored like any other).
+    """
+    ks, dt = trace.candidates, trace.step_seconds
+    rollout_s = rollout_seconds(trace.rollout)
+    settled = math.ceil(rollout_s / dt)
+    # state (k, steps since the change started) -> (cost, backlog, previous state)
+    State = tuple[int, int]
+    layer: dict[State, tuple[float, float, State | None]] = {}
+    k0 = trace.start_k
+    for k in ks:  # from the running setting: anything else starts with a restart
+        out = run_step(trace, trace.points[0], k, 0.0, 0.0 if k == k0 else rollout_s, dt)
+        layer[(k, settled if k == k0 else 1)] = (out.tokens * out.token_ms, out.backlog, None)
+    history = [layer]
+    for point in trace.points[1:]:
+        nxt: dict[State, tuple[float, float, State | None]] = {}
+        for (j, s), (c, b, _) in layer.items():
+            moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt))]
+            if s >= settled:
+                moves += [(k, 1, rollout_s) for k in ks if k != j]
+            for k, s2, restarting in moves:
+                out = run_step(trace, point, k, b, restarting, dt)
+                cand = (c + out.tokens * out.token_ms, out.backlog, (j, s))
+                if (k, s2) not in nxt or cand[:2] < nxt[(k, s2)][:2]:
+                    nxt[(k, s2)] = cand
+        layer = nxt
+        history.append(layer)
+    state: State | None = min(layer, key=lambda st: layer[st][0] + layer[st][1] * 1e6)
+    schedule = []
+    for layer_i in reversed(history):
+        assert state is not None
+        schedule.append(state[0])
+        state = layer_i[state][2]
+    return schedule[::-1]
+
+
+def compare(trace: Trace) -> dict[str, Any]:
+    """Every controller on one trace, as `specdeploy simulate --json` prints it."""
+    static = {}
+    for k in range(max(1, trace.adaptive.min_tokens), trace.adaptive.max_tokens + 1):
+        static[str(k)] = simulate(trace, lambda *_, k=k: k)
+    best_k = min(static, key=lambda k: static[k]["mean_token_latency_ms"])
+    always_off = simulate(trace, lambda *_: 0)
+    schedule = oracle_schedule(trace)
+    oracle = simulate(trace, lambda i, *_: schedule[i])
+    # Every static schedule is one the oracle could follow: it is at least as good as the best of them.
+    oracle = min([oracle, always_off, static[best_k]], key=lambda r: r["mean_token_latency_ms"])
+    return {
+        "trace": trace.name,
+        "start_k": trace.start_k,
+        "policy": simulate(trace, policy_controller(trace)),
+        "always_off": always_off,
+        "static": static,
+        "best_static": {"k": int(best_k), **static[best_k]},
+        "oracle": oracle,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Side-by-side text table of mean per-token latency (ms), goodput, SLO and restarts."""
+    cols = ("policy", "off", "best k", "oracle", "score", "restarts", "goodput p/off")
+    widths = (9, 9, 11, 9, 7, 9, 14)
+    head = f"{'trace':<18}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))
+    lines = [head, "-" * len(head)]
+    for r in results:
+        pol, off, bs, ora = r["policy"], r["always_off"], r["best_static"], r["oracle"]
+        score = ora["mean_token_latency_ms"] / pol["mean_token_latency_ms"]
+        lines.append(
+            f"{r['trace']:<18}{pol['mean_token_latency_ms']:>9.2f}{off['mean_token_latency_ms']:>9.2f}"
+            f"{bs['mean_token_latency_ms']:>8.2f}@{bs['k']:<2}{ora['mean_token_latency_ms']:>9.2f}{score:>7.3f}"
+            f"{pol['restarts']:>9}{pol['goodput'] / off['goodput']:>14.4f}"
+        )
+    return "\n".join(lines)
