@@ -99,6 +99,7 @@ def evaluate(
             k,
             ts,
             rollout_complete=status.get("rollout") == "Complete",
+            settled_at=_rollout_completed_at(old),
         )
     patch["policy"] = decision.state.to_dict()
     patch["recommendedK"] = decision.to_k
@@ -120,6 +121,14 @@ def evaluate(
         }
         patch["decisions"] = [*history, entry][-HISTORY:]
     return decision, patch
+
+
+def _rollout_completed_at(conditions: list[dict[str, Any]]) -> float | None:
+    """When the last rollout finished: the Progressing condition's transition to False."""
+    prog = next((c for c in conditions if c.get("type") == "Progressing"), None)
+    if not prog or prog.get("status") != "False":
+        return None
+    return datetime.strptime(prog["lastTransitionTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def utcnow() -> datetime:

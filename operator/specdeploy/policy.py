@@ -192,6 +192,7 @@ def decide(
     current_k: int,
     now: float,
     rollout_complete: bool = True,
+    settled_at: float | None = None,
 ) -> Decision:
     """The decision for one evaluation; ``state`` is not modified (the new one is in the decision)."""
     st = replace(state, changes=[t for t in state.changes if now - t < 3600])
@@ -211,6 +212,9 @@ def decide(
     # The reader counts only pods of the current template, so a window holding two evaluation intervals of
     # their data is fresh enough: waiting for a whole window would leave a saturated setting in place.
     settle = min(settings.window_seconds, 2 * settings.evaluation_interval_seconds)
+    if settled_at is not None and now - settled_at < settle:
+        msg = f"waiting for a window of the current pods' metrics ({now - settled_at:.0f}s of {settle}s)"
+        return Decision(KEEP, current_k, msg, state=st)
     if st.since is not None and now - st.since < settle:
         msg = f"the window still covers the previous setting ({now - st.since:.0f}s of {settle}s)"
         return Decision(KEEP, current_k, msg, state=st)

@@ -52,7 +52,13 @@ class FakeKubelet:
     sd_file: Path | None = None
     log_dir: Path | None = None
     sim_env: dict[str, str] = field(default_factory=dict)
+    load_dir: Path | None = None
     pods: dict[str, PodProcess] = field(default_factory=dict)
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)  # "namespace/deployment" -> total load
+
+    def set_load(self, namespace: str, deployment: str, qps: float, acceptance: list[float] | None = None) -> None:
+        """Offer ``qps`` requests/s to a deployment; like its Service, split evenly over its ready pods."""
+        self.loads[f"{namespace}/{deployment}"] = {"qps": qps, **({"acceptance": acceptance} if acceptance else {})}
 
     def _list(self) -> list[Any]:
         if self.namespace:
@@ -69,6 +75,8 @@ class FakeKubelet:
         argv = [sys.executable, "-m", "specdeploy.cli", *c.command[1:], *args, "--host", "127.0.0.1"]
         env = {**os.environ, **self.sim_env, **{e.name: e.value for e in c.env or [] if e.value is not None}}
         env["SPECDEPLOY_SIM_POD"] = pod.metadata.name
+        if self.load_dir:
+            env["SPECDEPLOY_SIM_LOAD_FILE"] = str(self.load_dir / f"{pod.metadata.namespace}.{pod.metadata.name}.json")
         log = open(self.log_dir / f"{pod.metadata.name}.log", "wb") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return PodProcess(proc, port, dict(pod.metadata.labels))
@@ -116,7 +124,7 @@ class FakeKubelet:
 
     def sync_once(self) -> None:
         """One pass: start what is new, mark Ready what is healthy, stop what is gone."""
-        seen = set()
+        seen, ready_keys = set(), set()
         for pod in self._list():
             key = f"{pod.metadata.namespace}/{pod.metadata.name}"
             if pod.metadata.deletion_timestamp:
@@ -128,9 +136,31 @@ class FakeKubelet:
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
             if not ready and self._healthy(pp):
                 self._mark_ready(pod, pp.port)
+                ready = True
+            if ready:
+                ready_keys.add(key)
         for key in set(self.pods) - seen:
             self._stop(self.pods.pop(key))
         self._write_sd()
+        self._write_loads({key for key in seen if key in ready_keys})
+
+    def _write_loads(self, ready: set[str]) -> None:
+        if self.load_dir is None:
+            return
+        for dep_key, load in self.loads.items():
+            ns = dep_key.split("/")[0]
+            members = [
+                k
+                for k in ready
+                if k.startswith(f"{ns}/") and self.pods[k].labels.get(LABEL_DEPLOYMENT) == dep_key.split("/")[1]
+            ]
+            for key in members:
+                share = {**load, "qps": load["qps"] / len(members)}
+                path = self.load_dir / f"{key.replace('/', '.')}.json"
+                if not path.exists() or json.loads(path.read_text()) != share:
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(share))
+                    tmp.replace(path)
 
     def _write_sd(self) -> None:
         if self.sd_file is None:

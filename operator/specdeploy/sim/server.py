@@ -48,7 +48,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--sim-qps", type=float, default=0.0, help="built-in Poisson load, requests/s")
     p.add_argument("--sim-load-file", default=os.environ.get("SPECDEPLOY_SIM_LOAD_FILE"))
     p.add_argument("--sim-seed", type=int, default=None)
-    p.add_argument("--sim-startup-seconds", type=float, default=0.0, help="model-load time before /health")
+    p.add_argument(
+        "--sim-startup-seconds",
+        type=float,
+        default=float(os.environ.get("SPECDEPLOY_SIM_STARTUP_SECONDS", "0")),
+        help="model-load time before the server listens",
+    )
     p.add_argument("--sim-drift-per-hour", type=float, default=0.0, help="relative acceptance change per hour")
     return p.parse_known_args(argv)
 

@@ -1,0 +1,212 @@
+"""Each rule of the adaptive policy, pinned (pure function: no clock, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from specdeploy.api import Adaptive, validate_spec
+from specdeploy.evaluate import evaluate
+from specdeploy.metrics import NoData, Observation
+from specdeploy.policy import (
+    KEEP,
+    ROLLBACK,
+    SET_K,
+    TURN_OFF,
+    TURN_ON,
+    PolicyState,
+    Rollout,
+    decide,
+    restart_cost_seconds,
+)
+from specdeploy.sim.model import Profile, steady_state
+
+PROFILE = Profile()
+P = list(PROFILE.acceptance)
+ROLLOUT = Rollout(replicas=2, max_surge=1, max_unavailable=0, restart_seconds=120)
+SETTINGS = Adaptive.model_validate(
+    {"mode": "Auto", "prometheus": {"url": "http://p:9090"}, "minTokens": 1, "maxTokens": 6}
+)
+T0 = 1_800_000_000.0
+
+
+def obs(qps: float, k: int, p: list[float] = P, pods: int = 2, waiting: float = 0.0) -> Observation:
+    """What Prometheus would report for 2 replicas at ``qps`` requests/s each, running k."""
+    ss = steady_state(replace(PROFILE, acceptance=tuple(p)), qps, k, p[:k])
+    return Observation(
+        namespace="ns",
+        deployment="d",
+        k_label=str(k),
+        pods=pods,
+        request_rate=min(qps, ss.capacity_qps) * pods,
+        running=ss.batch * pods,
+        waiting=waiting,
+        generation_tps=0.0,
+        per_position=tuple(p[:k]),
+        itl_mean_s=ss.step_ms / 1000,
+    )
+
+
+def run(o: Observation | NoData, k: int, state: PolicyState | None = None, now: float = T0, **kw: Any):  # type: ignore[no-untyped-def]
+    settings = kw.pop("settings", SETTINGS)
+    return decide(o, state or PolicyState(), settings, ROLLOUT, PROFILE, k, now, **kw)
+
+
+def settled(k: int, **fields: Any) -> PolicyState:
+    """A state whose setting has run for a long time, with acceptance known."""
+    return PolicyState(k=k, since=T0 - 10_000, acceptance=P[:6], acceptance_time=T0 - 60, **fields)
+
+
+def test_no_decision_without_fresh_metrics() -> None:
+    d = run(NoData("Prometheus at http://p unavailable"), 3, settled(3))
+    assert d.action == KEEP and "no decision without fresh metrics" in d.reason
+
+
+def test_no_decision_while_replicas_are_missing_from_the_window() -> None:
+    d = run(obs(25, 3, pods=1), 3, settled(3))
+    assert d.action == KEEP and "only 1 of 2 replicas" in d.reason
+
+
+def test_no_decision_during_a_rollout_or_before_its_window_fills() -> None:
+    assert "rollout in progress" in run(obs(25, 3), 3, settled(3), rollout_complete=False).reason
+    d = run(obs(25, 3), 3, settled(3), settled_at=T0 - 20)
+    assert d.action == KEEP and "waiting for a window" in d.reason
+
+
+def test_high_load_turns_speculation_off_and_low_load_turns_it_back_on() -> None:
+    off = run(obs(27, 3, waiting=40), 3, settled(3))
+    assert off.action in (TURN_OFF, SET_K) and off.to_k is not None and off.to_k < 3
+    hot = run(obs(27.3, 1), 1, settled(1))
+    assert hot.action == TURN_OFF and hot.to_k == 0
+    # While off, nothing is measured: the last acceptance (aged) brings it back when load falls.
+    state = PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 3600)
+    on = run(obs(3, 0), 0, state)
+    assert on.action == TURN_ON and on.to_k >= 1
+    assert on.state.acceptance == P[:3]  # kept, not forgotten
+
+
+def test_best_k_falls_as_load_rises() -> None:
+    ks = [run(obs(q, 3), 3, settled(3)).to_k for q in (2, 15, 22)]
+    assert ks[0] >= ks[1] >= ks[2] and ks[0] > ks[2]
+
+
+DRIFTED = [x * 0.3 for x in P]  # acceptance after a change of traffic
+NARROW = SETTINGS.model_copy(update={"hysteresis": 0.05})
+
+
+def test_hysteresis_band_holds_small_gains() -> None:
+    d = run(obs(8, 4, p=DRIFTED), 4, settled(4))
+    assert d.action == KEEP and "within the hysteresis band 10%" in d.reason
+    assert run(obs(8, 4, p=DRIFTED), 4, settled(4), settings=NARROW).action == SET_K
+
+
+def test_dwell_cooldown_and_budget_hold() -> None:
+    o = obs(8, 4, p=DRIFTED)
+    recent = PolicyState(k=4, since=T0 - 300, acceptance=P[:6], acceptance_time=T0)
+    assert "dwell" in run(o, 4, recent, settings=NARROW).reason
+    assert "cooldown" in run(o, 4, settled(4, last_change=T0 - 100), settings=NARROW).reason
+    spent = settled(4, changes=[T0 - 1000, T0 - 2000])
+    assert "restart budget of 2/hour used" in run(o, 4, spent, settings=NARROW).reason
+    old = settled(4, changes=[T0 - 4000, T0 - 5000])  # older than an hour: the budget is back
+    assert run(o, 4, old, settings=NARROW).action == SET_K
+
+
+def test_dwell_never_holds_a_setting_that_cannot_serve_the_load() -> None:
+    recent = PolicyState(k=3, since=T0 - 300, acceptance=P[:6], acceptance_time=T0)
+    d = run(obs(30, 3, waiting=200), 3, recent)  # dwell not over, but k=3 cannot serve 30 req/s
+    assert d.action != KEEP
+
+
+def test_restart_must_pay_within_the_horizon() -> None:
+    short = SETTINGS.model_copy(update={"horizon_seconds": 60, "hysteresis": 0.0})
+    d = run(obs(15, 3), 3, settled(3), settings=short)
+    assert d.action == KEEP
+    assert restart_cost_seconds(ROLLOUT) == pytest.approx(2 * 120 * 0.25 / 2)  # 2 waves, a cold quarter replica
+
+
+def test_acceptance_drift_lowers_k() -> None:
+    d = run(obs(8, 4, p=DRIFTED), 4, settled(4), settings=NARROW)
+    assert d.action == SET_K and d.to_k < 4
+    assert d.state.acceptance == pytest.approx(DRIFTED[:4])
+
+
+def test_exploration_upward_is_rare() -> None:
+    state = PolicyState(k=1, since=T0 - 10_000, acceptance=P[:1], acceptance_time=T0)
+    first = run(obs(2, 1, p=P), 1, state)
+    assert first.action == SET_K and first.to_k > 1 and first.state.last_explore == T0
+    again = run(obs(2, 1, p=P), 1, replace(state, last_explore=T0 - 60))
+    assert again.action == KEEP and "explored recently" in again.reason
+
+
+def test_decisions_are_deterministic() -> None:
+    a = run(obs(22, 3), 3, settled(3))
+    b = run(obs(22, 3), 3, settled(3))
+    assert a == b
+
+
+def test_rollback_after_a_failed_rollout() -> None:
+    from specdeploy.policy import rollback
+
+    d = rollback(settled(2, pending_from=3), T0, "deadline")
+    assert d is not None and d.action == ROLLBACK and d.to_k == 3
+    assert rollback(settled(2), T0, "deadline") is None
+
+
+SPEC = {
+    "target": {"model": "t"},
+    "speculator": {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3},
+    "replicas": 2,
+    "adaptive": {"mode": "Auto", "prometheus": {"url": "http://p:9090"}, "maxTokens": 6},
+}
+NOW = datetime.fromtimestamp(T0, UTC)
+
+
+def status(k: int = 3, **extra: Any) -> dict[str, Any]:
+    return {
+        "k": k,
+        "specK": 3,
+        "rollout": "Complete",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "Complete", "message": "",
+             "lastTransitionTime": "2000-01-01T00:00:00Z"},
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+def test_recommend_never_acts_and_auto_does() -> None:
+    hot = obs(27.3, 3, waiting=60)
+    rec = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Recommend"}})
+    decision, patch = evaluate(rec, status(policy=settled(3).to_dict()), hot, NOW)
+    assert decision is not None and decision.changes_k
+    assert "k" not in patch and patch["recommendedK"] == decision.to_k
+    assert patch["decisions"][-1]["applied"] is False
+    auto = validate_spec(SPEC)
+    decision, patch = evaluate(auto, status(policy=settled(3).to_dict()), hot, NOW)
+    assert patch["k"] == decision.to_k and patch["decisions"][-1]["applied"] is True
+    off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
+    decision, patch = evaluate(off, status(), hot, NOW)
+    assert decision is None and "k" not in patch and patch["metrics"]["requestRate"] > 0
+
+
+def test_a_restarted_operator_resumes_without_repeating_a_restart() -> None:
+    spec = validate_spec(SPEC)
+    _, first = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    assert "k" in first
+    # The operator restarts: all it has is status. The rollout has completed; load is unchanged.
+    persisted = status(k=first["k"], policy=first["policy"], decisions=first["decisions"])
+    later = datetime.fromtimestamp(T0 + 120, UTC)
+    decision, patch = evaluate(spec, persisted, obs(27.3, first["k"]), later)
+    assert "k" not in patch and decision is not None and decision.action == KEEP
+    assert patch["restartBudgetRemaining"] == 1
+
+
+def test_metrics_unavailable_condition() -> None:
+    _, patch = evaluate(validate_spec(SPEC), status(), NoData("Prometheus down"), NOW)
+    cond = next(c for c in patch["conditions"] if c["type"] == "MetricsAvailable")
+    assert cond["status"] == "False" and cond["message"] == "Prometheus down"
+    assert "k" not in patch
