@@ -61,7 +61,7 @@ def metrics_status(obs: Observation, window: int, now: datetime) -> dict[str, An
         itl_p95_ms=r(obs.itl_p95_s and obs.itl_p95_s * 1000, 3),
         kv_cache_usage=r(obs.kv_usage),
         pods=obs.pods,
-    ).model_dump(by_alias=True, exclude_none=True)
+    ).model_dump(by_alias=True)  # None included: null deletes a stale value in the merge patch
 
 
 def evaluate(
@@ -105,8 +105,9 @@ def evaluate(
     patch["recommendedK"] = decision.to_k
     patch["restartBudgetRemaining"] = budget_left(decision.state, ts, settings.max_restarts_per_hour)
     acts = settings.mode == AdaptiveMode.AUTO and decision.changes_k
-    if acts:
+    if acts:  # a change of k is a change of pod template: a rollout starts now
         patch["k"] = decision.to_k
+        patch["rollout"] = "Progressing"
     patch["lastEvaluation"] = {"time": now_iso(now), "reason": decision.reason}
     if decision.action != KEEP:
         history = list(status.get("decisions") or [])

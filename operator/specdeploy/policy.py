@@ -11,8 +11,8 @@ What the policy does, per evaluation of one SpeculativeDeployment:
 3. **Predict** the per-token latency (step / E(k), or queueing once the replica saturates) for speculation off
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
-   replica completes only its capacity). Only settings that would also serve the recent peak (held for an
-   hour, then decaying) qualify, so recurring bursts keep their headroom. ``E(k')`` for ``k' <=`` the measured
+   replica completes only its capacity). Only settings that would also serve the recent peak (held for the
+   horizon, then decaying) qualify, so recurring bursts keep their headroom. ``E(k')`` for ``k' <=`` the measured
    length comes from measurement; above it, from cautious extrapolation (discounted).
 4. **Act only when it pays.** The best candidate must beat the current setting by more than the hysteresis
    band, and its gain over the horizon must exceed the capacity the rolling restart takes away
@@ -39,8 +39,6 @@ EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per h
 EXPLORE_MIN_UPSIDE = 0.15  # relative latency gain the extrapolation must promise before exploring upward
 SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its unloaded latency
 LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample
-PEAK_HOLD_S = 3600.0  # a load peak is remembered this long, then decays with this half-life: recurring
-PEAK_HALF_LIFE_S = 3600.0  # bursts keep their headroom
 
 
 @dataclass
@@ -69,7 +67,9 @@ class PolicyState:
         return cls(**{k: v for k, v in raw.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """All fields, None included: status is written by JSON merge patch, where null deletes a key and a
+        missing key would keep a stale value."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,9 @@ def decide(
     offered = qps + growth
     ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
     held = now - (st.peak_time if st.peak_time is not None else now)
-    remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - PEAK_HOLD_S) / PEAK_HALF_LIFE_S)
+    # A peak matters as long as a change must pay for itself: held for the horizon, then halving each horizon.
+    hold = settings.horizon_seconds
+    remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - hold) / hold)
     peak, peak_time = (offered, now) if offered >= remembered else (remembered, st.peak_time)
     st = replace(
         st,
