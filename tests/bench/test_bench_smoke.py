@@ -1,0 +1,67 @@
+"""Smoke runs of the benchmarks (the full runs are hack/bench_*.py; their figures are in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from specdeploy.metrics import Observation, Reader
+
+from ..conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "hack"))
+import bench_metrics
+from prometheus import Prometheus
+
+
+@pytest.mark.prometheus
+def test_queries_per_evaluation_do_not_grow_with_resources() -> None:
+    counts = {}
+    for n in (1, 30):
+        srv, port = bench_metrics.serve(n)
+        prom = Prometheus(Path(tempfile.mkdtemp(prefix="specdeploy-smoke-"))).start()
+        try:
+            prom.targets_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {}}]))
+            time.sleep(12)
+            reader = Reader(prom.url)
+            result = reader.read([("bench", f"d{d}", "3") for d in range(n)], window_seconds=10)
+            assert all(isinstance(o, Observation) and o.k_running == 3 for o in result.values()), result
+            counts[n] = reader.queries_sent
+        finally:
+            prom.stop()
+            srv.shutdown()
+    assert counts[1] == counts[30] == 14
+
+
+def test_simulate_json_has_every_controller() -> None:
+    trace = ROOT / "operator/specdeploy/traces/steady_low.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "specdeploy.cli", "simulate", "--trace", str(trace), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res = json.loads(out.stdout)
+    keys = {"mean_token_latency_ms", "goodput", "slo_attained", "restarts"}
+    for name in ("policy", "always_off", "best_static", "oracle"):
+        assert keys <= set(res[name]), name
+    assert set(res["static"]) == {str(k) for k in range(1, 9)}
+    assert "k" in res["best_static"]
+    assert res["oracle"]["mean_token_latency_ms"] <= res["best_static"]["mean_token_latency_ms"]
+    assert res["policy"]["mean_token_latency_ms"] < res["always_off"]["mean_token_latency_ms"]
+    assert res["policy"]["goodput"] >= res["always_off"]["goodput"]
+
+
+def test_simulate_reports_bad_traces_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "t.yaml"
+    bad.write_text("points: [{acceptance: [0.5]}]\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "specdeploy.cli", "simulate", "--trace", str(bad)], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "points[0]: qps is required" in out.stderr and "Traceback" not in out.stderr
