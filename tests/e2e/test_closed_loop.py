@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 from specdeploy.sim.kubelet import FakeKubelet
 
 from ..conftest import ROOT
-from ..integration.conftest import kubectl_apply, wait_for
+from ..integration.conftest import kubectl_apply, running, wait_for
 from ..integration.sim_helpers import Prometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -54,12 +53,8 @@ def kubelet(api: Any, namespace: str, prometheus: Prometheus, tmp_path: Path) ->
         load_dir=tmp_path / "loads",
         sim_env={"SPECDEPLOY_SIM_STARTUP_SECONDS": "1"},
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=kl.run, args=(stop,), daemon=True)
-    thread.start()
-    yield kl
-    stop.set()
-    thread.join(timeout=20)
+    with running(kl):
+        yield kl
 
 
 def resource(prometheus: Prometheus, **adaptive: Any) -> dict[str, Any]:

@@ -125,16 +125,24 @@ def namespace(api: Any) -> Iterator[str]:
         api.core.delete_namespace(name)
 
 
-@pytest.fixture
-def kubelet(api: Any, namespace: str) -> Iterator[FakeKubelet]:
-    """Plays the kubelet's part for this test's namespace: marks pods Ready (no real node exists)."""
-    kl = FakeKubelet(api.core, namespace=namespace)
+@contextlib.contextmanager
+def running(kl: FakeKubelet) -> Iterator[FakeKubelet]:
+    """Run a stand-in kubelet in a thread for the duration of the block."""
     stop = threading.Event()
     thread = threading.Thread(target=kl.run, args=(stop,), daemon=True)
     thread.start()
-    yield kl
-    stop.set()
-    thread.join(timeout=10)
+    try:
+        yield kl
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+def kubelet(api: Any, namespace: str) -> Iterator[FakeKubelet]:
+    """Plays the kubelet's part for this test's namespace: marks pods Ready (no real node exists)."""
+    with running(FakeKubelet(api.core, namespace=namespace)) as kl:
+        yield kl
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:

@@ -83,21 +83,17 @@ class Metrics:
 
     def collect(self) -> Any:
         e, c, names = self.engine, self.engine.c, ["model_name", "engine"]
-        for name, doc, value in (
+        yield from self._scalars(
+            GaugeMetricFamily,
             ("vllm:num_requests_running", "Number of requests in model execution batches.", len(e.running)),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", len(e.waiting)),
             ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", e.kv_usage()),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=names)
-            g.add_metric(self.labels, value)
-            yield g
-        for name, doc, value in (
+        )
+        yield from self._scalars(
+            CounterMetricFamily,
             ("vllm:prompt_tokens", "Number of prefill tokens processed.", c.prompt_tokens),
             ("vllm:generation_tokens", "Number of generation tokens processed.", c.generation_tokens),
-        ):
-            m = CounterMetricFamily(name, doc, labels=names)
-            m.add_metric(self.labels, value)
-            yield m
+        )
         m = CounterMetricFamily(
             "vllm:request_success", "Count of successfully processed requests.", labels=[*names, "finished_reason"]
         )
@@ -105,14 +101,12 @@ class Metrics:
             m.add_metric([*self.labels, reason], value)
         yield m
         if e.k:
-            for name, doc, value in (
+            yield from self._scalars(
+                CounterMetricFamily,
                 ("vllm:spec_decode_num_drafts", "Number of spec decoding drafts.", c.drafts),
                 ("vllm:spec_decode_num_draft_tokens", "Number of draft tokens.", c.draft_tokens),
                 ("vllm:spec_decode_num_accepted_tokens", "Number of accepted tokens.", c.accepted),
-            ):
-                m = CounterMetricFamily(name, doc, labels=names)
-                m.add_metric(self.labels, value)
-                yield m
+            )
             m = CounterMetricFamily(
                 "vllm:spec_decode_num_accepted_tokens_per_pos",
                 "Accepted tokens per draft position.",
@@ -128,6 +122,13 @@ class Metrics:
             ("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", c.queue),
         ):
             yield self._histogram(name, doc, hist)
+
+    def _scalars(self, family: Any, *metrics: tuple[str, str, float]) -> Any:
+        """One family per (name, doc, value), labelled model_name and engine."""
+        for name, doc, value in metrics:
+            m = family(name, doc, labels=["model_name", "engine"])
+            m.add_metric(self.labels, value)
+            yield m
 
     def _histogram(self, name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
         h = HistogramMetricFamily(name, doc, labels=["model_name", "engine"])
