@@ -97,3 +97,16 @@ def test_cli_render_output_is_accepted_by_the_api_server(cluster: Any, namespace
         del d["metadata"]["ownerReferences"]  # the placeholder owner does not exist
     result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
     assert result.count("(server dry run)") == 2
+
+
+def test_api_server_itself_rejects_a_bad_enum_and_k_zero(cluster: Any, namespace: str) -> None:
+    bad = {
+        "apiVersion": "specdeploy.io/v1alpha1",
+        "kind": "SpeculativeDeployment",
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"target": {"model": "t"}, "speculator": {"method": "eagle4", "numSpeculativeTokens": 0}},
+    }
+    out = subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(bad), capture_output=True, text=True)
+    assert out.returncode != 0
+    assert 'spec.speculator.method: Unsupported value: "eagle4"' in out.stderr
+    assert "spec.speculator.numSpeculativeTokens in body should be greater than or equal to 1" in out.stderr
