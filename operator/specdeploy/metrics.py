@@ -1,6 +1,6 @@
 """Prometheus -> typed observations, for every managed SpeculativeDeployment at once.
 
-One evaluation runs one fixed set of PromQL queries (:data:`QUERIES`), each aggregated ``by (namespace,
+One evaluation runs one fixed set of PromQL queries (:func:`_queries`), each aggregated ``by (namespace,
 deployment, specdeploy_k)``, whatever the number of resources: the cost is flat in the number of resources. The
 labels come from the scrape configuration (the PodMonitor in ``manifests/monitoring`` or the demo's file_sd):
 ``deployment`` is the pod's ``specdeploy.io/deployment`` label and ``specdeploy_k`` its ``specdeploy.io/k``, so
@@ -52,9 +52,6 @@ def _queries(window: str) -> dict[str, str]:
         "kv_usage": f"avg by ({GROUP}) (avg_over_time(vllm:kv_cache_usage_perc{SELECTOR}{r}))",
         "pods": f"count by ({GROUP}) (count_over_time(vllm:num_requests_running{SELECTOR}{r}))",
     }
-
-
-QUERIES = _queries("300s")  # the shape of a batch, for documentation and the benchmark
 
 
 @dataclass(frozen=True)

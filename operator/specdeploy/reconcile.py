@@ -34,7 +34,7 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
-class Rollout:
+class RolloutState:
     phase: Phase
     replicas: int = 0
     ready: int = 0
@@ -53,10 +53,10 @@ def effective_k(spec: SpeculativeDeploymentSpec, status: dict[str, Any]) -> int 
     return max(spec.adaptive.min_tokens, min(spec.adaptive.max_tokens, k))
 
 
-def rollout_of(deployment: dict[str, Any] | None) -> Rollout:
+def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
     """Rollout state as the Deployment controller reports it (kubectl rollout status logic)."""
     if deployment is None:
-        return Rollout(Phase.ABSENT, message="Deployment not found")
+        return RolloutState(Phase.ABSENT, message="Deployment not found")
     spec, st = deployment.get("spec", {}), deployment.get("status") or {}
     want = int(spec.get("replicas", 1))
     total, updated = int(st.get("replicas") or 0), int(st.get("updatedReplicas") or 0)
@@ -64,16 +64,16 @@ def rollout_of(deployment: dict[str, Any] | None) -> Rollout:
     base = {"replicas": want, "ready": ready, "updated": updated}
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return Rollout(Phase.FAILED, **base, message=cond.get("message", "progress deadline exceeded"))
+            return RolloutState(Phase.FAILED, **base, message=cond.get("message", "progress deadline exceeded"))
     if int(st.get("observedGeneration") or 0) < int(deployment.get("metadata", {}).get("generation") or 0):
-        return Rollout(Phase.PROGRESSING, **base, message="waiting for the Deployment controller")
+        return RolloutState(Phase.PROGRESSING, **base, message="waiting for the Deployment controller")
     if updated < want:
-        return Rollout(Phase.PROGRESSING, **base, message=f"{updated} of {want} replicas updated")
+        return RolloutState(Phase.PROGRESSING, **base, message=f"{updated} of {want} replicas updated")
     if total > updated:
-        return Rollout(Phase.PROGRESSING, **base, message=f"{total - updated} old replicas pending termination")
+        return RolloutState(Phase.PROGRESSING, **base, message=f"{total - updated} old replicas pending termination")
     if available < updated:
-        return Rollout(Phase.PROGRESSING, **base, message=f"{available} of {updated} updated replicas available")
-    return Rollout(Phase.COMPLETE, **base, message=f"{ready} of {want} replicas ready")
+        return RolloutState(Phase.PROGRESSING, **base, message=f"{available} of {updated} updated replicas available")
+    return RolloutState(Phase.COMPLETE, **base, message=f"{ready} of {want} replicas ready")
 
 
 def condition(
@@ -105,7 +105,7 @@ def status_patch(
     problems: list[Problem],
     old_status: dict[str, Any],
     k: int | None,
-    rollout: Rollout,
+    rollout: RolloutState,
     generation: int,
     deployment_name: str,
     now: datetime,
