@@ -15,7 +15,7 @@ import base64
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,11 +38,11 @@ TICK_SECONDS = min(5.0, RESYNC_SECONDS)
 class Clients:
     """Kubernetes API clients and operator settings, kept in kopf's memo."""
 
+    api: kubernetes.client.ApiClient
     apps: kubernetes.client.AppsV1Api
     core: kubernetes.client.CoreV1Api
     custom: kubernetes.client.CustomObjectsApi
     sim_image: str = DEFAULT_SIM_IMAGE
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _load_config() -> None:
@@ -56,6 +56,7 @@ def make_clients(sim_image: str = DEFAULT_SIM_IMAGE) -> Clients:
     _load_config()
     api = kubernetes.client.ApiClient()
     return Clients(
+        api=api,
         apps=kubernetes.client.AppsV1Api(api),
         core=kubernetes.client.CoreV1Api(api),
         custom=kubernetes.client.CustomObjectsApi(api),
@@ -79,14 +80,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 def _apply(clients: Clients, obj: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply with force: creates, restores hand edits of our fields, and is a no-op otherwise."""
+    """Server-side apply with force: creates, restores hand edits of our fields, and is a no-op otherwise.
+    Returns the object as the server now has it (API field names)."""
     meta = obj["metadata"]
     kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
     if obj["kind"] == "Deployment":
         res = clients.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], obj, **kw)
     else:
         res = clients.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
-    return res.to_dict() if hasattr(res, "to_dict") else res
+    return clients.api.sanitize_for_serialization(res)
 
 
 def _read_deployment(clients: Clients, name: str, namespace: str) -> dict[str, Any] | None:
@@ -96,7 +98,7 @@ def _read_deployment(clients: Clients, name: str, namespace: str) -> dict[str, A
         if exc.status == 404:
             return None
         raise
-    return kubernetes.client.ApiClient().sanitize_for_serialization(res)
+    return clients.api.sanitize_for_serialization(res)
 
 
 def _retryable(exc: ApiException) -> bool:
@@ -121,8 +123,7 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: logging.Logger | l
             owner = Owner(name, namespace, meta["uid"])
             dep_obj, svc_obj = render_all(owner, spec, k, clients.sim_image)
             _apply(clients, svc_obj)
-            _apply(clients, dep_obj)
-            dep = _read_deployment(clients, name, namespace)
+            dep = _apply(clients, dep_obj)
     except ApiException as exc:
         if _retryable(exc):
             raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
