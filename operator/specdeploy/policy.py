@@ -30,7 +30,7 @@ from typing import Any
 
 from .api import Adaptive, AdaptiveMode
 from .metrics import NoData, Observation
-from .sim.model import Profile, extend_acceptance, steady_state
+from .sim.model import Profile, capacity_qps, extend_acceptance, steady_state
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
 ACCEPTANCE_HALF_LIFE_S = 4 * 3600.0  # how fast an old acceptance measurement loses weight while off
@@ -123,8 +123,8 @@ def restart_cost_seconds(r: Rollout) -> float:
 def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: int, to_k: int) -> float:
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
     short of the load: the backlog built while it runs, waiting until the new setting has drained it."""
-    cap_new = steady_state(prof, 1.0, to_k, p[:to_k]).capacity_qps
-    during = min(steady_state(prof, 1.0, from_k, p[:from_k]).capacity_qps, cap_new)
+    cap_new = capacity_qps(prof, to_k, p[:to_k])
+    during = min(capacity_qps(prof, from_k, p[:from_k]), cap_new)
     during *= 1 - restart_capacity_loss(rollout)
     if during >= qps:
         return 0.0
@@ -149,7 +149,7 @@ def horizon_cost_ms(
 ) -> float:
     """Token-milliseconds per replica over the horizon if k runs: the steady per-token latency, the wait of the
     queue already there until k drains it, and, for a change, the queue the rollout itself builds."""
-    cap = steady_state(prof, 1.0, k, p[:k]).capacity_qps
+    cap = capacity_qps(prof, k, p[:k])
     if cap <= qps:
         return math.inf
     total = token_ms * qps * prof.output_tokens * horizon_s
@@ -271,7 +271,7 @@ def decide(
     need = max(peak, forecast)
     feasible = [k for k in pred if not steady_state(profile, need, k, p[:k]).saturated]
     if not feasible:
-        feasible = [max(pred, key=lambda k: steady_state(profile, 1.0, k, p[:k]).capacity_qps)]
+        feasible = [max(pred, key=lambda k: capacity_qps(profile, k, p[:k]))]
     cost = {
         k: horizon_cost_ms(profile, rollout, settings.horizon_seconds, forecast, waiting, p, current_k, k, pred[k])
         for k in pred

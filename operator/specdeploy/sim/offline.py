@@ -41,7 +41,7 @@ import yaml
 from ..api import Adaptive
 from ..metrics import Observation
 from ..policy import PolicyState, Rollout, decide, restart_capacity_loss, rollout_seconds
-from .model import Profile, steady_state
+from .model import Profile, capacity_qps, steady_state
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -139,7 +139,7 @@ def run_step(trace: Trace, point: Point, k: int, backlog: float, restarting: flo
     r = trace.rollout
     # capacity-weighted replicas: the restart's loss over the part of the step it lasts
     replicas = max(r.replicas * (1 - restart_capacity_loss(r) * min(restarting, dt) / dt), 1e-6)
-    cap_total = steady_state(prof, 1.0, k, p).capacity_qps * replicas
+    cap_total = capacity_qps(prof, k, p) * replicas
     demand = point.qps * dt + backlog
     served = min(demand, cap_total * dt)
     new_backlog = demand - served
