@@ -105,6 +105,11 @@ def _retryable(exc: ApiException) -> bool:
     return exc.status in (409, 429) or exc.status >= 500
 
 
+def _namespace_terminating(exc: ApiException) -> bool:
+    """The namespace is being deleted: nothing may be created in it, and nothing needs to be."""
+    return exc.status == 403 and "NamespaceTerminating" in str(exc.body or "")
+
+
 def reconcile(clients: Clients, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> dict[str, Any]:
     """One idempotent pass for one SpeculativeDeployment; returns the status to write."""
     meta, status = body["metadata"], body.get("status") or {}
@@ -125,6 +130,9 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: logging.Logger | l
             _apply(clients, svc_obj)
             dep = _apply(clients, dep_obj)
     except ApiException as exc:
+        if _namespace_terminating(exc):
+            logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
+            return status
         if _retryable(exc):
             raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
         raise
