@@ -20,7 +20,8 @@ from ..conftest import SAMPLE
 def _failing(status: int, reason: str, cause: str) -> Any:
     def patch(*_: Any, **__: Any) -> None:
         exc = ApiException(status=status, reason=reason)
-        exc.body = json.dumps({"kind": "Status", "code": status, "reason": reason, "details": {"causes": [{"reason": cause}]}})
+        details = {"causes": [{"reason": cause}]}
+        exc.body = json.dumps({"kind": "Status", "code": status, "reason": reason, "details": details})
         raise exc
 
     class Api:
