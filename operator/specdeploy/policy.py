@@ -39,6 +39,7 @@ EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per h
 EXPLORE_MIN_UPSIDE = 0.15  # relative latency gain the extrapolation must promise before exploring upward
 SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its unloaded latency
 LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample
+TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two evaluations is a jump, not a trend
 
 
 @dataclass
@@ -51,6 +52,8 @@ class PolicyState:
     acceptance_time: float | None = None
     cost_scale: float = 1.0  # observed ITL / model step time
     load_qps: float | None = None  # EWMA of per-replica request rate
+    load_slope: float | None = None  # EWMA of its rate of change (req/s per replica, per second)
+    load_time: float | None = None  # when load_qps was last updated
     changes: list[float] = field(default_factory=list)  # times of restarts in the last hour
     last_change: float | None = None
     last_explore: float | None = None
@@ -120,12 +123,29 @@ def restart_cost_seconds(r: Rollout) -> float:
     return rollout_seconds(r) * restart_capacity_loss(r)
 
 
+def new_share(r: Rollout) -> float:
+    """Mean fraction of replicas serving the new setting while a rollout runs.
+
+    Pods are replaced in waves of ``maxSurge + maxUnavailable``; the pods of a wave serve only once it is over,
+    so the old setting carries the first wave entirely (two replicas one at a time: a quarter on average)."""
+    m = max(1, r.max_surge + r.max_unavailable)
+    waves = math.ceil(r.replicas / m)
+    return sum(min(r.replicas, j * m) for j in range(waves)) / waves / max(1, r.replicas)
+
+
+def rollout_capacity(r: Rollout, cap_from: float, cap_to: float) -> float:
+    """Mean per-replica capacity while a rollout from a setting serving ``cap_from`` to one serving ``cap_to``
+    runs: old and new pods side by side, less the capacity the restart takes away. The offline simulator uses
+    the same figure, so the policy plans with the world it is scored in."""
+    s = new_share(r)
+    return ((1 - s) * cap_from + s * cap_to) * (1 - restart_capacity_loss(r))
+
+
 def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: int, to_k: int) -> float:
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
     short of the load: the backlog built while it runs, waiting until the new setting has drained it."""
     cap_new = capacity_qps(prof, to_k, p[:to_k])
-    during = min(capacity_qps(prof, from_k, p[:from_k]), cap_new)
-    during *= 1 - restart_capacity_loss(rollout)
+    during = rollout_capacity(rollout, capacity_qps(prof, from_k, p[:from_k]), cap_new)
     if during >= qps:
         return 0.0
     if cap_new <= qps:
@@ -200,24 +220,33 @@ def decide(
         st = replace(st, k=current_k)
     elif st.k != current_k:  # a change made elsewhere (the user edited k): a new setting starts now
         st = replace(st, k=current_k, since=now, pending_from=None)
+
+    def no_decision(reason: str) -> Decision:
+        """No decision yet; keep the queue's reference point current, so the next decision measures the
+        queue's growth over one interval, not over a whole rollout."""
+        seen = st
+        if isinstance(obs, Observation) and obs.pods > 0:
+            seen = replace(st, last_waiting=round(obs.waiting / obs.pods, 3), last_eval=now)
+        return Decision(KEEP, current_k, reason, state=seen)
+
     if not rollout_complete:
-        return Decision(KEEP, current_k, "rollout in progress: waiting for every replica of the new setting", state=st)
+        return no_decision("rollout in progress: waiting for every replica of the new setting")
     if st.pending_from is not None:
         st = replace(st, pending_from=None, since=now)  # the change finished rolling out
     if isinstance(obs, NoData):
         return Decision(KEEP, current_k, f"no decision without fresh metrics: {obs.reason}", state=st)
     if obs.pods < rollout.replicas:
         msg = f"only {obs.pods} of {rollout.replicas} replicas reported in the window"
-        return Decision(KEEP, current_k, msg, state=st)
+        return no_decision(msg)
     # The reader counts only pods of the current template, so a window holding two evaluation intervals of
     # their data is fresh enough: waiting for a whole window would leave a saturated setting in place.
     settle = min(settings.window_seconds, 2 * settings.evaluation_interval_seconds)
     if settled_at is not None and now - settled_at < settle:
         msg = f"waiting for a window of the current pods' metrics ({now - settled_at:.0f}s of {settle}s)"
-        return Decision(KEEP, current_k, msg, state=st)
+        return no_decision(msg)
     if st.since is not None and now - st.since < settle:
         msg = f"the window still covers the previous setting ({now - st.since:.0f}s of {settle}s)"
-        return Decision(KEEP, current_k, msg, state=st)
+        return no_decision(msg)
 
     # -- learn
     pods = max(1, obs.pods)
@@ -239,6 +268,13 @@ def decide(
         growth = waiting / settings.evaluation_interval_seconds
     offered = qps + growth
     ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
+    # The trend of a gradual change; a jump (a burst) is no trend: the peak remembers it instead.
+    gradual = st.load_qps is not None and abs(offered - st.load_qps) <= TREND_MAX_STEP * max(st.load_qps, 1.0)
+    if gradual and st.load_qps is not None and st.load_time is not None and now > st.load_time:
+        rising = (ewma - st.load_qps) / (now - st.load_time)
+        slope = rising if st.load_slope is None else (1 - LOAD_MEMORY) * st.load_slope + LOAD_MEMORY * rising
+    else:
+        slope = 0.0
     held = now - (st.peak_time if st.peak_time is not None else now)
     # A peak matters as long as a change must pay for itself: held for the horizon, then halving each horizon.
     hold = settings.horizon_seconds
@@ -247,6 +283,8 @@ def decide(
     st = replace(
         st,
         load_qps=round(ewma, 5),
+        load_slope=round(slope, 7),
+        load_time=now,
         last_waiting=round(waiting, 3),
         last_eval=now,
         peak_qps=round(peak, 5),
@@ -267,9 +305,19 @@ def decide(
     if current_k not in candidates:
         candidates.append(current_k)
     pred = {k: predict_ms(profile, forecast, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
-    # Only settings that would also serve the remembered peak (else the one with the most capacity).
-    need = max(peak, forecast)
-    feasible = [k for k in pred if not steady_state(profile, need, k, p[:k]).saturated]
+    # Only settings that would also serve the remembered peak and the rising load until they can be left cleanly
+    # (else the one with the most capacity). Keeping must hold until a change decided at the next evaluation has
+    # rolled out and a rollout's dip in capacity is over (two rollouts); a new setting must first roll out and
+    # sit out its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load.
+    rise = max(0.0, slope)
+    rollout_s = rollout_seconds(rollout)
+    lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
+    lead_change = rollout_s + settings.cooldown_seconds + lead_keep
+    need_keep = max(peak, forecast + min(0.5 * forecast, rise * lead_keep))
+    need_change = max(peak, forecast + min(0.5 * forecast, rise * lead_change))
+    feasible = [
+        k for k in pred if not steady_state(profile, need_keep if k == current_k else need_change, k, p[:k]).saturated
+    ]
     if not feasible:
         feasible = [max(pred, key=lambda k: capacity_qps(profile, k, p[:k]))]
     cost = {
@@ -295,8 +343,13 @@ def decide(
         return keep(f"k={current_k} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     what = f"k={target}" if target else "speculation off"
     why = f"{what} predicted {pred[target]:.2f} vs {cur:.2f} ms/token at {forecast:.2f} req/s per replica"
-    # Leaving a setting that cannot serve the forecast load is not a matter of hysteresis or payback.
+    # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback. One that only the
+    # trend will saturate is left ahead of time, unless the rollout itself would already queue: then the trend
+    # has to prove itself first (load often levels off).
+    saturated_now = steady_state(profile, max(peak, forecast), current_k, p[:current_k]).saturated
     forced = current_k not in feasible
+    if forced and not saturated_now and rollout_overload_ms(profile, rollout, forecast, p, current_k, target) > 0:
+        return keep(f"{why}: the rising load would saturate k={current_k}, but a rollout now would already queue")
     if gain <= settings.hysteresis and not forced:
         return keep(f"{why}: gain {gain:.1%} within the hysteresis band {settings.hysteresis:.0%}")
     payback = gain * settings.horizon_seconds

@@ -40,7 +40,15 @@ import yaml
 
 from ..api import Adaptive
 from ..metrics import Observation
-from ..policy import PolicyState, Rollout, decide, restart_capacity_loss, rollout_seconds
+from ..policy import (
+    PolicyState,
+    Rollout,
+    decide,
+    new_share,
+    restart_capacity_loss,
+    rollout_capacity,
+    rollout_seconds,
+)
 from .model import Profile, capacity_qps, steady_state
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
@@ -132,21 +140,34 @@ class StepOutcome:
     step_ms: float
 
 
-def run_step(trace: Trace, point: Point, k: int, backlog: float, restarting: float, dt: float) -> StepOutcome:
-    """One trace step at draft length k, with ``restarting`` seconds of it under a rolling restart."""
+def run_step(
+    trace: Trace, point: Point, k: int, backlog: float, restarting: float, dt: float, k_from: int | None = None
+) -> StepOutcome:
+    """One trace step at draft length k, with ``restarting`` seconds of it under a rolling restart from
+    ``k_from``: old and new pods serve side by side (:func:`rollout_capacity`), less what the restart takes."""
     prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
-    p = list(point.acceptance[:k]) if k else []
     r = trace.rollout
-    # capacity-weighted replicas: the restart's loss over the part of the step it lasts
-    replicas = max(r.replicas * (1 - restart_capacity_loss(r) * min(restarting, dt) / dt), 1e-6)
-    cap_total = capacity_qps(prof, k, p) * replicas
+    p = list(point.acceptance[:k]) if k else []
+    cap = capacity_qps(prof, k, p)
+    frac = min(restarting, dt) / dt if k_from is not None and k_from != k else 0.0
+    cap_total = cap * r.replicas
+    if frac:
+        p_from = list(point.acceptance[:k_from]) if k_from else []
+        cap_from = capacity_qps(prof, k_from, p_from)
+        cap_total = ((1 - frac) * cap + frac * rollout_capacity(r, cap_from, cap)) * r.replicas
     demand = point.qps * dt + backlog
     served = min(demand, cap_total * dt)
     new_backlog = demand - served
-    per_replica = min(served / dt, cap_total * 0.999) / replicas
-    ss = steady_state(prof, per_replica, k, p)
+    serving = r.replicas * (1 - frac * restart_capacity_loss(r))
+    per_replica = min(served / dt, cap_total * 0.999) / serving
+    ss = steady_state(prof, min(per_replica, cap * 0.999), k, p)
+    engine_ms = ss.token_latency_ms
+    if frac:  # tokens from the pods still on the old setting
+        old = frac * (1 - new_share(r))
+        ss_from = steady_state(prof, min(per_replica, cap_from * 0.999), k_from, p_from)
+        engine_ms = old * ss_from.token_latency_ms + (1 - old) * engine_ms
     wait_s = (backlog + new_backlog) / 2 / max(cap_total, 1e-9) if (backlog or new_backlog) else 0.0
-    token_ms = ss.token_latency_ms + wait_s * 1000 / point.output_tokens
+    token_ms = engine_ms + wait_s * 1000 / point.output_tokens
     return StepOutcome(served * point.output_tokens, token_ms, new_backlog, served / dt, ss.batch, ss.step_ms)
 
 
@@ -157,13 +178,13 @@ def simulate(trace: Trace, choose: Callable[[int, StepOutcome | None, float], in
     the first step, is a rolling restart and costs one."""
     dt, slo = trace.step_seconds, trace.adaptive.slo_ms
     rollout_s = rollout_seconds(trace.rollout)
-    tot, backlog, k, restart_left, last = Totals(), 0.0, trace.start_k, 0.0, None
+    tot, backlog, k, k_from, restart_left, last = Totals(), 0.0, trace.start_k, trace.start_k, 0.0, None
     for i, point in enumerate(trace.points):
         want = choose(i, last, i * dt)
         if want != k:
-            k, restart_left = want, rollout_s
+            k_from, k, restart_left = k, want, rollout_s
             tot.restarts += 1
-        out = run_step(trace, point, k, backlog, restart_left, dt)
+        out = run_step(trace, point, k, backlog, restart_left, dt, k_from)
         restart_left = max(0.0, restart_left - dt)
         backlog = out.backlog
         tot.tokens += out.tokens
@@ -228,29 +249,31 @@ def oracle_schedule(trace: Trace) -> list[int]:
     """Dynamic programming over (step, k, rollout progress) knowing the whole trace, restart costs included.
 
     A change starts a rolling restart lasting ``rollout_seconds`` (no further change until it ends), as the
-    operator does. Each state carries the queue backlog of its best path, so saturating a setting costs what
-    it costs in the simulation (an approximation of the full problem; its schedule is scored like any other).
+    operator does. Each state carries the queue backlog and the setting the rollout came from of its best path,
+    so saturating a setting costs what it costs in the simulation (an approximation of the full problem; its
+    schedule is scored like any other).
     """
     ks, dt = trace.candidates, trace.step_seconds
     rollout_s = rollout_seconds(trace.rollout)
     settled = math.ceil(rollout_s / dt)
-    # state (k, steps since the change started) -> (cost, backlog, previous state)
+    # state (k, steps since the change started) -> (cost, backlog, previous state, k the rollout came from)
     State = tuple[int, int]
-    layer: dict[State, tuple[float, float, State | None]] = {}
+    Value = tuple[float, float, State | None, int]
+    layer: dict[State, Value] = {}
     k0 = trace.start_k
     for k in ks:  # from the running setting: anything else starts with a restart
-        out = run_step(trace, trace.points[0], k, 0.0, 0.0 if k == k0 else rollout_s, dt)
-        layer[(k, settled if k == k0 else 1)] = (out.tokens * out.token_ms, out.backlog, None)
+        out = run_step(trace, trace.points[0], k, 0.0, 0.0 if k == k0 else rollout_s, dt, k0)
+        layer[(k, settled if k == k0 else 1)] = (out.tokens * out.token_ms, out.backlog, None, k0)
     history = [layer]
     for point in trace.points[1:]:
-        nxt: dict[State, tuple[float, float, State | None]] = {}
-        for (j, s), (c, b, _) in layer.items():
-            moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt))]
+        nxt: dict[State, Value] = {}
+        for (j, s), (c, b, _, j_from) in layer.items():
+            moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt), j_from)]
             if s >= settled:
-                moves += [(k, 1, rollout_s) for k in ks if k != j]
-            for k, s2, restarting in moves:
-                out = run_step(trace, point, k, b, restarting, dt)
-                cand = (c + out.tokens * out.token_ms, out.backlog, (j, s))
+                moves += [(k, 1, rollout_s, j) for k in ks if k != j]
+            for k, s2, restarting, k_from in moves:
+                out = run_step(trace, point, k, b, restarting, dt, k_from)
+                cand = (c + out.tokens * out.token_ms, out.backlog, (j, s), k_from)
                 if (k, s2) not in nxt or cand[:2] < nxt[(k, s2)][:2]:
                     nxt[(k, s2)] = cand
         layer = nxt
