@@ -20,7 +20,9 @@ from specdeploy.policy import (
     PolicyState,
     Rollout,
     decide,
+    new_share,
     restart_cost_seconds,
+    rollout_capacity,
 )
 from specdeploy.sim.model import Profile, steady_state
 
@@ -125,6 +127,45 @@ def test_restart_must_pay_within_the_horizon() -> None:
     d = run(obs(15, 3), 3, settled(3), settings=short)
     assert d.action == KEEP
     assert restart_cost_seconds(ROLLOUT) == pytest.approx(2 * 120 * 0.25 / 2)  # 2 waves, a cold quarter replica
+
+
+def test_a_rollout_serves_with_old_and_new_pods_side_by_side() -> None:
+    assert new_share(ROLLOUT) == pytest.approx(0.25)  # two replicas one at a time: none new, then half
+    assert new_share(Rollout(replicas=4, max_surge=4, max_unavailable=0, restart_seconds=60)) == 0.0
+    # k=3 serving 20 req/s per replica, going to 28: mostly the old setting, less a cold quarter replica of two
+    assert rollout_capacity(ROLLOUT, 20.0, 28.0) == pytest.approx((0.75 * 20 + 0.25 * 28) * (1 - 0.125))
+
+
+def rising(start: float, k: int, per_step: float, steps: int = 12) -> tuple[float, Any]:
+    """Evaluate every minute on a load rising by ``per_step`` req/s per replica each minute; returns the load
+    and the decision at the first change (or the last evaluation)."""
+    state = settled(k)
+    for i in range(steps):
+        qps = start + per_step * i
+        d = run(obs(qps, k), k, state, now=T0 + 60 * i)
+        if d.action != KEEP:
+            break
+        state = d.state
+    return qps, d
+
+
+def test_a_rising_load_is_met_before_it_saturates_the_setting() -> None:
+    capacity = steady_state(PROFILE, 1, 3, P[:3]).capacity_qps
+    assert run(obs(18, 3), 3, settled(3)).action == KEEP  # at this load, without a trend, k=3 is right
+    qps, d = rising(12, 3, per_step=0.4, steps=30)  # 24 req/s per replica more each hour
+    assert d.action in (SET_K, TURN_OFF) and d.to_k < 3
+    assert qps < capacity - 1.5 and d.state.load_slope > 0
+
+
+def test_a_jump_in_load_is_a_peak_not_a_trend() -> None:
+    _, d = rising(20, 3, per_step=0.0, steps=3)
+    jump = run(obs(2, 3), 3, d.state, now=T0 + 60 * 3)
+    assert jump.state.load_slope == 0.0
+
+
+def test_the_queue_is_measured_over_one_interval_even_across_a_rollout() -> None:
+    during = run(obs(20, 1, waiting=300), 1, settled(1, pending_from=3), now=T0, rollout_complete=False)
+    assert during.state.last_waiting == 150 and during.state.last_eval == T0
 
 
 def test_acceptance_drift_lowers_k() -> None:
