@@ -12,8 +12,11 @@ What the policy does, per evaluation of one SpeculativeDeployment:
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
    replica completes only its capacity). Only settings that would also serve the recent peak (held for the
-   horizon, then decaying) qualify, so recurring bursts keep their headroom. ``E(k')`` for ``k' <=`` the measured
-   length comes from measurement; above it, from cautious extrapolation (discounted).
+   horizon, then decaying) qualify, so recurring bursts keep their headroom; and, under a gradually rising load
+   (a trend, not a jump), only settings that would serve it until they can be left again: a rolling restart
+   from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
+   ``E(k')`` for ``k' <=`` the measured length comes from measurement; above it, from cautious extrapolation
+   (discounted).
 4. **Act only when it pays.** The best candidate must beat the current setting by more than the hysteresis
    band, and its gain over the horizon must exceed the capacity the rolling restart takes away
    (replicas, restart time, maxSurge/maxUnavailable). Dwell time, cooldown and the hourly restart budget
