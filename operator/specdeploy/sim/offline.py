@@ -4,8 +4,10 @@ speculation always off, every static k, the best static k in hindsight, and an o
 Objective (what users feel): **mean per-token latency**, token-weighted over the trace. A token's latency is the
 engine's per-token latency at the load each replica carries (step / E(k)) plus, when the offered load exceeds
 what the running setting serves, the time its request waited in the queue spread over its tokens. A rolling
-restart takes capacity away while it lasts (``restart_cost_seconds``). Also reported: goodput (tokens delivered
-per second within the trace), the fraction of tokens within a per-token latency SLO, and restarts.
+restart replaces pods wave by wave: while it lasts, old and new pods serve side by side, less the capacity the
+restart takes away (``policy.rollout_capacity``, the figure the policy plans with). Also reported: goodput
+(tokens delivered per second within the trace), the fraction of tokens within a per-token latency SLO, and
+restarts.
 
 The oracle knows the whole trace: dynamic programming over (time step, k) minimising the same objective, with
 the restart cost on every change; its schedule is then scored by the same simulation as everything else.
