@@ -266,10 +266,10 @@ def decide(
     # Offered load: a saturated replica completes only its capacity, so add the queue's growth; the forecast
     # also asks for the capacity to drain the queue within one window.
     if st.last_waiting is not None and st.last_eval is not None and now > st.last_eval:
-        growth = max(0.0, (waiting - st.last_waiting) / (now - st.last_eval))
+        growth = (waiting - st.last_waiting) / (now - st.last_eval)  # negative while a queue drains
     else:  # no history: assume the queue built up over the last interval
         growth = waiting / settings.evaluation_interval_seconds
-    offered = qps + growth
+    offered = max(0.0, qps + growth)  # arrivals = completions + the queue's change
     ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
     # The trend of a gradual change; a jump (a burst) is no trend: the peak remembers it instead.
     gradual = st.load_qps is not None and abs(offered - st.load_qps) <= TREND_MAX_STEP * max(st.load_qps, 1.0)

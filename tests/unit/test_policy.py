@@ -168,6 +168,13 @@ def test_the_queue_is_measured_over_one_interval_even_across_a_rollout() -> None
     assert during.state.last_waiting == 150 and during.state.last_eval == T0
 
 
+def test_a_draining_queue_is_not_load() -> None:
+    """Completions while a queue drains exceed arrivals: offered load is completions plus the queue's change."""
+    state = settled(0, last_waiting=300.0, last_eval=T0 - 60)
+    d = run(obs(27.7, 0, waiting=2 * 60), 0, state)  # the queue fell from 300 to 60 per replica in a minute
+    assert d.state.load_qps == pytest.approx(27.7 - 4, abs=0.1) and d.state.peak_qps < 24
+
+
 def test_acceptance_drift_lowers_k() -> None:
     d = run(obs(8, 4, p=DRIFTED), 4, settled(4), settings=NARROW)
     assert d.action == SET_K and d.to_k < 4
