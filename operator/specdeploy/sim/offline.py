@@ -253,9 +253,18 @@ def oracle_schedule(trace: Trace) -> list[int]:
     A change starts a rolling restart lasting ``rollout_seconds`` (no further change until it ends), as the
     operator does. Each state carries the queue backlog and the setting the rollout came from of its best path,
     so saturating a setting costs what it costs in the simulation (an approximation of the full problem; its
-    schedule is scored like any other).
+    schedule is scored like any other). Paths meeting in a state are ranked by their cost plus the least the
+    queue they leave must still cost: drained at the highest capacity with no further arrivals.
     """
     ks, dt = trace.candidates, trace.step_seconds
+
+    def fastest(point: Point) -> float:
+        prof = replace(trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
+        return max(capacity_qps(prof, k, point.acceptance[:k]) for k in ks) * trace.rollout.replicas
+
+    def rank(cost: float, backlog: float, capacity: float) -> float:
+        return cost + 1000 * backlog * backlog / (2 * capacity)
+
     rollout_s = rollout_seconds(trace.rollout)
     settled = math.ceil(rollout_s / dt)
     # state (k, steps since the change started) -> (cost, backlog, previous state, k the rollout came from)
@@ -268,6 +277,7 @@ def oracle_schedule(trace: Trace) -> list[int]:
         layer[(k, settled if k == k0 else 1)] = (out.tokens * out.token_ms, out.backlog, None, k0)
     history = [layer]
     for point in trace.points[1:]:
+        cap = fastest(point)
         nxt: dict[State, Value] = {}
         for (j, s), (c, b, _, j_from) in layer.items():
             moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt), j_from)]
@@ -276,11 +286,12 @@ def oracle_schedule(trace: Trace) -> list[int]:
             for k, s2, restarting, k_from in moves:
                 out = run_step(trace, point, k, b, restarting, dt, k_from)
                 cand = (c + out.tokens * out.token_ms, out.backlog, (j, s), k_from)
-                if (k, s2) not in nxt or cand[:2] < nxt[(k, s2)][:2]:
+                if (k, s2) not in nxt or rank(*cand[:2], cap) < rank(*nxt[(k, s2)][:2], cap):
                     nxt[(k, s2)] = cand
         layer = nxt
         history.append(layer)
-    state: State | None = min(layer, key=lambda st: layer[st][0] + layer[st][1] * 1e6)
+    cap = fastest(trace.points[-1])
+    state: State | None = min(layer, key=lambda st: rank(*layer[st][:2], cap))
     schedule = []
     for layer_i in reversed(history):
         assert state is not None
