@@ -173,11 +173,14 @@ def run_step(
     return StepOutcome(served * point.output_tokens, token_ms, new_backlog, served / dt, ss.batch, ss.step_ms)
 
 
-def simulate(trace: Trace, choose: Callable[[int, StepOutcome | None, float], int]) -> dict[str, Any]:
+def simulate(
+    trace: Trace, choose: Callable[[int, StepOutcome | None, float], int], score_from: int = 0
+) -> dict[str, Any]:
     """Run the trace with a controller ``choose(step, last_outcome, now) -> k``; returns the figures.
 
     Every controller starts from the deployment as it runs (``trace.start_k``): any other setting, even at
-    the first step, is a rolling restart and costs one."""
+    the first step, is a rolling restart and costs one. With ``score_from``, the figures count only the steps
+    from there on (the controller still runs from the start)."""
     dt, slo = trace.step_seconds, trace.adaptive.slo_ms
     rollout_s = rollout_seconds(trace.rollout)
     tot, backlog, k, k_from, restart_left, last = Totals(), 0.0, trace.start_k, trace.start_k, 0.0, None
@@ -188,12 +191,13 @@ def simulate(trace: Trace, choose: Callable[[int, StepOutcome | None, float], in
             tot.restarts += 1
         out = run_step(trace, point, k, backlog, restart_left, dt, k_from)
         restart_left = max(0.0, restart_left - dt)
-        backlog = out.backlog
+        backlog, last = out.backlog, out
+        if i < score_from:
+            continue
         tot.tokens += out.tokens
         tot.delivered_in_trace += out.tokens
         tot.latency_weighted += out.tokens * out.token_ms
         tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
-        last = out
     # Requests still queued at the end are served afterwards; their wait counts, their tokens not in goodput.
     last_point = trace.points[-1]
     while backlog > 1e-9:
@@ -202,7 +206,7 @@ def simulate(trace: Trace, choose: Callable[[int, StepOutcome | None, float], in
         tot.latency_weighted += out.tokens * out.token_ms
         tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
         backlog = out.backlog
-    return tot.result(len(trace.points) * dt)
+    return tot.result((len(trace.points) - min(score_from, len(trace.points) - 1)) * dt)
 
 
 def policy_controller(trace: Trace) -> Callable[[int, StepOutcome | None, float], int]:
@@ -300,21 +304,22 @@ def oracle_schedule(trace: Trace) -> list[int]:
     return schedule[::-1]
 
 
-def compare(trace: Trace) -> dict[str, Any]:
-    """Every controller on one trace, as `specdeploy simulate --json` prints it."""
+def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0) -> dict[str, Any]:
+    """Every controller on one trace, as `specdeploy simulate --json` prints it. ``schedule`` is the oracle's,
+    if already known; ``score_from`` as in :func:`simulate`."""
     static = {}
     for k in range(max(1, trace.adaptive.min_tokens), trace.adaptive.max_tokens + 1):
-        static[str(k)] = simulate(trace, lambda *_, k=k: k)
+        static[str(k)] = simulate(trace, lambda *_, k=k: k, score_from)
     best_k = min(static, key=lambda k: static[k]["mean_token_latency_ms"])
-    always_off = simulate(trace, lambda *_: 0)
-    schedule = oracle_schedule(trace)
-    oracle = simulate(trace, lambda i, *_: schedule[i])
+    always_off = simulate(trace, lambda *_: 0, score_from)
+    schedule = oracle_schedule(trace) if schedule is None else schedule
+    oracle = simulate(trace, lambda i, *_: schedule[i], score_from)
     # Every static schedule is one the oracle could follow: it is at least as good as the best of them.
     oracle = min([oracle, always_off, static[best_k]], key=lambda r: r["mean_token_latency_ms"])
     return {
         "trace": trace.name,
         "start_k": trace.start_k,
-        "policy": simulate(trace, policy_controller(trace)),
+        "policy": simulate(trace, policy_controller(trace), score_from),
         "always_off": always_off,
         "static": static,
         "best_static": {"k": int(best_k), **static[best_k]},

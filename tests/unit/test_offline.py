@@ -1,0 +1,55 @@
+"""The offline simulator (`specdeploy simulate`): trace format, the rollout model, the oracle, the scored window."""
+
+from __future__ import annotations
+
+import pytest
+
+from specdeploy.sim.model import Profile, capacity_qps
+from specdeploy.sim.offline import compare, parse_trace, policy_controller, run_step, simulate
+
+P = list(Profile().acceptance)
+
+
+def trace(qps: list[float], **extra: object):  # type: ignore[no-untyped-def]
+    return parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 60, "points": [
+        {"qps": q, "acceptance": P} for q in qps], **extra}, "t")  # fmt: skip
+
+
+def test_trace_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="non-empty `points`"):
+        parse_trace({"points": []})
+    with pytest.raises(ValueError, match=r"points\[1\]: qps is required"):
+        parse_trace({"points": [{"qps": 1}, {"acceptance": P}]})
+
+
+def test_a_rollout_away_from_a_saturated_setting_still_queues() -> None:
+    """Pods are replaced wave by wave: until the rollout is over, mostly the saturated old setting serves."""
+    t = trace([2 * 24.0])
+    cap3 = capacity_qps(Profile(), 3, P[:3])
+    assert cap3 < 24 < capacity_qps(Profile(), 0, [])
+    during = run_step(t, t.points[0], 0, 0.0, 30.0, 30.0, k_from=3)
+    after = run_step(t, t.points[0], 0, 0.0, 0.0, 30.0, k_from=3)
+    assert during.backlog > 0 and after.backlog == 0
+
+
+def test_oracle_is_at_least_as_good_as_every_static_setting() -> None:
+    res = compare(trace([4.0] * 20 + [44.0] * 20 + [4.0] * 20))
+    oracle = res["oracle"]["mean_token_latency_ms"]
+    assert oracle <= res["best_static"]["mean_token_latency_ms"]
+    assert oracle <= res["always_off"]["mean_token_latency_ms"]
+    assert set(res) == {"trace", "start_k", "policy", "always_off", "static", "best_static", "oracle"}
+
+
+def test_score_from_counts_only_the_later_steps() -> None:
+    t = trace([30.0] * 10 + [4.0] * 30)
+    whole, later = simulate(t, lambda *_: 3), simulate(t, lambda *_: 3, score_from=10)
+    steady = simulate(trace([4.0] * 30), lambda *_: 3)
+    assert later["mean_token_latency_ms"] < whole["mean_token_latency_ms"]
+    assert later["goodput"] == pytest.approx(steady["goodput"])
+
+
+def test_the_policy_leaves_a_saturated_setting_at_its_first_evaluation() -> None:
+    t = trace([2 * 25.0] * 10)
+    choose, ks = policy_controller(t), []
+    simulate(t, lambda i, last, now: ks.append(choose(i, last, now)) or ks[-1])
+    assert ks[0] == 3 and ks[1] != 3 and len(set(ks[1:])) == 1
