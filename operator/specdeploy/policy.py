@@ -206,6 +206,73 @@ def predict_ms(prof: Profile, qps: float, k: int, p: list[float], cost_scale: fl
     return base
 
 
+@dataclass(frozen=True)
+class Load:
+    """What the policy makes of the load at one evaluation, per replica."""
+
+    forecast: float  # what a setting must serve now: the recent load, plus draining the queue in time
+    peak: float  # the remembered peak (held for the horizon, then decaying)
+    rise: float  # the trend of a gradual rise, req/s per second (0 when falling, flat or jumping)
+
+
+def _learn_load(
+    st: PolicyState, qps: float, waiting: float, settings: Adaptive, rollout: Rollout, now: float
+) -> tuple[PolicyState, Load]:
+    """Offered load, its mean, trend and peak, from completions and the queue (both per replica)."""
+    # A saturated replica completes only its capacity: arrivals = completions + the queue's change (negative
+    # while a queue drains, when completions exceed arrivals).
+    if st.last_waiting is not None and st.last_eval is not None and now > st.last_eval:
+        growth = (waiting - st.last_waiting) / (now - st.last_eval)
+    else:  # no history: assume the queue built up over the last interval
+        growth = waiting / settings.evaluation_interval_seconds
+    offered = max(0.0, qps + growth)
+    ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
+    # The trend of a gradual change; a jump (a burst) is no trend: the peak remembers it instead.
+    gradual = st.load_qps is not None and abs(offered - st.load_qps) <= TREND_MAX_STEP * max(st.load_qps, 1.0)
+    slope = 0.0
+    if gradual and st.load_qps is not None and st.load_time is not None and now > st.load_time:
+        rising = (ewma - st.load_qps) / (now - st.load_time)
+        slope = rising if st.load_slope is None else (1 - LOAD_MEMORY) * st.load_slope + LOAD_MEMORY * rising
+    # A peak matters as long as a change must pay for itself: held for the horizon, then halving each horizon.
+    hold = settings.horizon_seconds
+    held = now - (st.peak_time if st.peak_time is not None else now)
+    remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - hold) / hold)
+    peak, peak_time = (offered, now) if offered >= remembered else (remembered, st.peak_time)
+    st = replace(
+        st,
+        load_qps=round(ewma, 5),
+        load_slope=round(slope, 7),
+        load_time=now,
+        last_waiting=round(waiting, 3),
+        last_eval=now,
+        peak_qps=round(peak, 5),
+        peak_time=peak_time,
+    )
+    # The queue must drain within the time a change needs to take effect (or a window, if longer).
+    lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
+    forecast = max(ewma, offered) + waiting / max(settings.window_seconds, lead)
+    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope))
+
+
+def _feasible(
+    profile: Profile, p: list[float], ks: list[int], current_k: int, load: Load, settings: Adaptive, rollout: Rollout
+) -> list[int]:
+    """The settings that would serve the remembered peak and a rising load until they can be left cleanly (else
+    the one with the most capacity). Keeping must hold until a change decided at the next evaluation has rolled
+    out and the rollout's dip in capacity is over (two rollouts); a new setting must first roll out and sit out
+    its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load."""
+    rollout_s = rollout_seconds(rollout)
+    lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
+    lead_change = rollout_s + settings.cooldown_seconds + lead_keep
+
+    def need(lead: float) -> float:
+        return max(load.peak, load.forecast + min(0.5 * load.forecast, load.rise * lead))
+
+    need_keep, need_change = need(lead_keep), need(lead_change)
+    ok = [k for k in ks if not steady_state(profile, need_keep if k == current_k else need_change, k, p[:k]).saturated]
+    return ok or [max(ks, key=lambda k: capacity_qps(profile, k, p[:k]))]
+
+
 def decide(
     obs: Observation | NoData,
     state: PolicyState,
@@ -263,40 +330,7 @@ def decide(
         if not ss.saturated:
             ratio = min(5.0, max(0.2, obs.itl_mean_s * 1000 / ss.step_ms))
             st = replace(st, cost_scale=round(0.5 * st.cost_scale + 0.5 * ratio, 4))
-    # Offered load: a saturated replica completes only its capacity, so add the queue's growth; the forecast
-    # also asks for the capacity to drain the queue within one window.
-    if st.last_waiting is not None and st.last_eval is not None and now > st.last_eval:
-        growth = (waiting - st.last_waiting) / (now - st.last_eval)  # negative while a queue drains
-    else:  # no history: assume the queue built up over the last interval
-        growth = waiting / settings.evaluation_interval_seconds
-    offered = max(0.0, qps + growth)  # arrivals = completions + the queue's change
-    ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
-    # The trend of a gradual change; a jump (a burst) is no trend: the peak remembers it instead.
-    gradual = st.load_qps is not None and abs(offered - st.load_qps) <= TREND_MAX_STEP * max(st.load_qps, 1.0)
-    if gradual and st.load_qps is not None and st.load_time is not None and now > st.load_time:
-        rising = (ewma - st.load_qps) / (now - st.load_time)
-        slope = rising if st.load_slope is None else (1 - LOAD_MEMORY) * st.load_slope + LOAD_MEMORY * rising
-    else:
-        slope = 0.0
-    held = now - (st.peak_time if st.peak_time is not None else now)
-    # A peak matters as long as a change must pay for itself: held for the horizon, then halving each horizon.
-    hold = settings.horizon_seconds
-    remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - hold) / hold)
-    peak, peak_time = (offered, now) if offered >= remembered else (remembered, st.peak_time)
-    st = replace(
-        st,
-        load_qps=round(ewma, 5),
-        load_slope=round(slope, 7),
-        load_time=now,
-        last_waiting=round(waiting, 3),
-        last_eval=now,
-        peak_qps=round(peak, 5),
-        peak_time=peak_time,
-    )
-    # A change takes effect only after its rollout: meet rising load where it will be by then.
-    # Capacity to empty the queue within the time a change needs to take effect.
-    lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
-    forecast = max(ewma, offered) + waiting / max(settings.window_seconds, lead)
+    st, load = _learn_load(st, qps, waiting, settings, rollout, now)
 
     # -- predict
     mode = settings.mode
@@ -307,22 +341,9 @@ def decide(
         candidates = [0, *candidates]
     if current_k not in candidates:
         candidates.append(current_k)
+    forecast = load.forecast
     pred = {k: predict_ms(profile, forecast, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
-    # Only settings that would also serve the remembered peak and the rising load until they can be left cleanly
-    # (else the one with the most capacity). Keeping must hold until a change decided at the next evaluation has
-    # rolled out and a rollout's dip in capacity is over (two rollouts); a new setting must first roll out and
-    # sit out its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load.
-    rise = max(0.0, slope)
-    rollout_s = rollout_seconds(rollout)
-    lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
-    lead_change = rollout_s + settings.cooldown_seconds + lead_keep
-    need_keep = max(peak, forecast + min(0.5 * forecast, rise * lead_keep))
-    need_change = max(peak, forecast + min(0.5 * forecast, rise * lead_change))
-    feasible = [
-        k for k in pred if not steady_state(profile, need_keep if k == current_k else need_change, k, p[:k]).saturated
-    ]
-    if not feasible:
-        feasible = [max(pred, key=lambda k: capacity_qps(profile, k, p[:k]))]
+    feasible = _feasible(profile, p, list(pred), current_k, load, settings, rollout)
     cost = {
         k: horizon_cost_ms(profile, rollout, settings.horizon_seconds, forecast, waiting, p, current_k, k, pred[k])
         for k in pred
@@ -349,7 +370,7 @@ def decide(
     # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback. One that only the
     # trend will saturate is left ahead of time, unless the rollout itself would already queue: then the trend
     # has to prove itself first (load often levels off).
-    saturated_now = steady_state(profile, max(peak, forecast), current_k, p[:current_k]).saturated
+    saturated_now = steady_state(profile, max(load.peak, forecast), current_k, p[:current_k]).saturated
     forced = current_k not in feasible
     if forced and not saturated_now and rollout_overload_ms(profile, rollout, forecast, p, current_k, target) > 0:
         return keep(f"{why}: the rising load would saturate k={current_k}, but a rollout now would already queue")
