@@ -123,6 +123,13 @@ class Totals:
     restarts: int = 0
     delivered_in_trace: float = 0.0
 
+    def add(self, out: StepOutcome, slo_ms: float, in_trace: bool = True) -> None:
+        """Count one step's tokens; those served after the trace's end count for latency, not goodput."""
+        self.tokens += out.tokens
+        self.delivered_in_trace += out.tokens if in_trace else 0.0
+        self.latency_weighted += out.tokens * out.token_ms
+        self.within_slo += out.tokens if out.token_ms <= slo_ms else 0.0
+
     def result(self, duration: float) -> dict[str, Any]:
         return {
             "mean_token_latency_ms": round(self.latency_weighted / self.tokens, 4) if self.tokens else 0.0,
@@ -192,19 +199,13 @@ def simulate(
         out = run_step(trace, point, k, backlog, restart_left, dt, k_from)
         restart_left = max(0.0, restart_left - dt)
         backlog, last = out.backlog, out
-        if i < score_from:
-            continue
-        tot.tokens += out.tokens
-        tot.delivered_in_trace += out.tokens
-        tot.latency_weighted += out.tokens * out.token_ms
-        tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
+        if i >= score_from:
+            tot.add(out, slo)
     # Requests still queued at the end are served afterwards; their wait counts, their tokens not in goodput.
     last_point = trace.points[-1]
     while backlog > 1e-9:
         out = run_step(trace, replace(last_point, qps=0.0), k, backlog, 0.0, dt)
-        tot.tokens += out.tokens
-        tot.latency_weighted += out.tokens * out.token_ms
-        tot.within_slo += out.tokens if out.token_ms <= slo else 0.0
+        tot.add(out, slo, in_trace=False)
         backlog = out.backlog
     return tot.result((len(trace.points) - min(score_from, len(trace.points) - 1)) * dt)
 
