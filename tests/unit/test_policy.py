@@ -157,6 +157,14 @@ def test_a_rising_load_is_met_before_it_saturates_the_setting() -> None:
     assert qps < capacity - 1.5 and d.state.load_slope > 0
 
 
+def test_a_trend_does_not_force_a_rollout_that_would_itself_queue() -> None:
+    """Close to capacity, a rollout runs mostly on the old pods: leaving now would queue, so the trend must first
+    saturate the setting for real (load often levels off)."""
+    state = settled(3, load_qps=19.6, load_slope=0.005, load_time=T0 - 60, last_waiting=0.0, last_eval=T0 - 60)
+    d = run(obs(20, 3), 3, state)
+    assert d.action == KEEP and "a rollout now would already queue" in d.reason
+
+
 def test_a_jump_in_load_is_a_peak_not_a_trend() -> None:
     _, d = rising(20, 3, per_step=0.0, steps=3)
     jump = run(obs(2, 3), 3, d.state, now=T0 + 60 * 3)
