@@ -138,10 +138,11 @@ def new_share(r: Rollout) -> float:
 
 def rollout_capacity(r: Rollout, cap_from: float, cap_to: float) -> float:
     """Mean per-replica capacity while a rollout from a setting serving ``cap_from`` to one serving ``cap_to``
-    runs: old and new pods side by side, less the capacity the restart takes away. The offline simulator uses
-    the same figure, so the policy plans with the world it is scored in."""
+    runs: new pods as they come, the old ones less those the restart takes away (``maxUnavailable``, or the
+    cold start of surge pods). The offline simulator uses the same figure, so the policy plans with the world
+    it is scored in."""
     s = new_share(r)
-    return ((1 - s) * cap_from + s * cap_to) * (1 - restart_capacity_loss(r))
+    return max(0.0, 1 - s - restart_capacity_loss(r)) * cap_from + s * cap_to
 
 
 def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: int, to_k: int) -> float:

@@ -133,7 +133,10 @@ def test_a_rollout_serves_with_old_and_new_pods_side_by_side() -> None:
     assert new_share(ROLLOUT) == pytest.approx(0.25)  # two replicas one at a time: none new, then half
     assert new_share(Rollout(replicas=4, max_surge=4, max_unavailable=0, restart_seconds=60)) == 0.0
     # k=3 serving 20 req/s per replica, going to 28: mostly the old setting, less a cold quarter replica of two
-    assert rollout_capacity(ROLLOUT, 20.0, 28.0) == pytest.approx((0.75 * 20 + 0.25 * 28) * (1 - 0.125))
+    assert rollout_capacity(ROLLOUT, 20.0, 28.0) == pytest.approx((0.75 - 0.125) * 20 + 0.25 * 28)
+    # One pod at a time down (no GPU to spare): the first wave runs on one old pod, the second on one new pod
+    down = Rollout(replicas=2, max_surge=0, max_unavailable=1, restart_seconds=120)
+    assert rollout_capacity(down, 20.0, 28.0) == pytest.approx((20 + 28) / 2 / 2)
 
 
 def rising(start: float, k: int, per_step: float, steps: int = 12) -> tuple[float, Any]:
