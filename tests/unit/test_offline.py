@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from specdeploy.sim.model import Profile, capacity_qps
-from specdeploy.sim.offline import compare, parse_trace, policy_controller, run_step, simulate
+from specdeploy.sim.offline import compare, oracle_schedule, parse_trace, policy_controller, run_step, simulate
 
 P = list(Profile().acceptance)
 
@@ -53,3 +53,16 @@ def test_the_policy_leaves_a_saturated_setting_at_its_first_evaluation() -> None
     choose, ks = policy_controller(t), []
     simulate(t, lambda i, last, now: ks.append(choose(i, last, now)) or ks[-1])
     assert ks[0] == 3 and ks[1] != 3 and len(set(ks[1:])) == 1
+
+
+def test_oracle_counts_what_a_slowly_draining_queue_still_costs() -> None:
+    """At 25 req/s per replica k=3 saturates and k=1 serves with little spare: the best schedule leaves k=3 for
+    the setting with the most capacity, and takes k=1 once that has drained the queue. Ranked by cost so far
+    (or by a queue drained at the highest capacity), deferring k=1 looked free at every step, and the oracle
+    stayed off: worse than a schedule anyone could write down."""
+    t = trace([2 * 25.0] * 120)
+    schedule = oracle_schedule(t)
+    oracle = simulate(t, lambda i, *_: schedule[i])["mean_token_latency_ms"]
+    off_then_k1 = simulate(t, lambda i, *_: 0 if i < 20 else 1)["mean_token_latency_ms"]
+    assert schedule[0] == 0 and schedule[-1] == 1
+    assert oracle <= off_then_k1 < simulate(t, lambda *_: 0)["mean_token_latency_ms"]

@@ -32,6 +32,7 @@ accepted (vLLM's per-position counter / drafts). A point without ``acceptance`` 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -258,51 +259,65 @@ def oracle_schedule(trace: Trace) -> list[int]:
     A change starts a rolling restart lasting ``rollout_seconds`` (no further change until it ends), as the
     operator does. Each state carries the queue backlog and the setting the rollout came from of its best path,
     so saturating a setting costs what it costs in the simulation (an approximation of the full problem; its
-    schedule is scored like any other). Paths meeting in a state are ranked by their cost plus the least the
-    queue they leave must still cost: drained at the highest capacity with no further arrivals.
+    schedule is scored like any other). Paths meeting in a state are ranked by their cost plus what the queue
+    they leave must still cost (:func:`_queue_cost`), so a path that is cheap so far but leaves a queue that its
+    setting drains slowly does not win over one that will be cheaper in the end.
     """
     ks, dt = trace.candidates, trace.step_seconds
-
-    def fastest(point: Point) -> float:
-        prof = replace(trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
-        return max(capacity_qps(prof, k, point.acceptance[:k]) for k in ks) * trace.rollout.replicas
-
-    def rank(cost: float, backlog: float, capacity: float) -> float:
-        return cost + 1000 * backlog * backlog / (2 * capacity)
-
     rollout_s = rollout_seconds(trace.rollout)
     settled = math.ceil(rollout_s / dt)
-    # state (k, steps since the change started) -> (cost, backlog, previous state, k the rollout came from)
+    # After the trace no request arrives: what is left then drains at the full capacity of the setting.
+    points = (*trace.points, replace(trace.points[-1], qps=0.0))
+    drains = functools.cache(lambda k, i: _drain(trace, points[i], k))
+
+    def queue_cost(k: int, i: int, backlog: float) -> float:
+        spare, excess_rate = drains(k, i)
+        return backlog / spare * (500 * backlog + excess_rate) if backlog > 0 else 0.0
+
+    # state (k, steps since the change started) -> (rank, cost, backlog, previous state, k the rollout came from)
     State = tuple[int, int]
-    Value = tuple[float, float, State | None, int]
+    Value = tuple[float, float, float, State | None, int]
     layer: dict[State, Value] = {}
     k0 = trace.start_k
     for k in ks:  # from the running setting: anything else starts with a restart
         out = run_step(trace, trace.points[0], k, 0.0, 0.0 if k == k0 else rollout_s, dt, k0)
-        layer[(k, settled if k == k0 else 1)] = (out.tokens * out.token_ms, out.backlog, None, k0)
+        cost = out.tokens * out.token_ms
+        layer[(k, settled if k == k0 else 1)] = (cost + queue_cost(k, 0, out.backlog), cost, out.backlog, None, k0)
     history = [layer]
-    for point in trace.points[1:]:
-        cap = fastest(point)
+    for i, point in enumerate(trace.points[1:], start=1):
         nxt: dict[State, Value] = {}
-        for (j, s), (c, b, _, j_from) in layer.items():
+        for (j, s), (_, c, b, _, j_from) in layer.items():
             moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt), j_from)]
             if s >= settled:
                 moves += [(k, 1, rollout_s, j) for k in ks if k != j]
             for k, s2, restarting, k_from in moves:
                 out = run_step(trace, point, k, b, restarting, dt, k_from)
-                cand = (c + out.tokens * out.token_ms, out.backlog, (j, s), k_from)
-                if (k, s2) not in nxt or rank(*cand[:2], cap) < rank(*nxt[(k, s2)][:2], cap):
-                    nxt[(k, s2)] = cand
+                cost = c + out.tokens * out.token_ms
+                rank = cost + queue_cost(k, i, out.backlog)
+                if (k, s2) not in nxt or rank < nxt[(k, s2)][0]:
+                    nxt[(k, s2)] = (rank, cost, out.backlog, (j, s), k_from)
         layer = nxt
         history.append(layer)
-    cap = fastest(trace.points[-1])
-    state: State | None = min(layer, key=lambda st: rank(*layer[st][:2], cap))
+    end = len(points) - 1
+    state: State | None = min(layer, key=lambda st: layer[st][1] + queue_cost(st[0], end, layer[st][2]))
     schedule = []
     for layer_i in reversed(history):
         assert state is not None
         schedule.append(state[0])
-        state = layer_i[state][2]
+        state = layer_i[state][3]
     return schedule[::-1]
+
+
+def _drain(trace: Trace, point: Point, k: int) -> tuple[float, float]:
+    """How k drains a queue at this point's load: the spare requests/s, and the token-milliseconds per second its
+    tokens then cost beyond the load's usual latency (they are served at the full batch's). A queue of b
+    requests costs ``b / spare * (b / 2 * 1000 + excess)``: its wait and that excess."""
+    prof = replace(trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
+    p, n = point.acceptance[:k], trace.rollout.replicas
+    cap = capacity_qps(prof, k, p)
+    full = steady_state(prof, cap * 0.999, k, p).token_latency_ms
+    usual = steady_state(prof, min(point.qps / n, cap * 0.999), k, p).token_latency_ms
+    return max(cap - point.qps / n, 0.01 * cap) * n, cap * n * point.output_tokens * (full - usual)
 
 
 def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0) -> dict[str, Any]:
