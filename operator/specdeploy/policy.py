@@ -17,10 +17,10 @@ What the policy does, per evaluation of one SpeculativeDeployment:
    from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
    ``E(k')`` for ``k' <=`` the measured length comes from measurement; above it, from cautious extrapolation
    (discounted).
-4. **Act only when it pays.** The best candidate must beat the current setting by more than the hysteresis
-   band, and its gain over the horizon must exceed the capacity the rolling restart takes away
-   (replicas, restart time, maxSurge/maxUnavailable). Dwell time, cooldown and the hourly restart budget
-   always hold.
+4. **Act only when it pays.** The best candidate's predicted latency must beat the current setting's by more
+   than the hysteresis band, and its gain over the horizon (which counts the queue the rollout itself builds)
+   must exceed the capacity the rolling restart takes away (replicas, restart time, maxSurge/maxUnavailable).
+   Dwell time, cooldown and the hourly restart budget always hold.
 
 The state is a JSON-able dict kept in ``status.policy``, so a restarted operator resumes it.
 """
@@ -147,7 +147,8 @@ def rollout_capacity(r: Rollout, cap_from: float, cap_to: float) -> float:
 
 def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: int, to_k: int) -> float:
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
-    short of the load: the backlog built while it runs, waiting until the new setting has drained it."""
+    short of the load: the backlog built while it runs waits until the new setting has drained it (a triangle
+    of queue over time), and the tokens served meanwhile run at the new setting's full batch."""
     cap_new = capacity_qps(prof, to_k, p[:to_k])
     during = rollout_capacity(rollout, capacity_qps(prof, from_k, p[:from_k]), cap_new)
     if during >= qps:
@@ -156,8 +157,10 @@ def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[flo
         return math.inf
     duration = rollout_seconds(rollout)
     backlog = (qps - during) * duration
-    wait_s = duration / 2 + backlog / (cap_new - qps)
-    return backlog * wait_s * 1000  # each queued request's tokens each wait wait_s / tokens
+    drain_s = backlog / (cap_new - qps)
+    full = steady_state(prof, cap_new * 0.999, to_k, p[:to_k]).token_latency_ms
+    usual = steady_state(prof, qps, to_k, p[:to_k]).token_latency_ms
+    return backlog * (duration + drain_s) / 2 * 1000 + drain_s * cap_new * prof.output_tokens * (full - usual)
 
 
 def horizon_cost_ms(
@@ -375,8 +378,11 @@ def decide(
     forced = current_k not in feasible
     if forced and not saturated_now and rollout_overload_ms(profile, rollout, forecast, p, current_k, target) > 0:
         return keep(f"{why}: the rising load would saturate k={current_k}, but a rollout now would already queue")
-    if gain <= settings.hysteresis and not forced:
-        return keep(f"{why}: gain {gain:.1%} within the hysteresis band {settings.hysteresis:.0%}")
+    # The band is on the steady latency the two settings predict (what flaps near a threshold); what the restart
+    # itself costs is in the horizon costs, whose difference must pay it back.
+    steady_gain = (cur - pred[target]) / cur
+    if steady_gain <= settings.hysteresis and not forced:
+        return keep(f"{why}: {steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}")
     payback = gain * settings.horizon_seconds
     cost = restart_cost_seconds(rollout)
     if payback <= cost and not forced:

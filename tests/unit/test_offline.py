@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from specdeploy.sim.model import Profile, capacity_qps
+from specdeploy.policy import rollout_overload_ms
+from specdeploy.sim.model import Profile, capacity_qps, steady_state
 from specdeploy.sim.offline import compare, oracle_schedule, parse_trace, policy_controller, run_step, simulate
 
 P = list(Profile().acceptance)
@@ -66,3 +67,16 @@ def test_oracle_counts_what_a_slowly_draining_queue_still_costs() -> None:
     off_then_k1 = simulate(t, lambda i, *_: 0 if i < 20 else 1)["mean_token_latency_ms"]
     assert schedule[0] == 0 and schedule[-1] == 1
     assert oracle <= off_then_k1 < simulate(t, lambda *_: 0)["mean_token_latency_ms"]
+
+
+@pytest.mark.parametrize(("qps", "k_from", "k_to"), [(24.0, 3, 0), (22.0, 3, 2)])
+def test_the_policy_prices_a_rollouts_queue_as_the_simulator_counts_it(qps: float, k_from: int, k_to: int) -> None:
+    """Leaving a saturated setting queues while the rollout runs; the policy's estimate of what that costs is the
+    one the simulator scores (a queue's wait is a triangle over time, not its peak held until drained)."""
+    t = parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 120, "start_k": k_from,
+                     "points": [{"qps": 2 * qps, "acceptance": P}] * 80}, "t")  # fmt: skip
+    tokens = 2 * qps * Profile().output_tokens * 80 * 30
+    steady = steady_state(Profile(), qps, k_to, P[:k_to]).token_latency_ms
+    simulated = (simulate(t, lambda *_: k_to)["mean_token_latency_ms"] - steady) * tokens
+    predicted = 2 * rollout_overload_ms(Profile(), t.rollout, qps, P, k_from, k_to)
+    assert predicted == pytest.approx(simulated, rel=0.1)

@@ -105,6 +105,14 @@ def test_hysteresis_band_holds_small_gains() -> None:
     assert run(obs(8, 4, p=DRIFTED), 4, settled(4), settings=NARROW).action == SET_K
 
 
+def test_the_band_is_on_predicted_latency_not_on_what_the_rollout_costs() -> None:
+    """k=5 near its capacity with a queue: k=2 is 17% faster, but the rollout itself queues, so over the horizon
+    the change gains 4%. The band guards against flapping on small predicted differences; the restart's cost is
+    the payback test's business, and a change that pays must not be held back twice."""
+    d = run(obs(16.5, 5, waiting=20), 5, settled(5))
+    assert d.action == SET_K and d.to_k == 2 and 0 < d.expected_gain < SETTINGS.hysteresis
+
+
 def test_dwell_cooldown_and_budget_hold() -> None:
     o = obs(8, 4, p=DRIFTED)
     recent = PolicyState(k=4, since=T0 - 300, acceptance=P[:6], acceptance_time=T0)
