@@ -201,7 +201,11 @@ class Adaptive(Model):
     hysteresis: float = Field(
         0.1, ge=0, le=1, description="Relative gain band: act only beyond this expected improvement."
     )
-    horizon_seconds: int = Field(1800, ge=60, description="How long a new setting is expected to pay back.")
+    horizon_seconds: int = Field(
+        1800,
+        ge=60,
+        description="How long a new setting is expected to pay back; a load steady for longer extends it, up to 4x.",
+    )
     restart_seconds: int = Field(180, ge=1, description="Expected time a replica needs to restart and warm up.")
     slo_ms: float = Field(50.0, gt=0, description="Per-token latency objective, for reporting.")
 

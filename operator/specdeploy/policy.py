@@ -18,9 +18,10 @@ What the policy does, per evaluation of one SpeculativeDeployment:
    ``E(k')`` for ``k' <=`` the measured length comes from measurement; above it, from cautious extrapolation
    (discounted).
 4. **Act only when it pays.** The best candidate's predicted latency must beat the current setting's by more
-   than the hysteresis band, and its gain over the horizon (which counts the queue the rollout itself builds)
-   must exceed the capacity the rolling restart takes away (replicas, restart time, maxSurge/maxUnavailable).
-   Dwell time, cooldown and the hourly restart budget always hold.
+   than the hysteresis band, and its gain over the horizon (which counts the queue the rollout itself builds;
+   the configured horizon, or the age of a steady load up to four times it) must exceed the capacity the
+   rolling restart takes away (replicas, restart time, maxSurge/maxUnavailable). Dwell time, cooldown and the
+   hourly restart budget always hold.
 
 The state is a JSON-able dict kept in ``status.policy``, so a restarted operator resumes it.
 """
@@ -36,7 +37,9 @@ from .metrics import NoData, Observation
 from .sim.model import Profile, capacity_qps, extend_acceptance, steady_state
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
-ACCEPTANCE_HALF_LIFE_S = 4 * 3600.0  # how fast an old acceptance measurement loses weight while off
+# How fast an old acceptance measurement loses weight while off. Acceptance follows the traffic mix, which moves
+# over hours to days; at high load a few percent of it is all the headroom a setting has, so it fades slowly.
+ACCEPTANCE_HALF_LIFE_S = 8 * 3600.0
 EXTRAPOLATION_DISCOUNT = 0.7  # unmeasured positions count this much of their extrapolated value
 EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per half hour
 EXPLORE_MIN_UPSIDE = 0.15  # relative latency gain the extrapolation must promise before exploring upward
@@ -65,6 +68,8 @@ class PolicyState:
     last_eval: float | None = None
     peak_qps: float | None = None  # held, then decaying, maximum of the offered load per replica
     peak_time: float | None = None
+    regime_qps: float | None = None  # the load level the current regime started at (per replica)
+    regime_since: float | None = None  # when the load last left the band around it
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -217,6 +222,7 @@ class Load:
     forecast: float  # what a setting must serve now: the recent load, plus draining the queue in time
     peak: float  # the remembered peak (held for the horizon, then decaying)
     rise: float  # the trend of a gradual rise, req/s per second (0 when falling, flat or jumping)
+    horizon: float  # how long the load is expected to stay as it is, seconds
 
 
 def _learn_load(
@@ -242,6 +248,13 @@ def _learn_load(
     held = now - (st.peak_time if st.peak_time is not None else now)
     remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - hold) / hold)
     peak, peak_time = (offered, now) if offered >= remembered else (remembered, st.peak_time)
+    # A load that has held for a while is likely to hold about as long again (the Lindy effect): beyond the
+    # configured horizon, a steady regime's age is the horizon a change must pay back over (up to 4 horizons).
+    # A new regime starts when the mean leaves the band of TREND_MAX_STEP around the level it started at.
+    regime_qps, regime_since = st.regime_qps, st.regime_since
+    if regime_qps is None or regime_since is None or abs(ewma - regime_qps) > TREND_MAX_STEP * max(regime_qps, 1.0):
+        regime_qps, regime_since = ewma, now
+    horizon = min(4.0 * hold, max(hold, now - regime_since))
     st = replace(
         st,
         load_qps=round(ewma, 5),
@@ -251,11 +264,13 @@ def _learn_load(
         last_eval=now,
         peak_qps=round(peak, 5),
         peak_time=peak_time,
+        regime_qps=round(regime_qps, 5),
+        regime_since=regime_since,
     )
     # The queue must drain within the time a change needs to take effect (or a window, if longer).
     lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
     forecast = max(ewma, offered) + waiting / max(settings.window_seconds, lead)
-    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope))
+    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon)
 
 
 def _feasible(
@@ -349,8 +364,7 @@ def decide(
     pred = {k: predict_ms(profile, forecast, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
     feasible = _feasible(profile, p, list(pred), current_k, load, settings, rollout)
     cost = {
-        k: horizon_cost_ms(profile, rollout, settings.horizon_seconds, forecast, waiting, p, current_k, k, pred[k])
-        for k in pred
+        k: horizon_cost_ms(profile, rollout, load.horizon, forecast, waiting, p, current_k, k, pred[k]) for k in pred
     }
     best = min(feasible, key=lambda k: (cost[k], k))
     cur = pred[current_k]
@@ -383,12 +397,10 @@ def decide(
     steady_gain = (cur - pred[target]) / cur
     if steady_gain <= settings.hysteresis and not forced:
         return keep(f"{why}: {steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}")
-    payback = gain * settings.horizon_seconds
+    payback = gain * load.horizon
     cost = restart_cost_seconds(rollout)
     if payback <= cost and not forced:
-        return keep(
-            f"{why}: gain over {settings.horizon_seconds}s ({payback:.0f}s) does not pay the restart ({cost:.0f}s)"
-        )
+        return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({cost:.0f}s)")
     if mode == AdaptiveMode.OFF:
         return keep(f"{why}; adaptive mode is Off")
     # Dwell prevents flapping; it never holds a setting that cannot serve the load.

@@ -137,6 +137,23 @@ def test_restart_must_pay_within_the_horizon() -> None:
     assert restart_cost_seconds(ROLLOUT) == pytest.approx(2 * 120 * 0.25 / 2)  # 2 waves, a cold quarter replica
 
 
+def test_a_load_that_has_held_longer_lengthens_the_payback_horizon() -> None:
+    """Off at 25 req/s per replica, k=1 is 37% faster but leaves 4% headroom, so its rollout queues; that pays
+    back over an hour, not over the configured half hour. A load that has held for an hour is likely to hold
+    about as long again: then the change is made, and not before."""
+
+    def steady_for(seconds: float) -> PolicyState:
+        return PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 600, load_qps=25.0,
+                           load_time=T0 - 30, last_waiting=0.0, last_eval=T0 - 30, peak_qps=25.0,
+                           peak_time=T0 - 3000, regime_qps=25.0, regime_since=T0 - seconds)  # fmt: skip
+
+    assert run(obs(25, 0), 0, steady_for(600)).action == KEEP
+    d = run(obs(25, 0), 0, steady_for(3600))
+    assert d.action == TURN_ON and d.to_k == 1
+    assert d.state.regime_since == T0 - 3600  # the regime goes on
+    assert run(obs(15, 0), 0, steady_for(3600)).state.regime_since == T0  # the mean moves 12%: a new regime
+
+
 def test_a_rollout_serves_with_old_and_new_pods_side_by_side() -> None:
     assert new_share(ROLLOUT) == pytest.approx(0.25)  # two replicas one at a time: none new, then half
     assert new_share(Rollout(replicas=4, max_surge=4, max_unavailable=0, restart_seconds=60)) == 0.0
