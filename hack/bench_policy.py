@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from specdeploy.sim.offline import compare, load_trace, oracle_schedule, table
+from specdeploy.sim.offline import Trace, compare, load_trace, oracle_schedule, simulate, table
 
 TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "traces"
 MIXED = ("diurnal", "bursty", "load_ramp")
@@ -37,6 +37,20 @@ def criteria(results: list[dict]) -> list[tuple[str, bool]]:
     return out
 
 
+def first_surprise(trace: Trace) -> int:
+    """The first step a controller has no hint of: the start (nothing is observed before it), or, if the load
+    first holds within half of where it started, the step where it leaves that band."""
+    q0 = trace.points[0].qps
+    return next((i for i, p in enumerate(trace.points) if abs(p.qps - q0) > 0.5 * max(q0, 1e-9)), 0)
+
+
+def held_oracle(trace: Trace) -> float:
+    """The oracle kept at the starting setting through the first surprise (a controller sees a step once it is
+    over): the best any controller can do without foreknowledge of it."""
+    schedule = oracle_schedule(trace, hold=first_surprise(trace) + 1)
+    return simulate(trace, lambda i, *_: schedule[i])["mean_token_latency_ms"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write all results here")
@@ -55,6 +69,17 @@ def main() -> int:
     # The cost of meeting a trace cold (no history at its start) against how the same run does once past it.
     print(f"\nThe same runs scored from minute {args.after_minutes:g} on (every controller still starts at 0):")
     print(table(later))
+    # What no controller can know: the oracle may not change before it could have seen the first surprise.
+    print("\nThe oracle held at the starting k until it could have seen the first surprise (the start, or the load")
+    print("first moving by half): score = held oracle / policy.")
+    print(f"{'trace':<18}{'minute':>9}{'held ms':>10}{'policy':>9}{'score':>8}")
+    scores = []
+    for trace, r in zip(map(load_trace, sorted(TRACES.glob("*.yaml"))), results, strict=True):
+        held, pol = held_oracle(trace), r["policy"]["mean_token_latency_ms"]
+        scores.append(held / pol)
+        minute = first_surprise(trace) * trace.step_seconds / 60
+        print(f"{trace.name:<18}{minute:>9.1f}{held:>10.2f}{pol:>9.2f}{held / pol:>8.3f}")
+    print(f"{'mean':<46}{statistics.mean(scores):>8.3f}")
     if args.json:
         args.json.write_text(json.dumps({"whole": results, "after": later}, indent=1))
     return 0

@@ -253,8 +253,10 @@ def policy_controller(trace: Trace) -> Callable[[int, StepOutcome | None, float]
     return choose
 
 
-def oracle_schedule(trace: Trace) -> list[int]:
+def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
     """Dynamic programming over (step, k, rollout progress) knowing the whole trace, restart costs included.
+    With ``hold``, the starting setting is kept for that many steps: the best a controller can do that has no
+    reason to change before then.
 
     A change starts a rolling restart lasting ``rollout_seconds`` (no further change until it ends), as the
     operator does. Each state carries the queue backlog and the setting the rollout came from of its best path,
@@ -279,7 +281,7 @@ def oracle_schedule(trace: Trace) -> list[int]:
     Value = tuple[float, float, float, State | None, int]
     layer: dict[State, Value] = {}
     k0 = trace.start_k
-    for k in ks:  # from the running setting: anything else starts with a restart
+    for k in ks if hold <= 0 else [k0]:  # from the running setting: anything else starts with a restart
         out = run_step(trace, trace.points[0], k, 0.0, 0.0 if k == k0 else rollout_s, dt, k0)
         cost = out.tokens * out.token_ms
         layer[(k, settled if k == k0 else 1)] = (cost + queue_cost(k, 0, out.backlog), cost, out.backlog, None, k0)
@@ -288,7 +290,7 @@ def oracle_schedule(trace: Trace) -> list[int]:
         nxt: dict[State, Value] = {}
         for (j, s), (_, c, b, _, j_from) in layer.items():
             moves = [(j, min(s + 1, settled), max(0.0, rollout_s - s * dt), j_from)]
-            if s >= settled:
+            if s >= settled and i >= hold:
                 moves += [(k, 1, rollout_s, j) for k in ks if k != j]
             for k, s2, restarting, k_from in moves:
                 out = run_step(trace, point, k, b, restarting, dt, k_from)
