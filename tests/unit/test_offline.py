@@ -80,3 +80,11 @@ def test_the_policy_prices_a_rollouts_queue_as_the_simulator_counts_it(qps: floa
     simulated = (simulate(t, lambda *_: k_to)["mean_token_latency_ms"] - steady) * tokens
     predicted = 2 * rollout_overload_ms(Profile(), t.rollout, qps, P, k_from, k_to)
     assert predicted == pytest.approx(simulated, rel=0.1)
+
+
+def test_a_held_oracle_keeps_the_starting_setting_and_cannot_do_better() -> None:
+    t = trace([4.0] * 10 + [44.0] * 10 + [4.0] * 10)
+    free, held = oracle_schedule(t), oracle_schedule(t, hold=11)
+    assert held[:11] == [t.start_k] * 11
+    latency = [simulate(t, lambda i, *_, s=s: s[i])["mean_token_latency_ms"] for s in (free, held)]
+    assert latency[0] <= latency[1]
