@@ -36,7 +36,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     n = 240  # 2 hours at 30 s
     write("steady_low", "Steady low load: speculation should stay on at a high k.", [4.0] * n)
-    write("steady_high", "Steady high load near saturation: speculation should go off.", [50.0] * n)
+    write(
+        "steady_high",
+        "Steady high load: k=3 cannot serve it; speculation off can, and k=1 serves it faster with little headroom.",
+        [50.0] * n,
+    )
     write(
         "diurnal",
         "Diurnal cycle compressed to 4 hours: low at night, peak past the crossover at noon.",
