@@ -34,7 +34,7 @@ from typing import Any
 
 from .api import Adaptive, AdaptiveMode
 from .metrics import NoData, Observation
-from .sim.model import Profile, capacity_qps, extend_acceptance, steady_state
+from .sim.model import Profile, capacity_qps, drain_rates, extend_acceptance, steady_state
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
 # How fast an old acceptance measurement loses weight while off. Acceptance follows the traffic mix, which moves
@@ -154,7 +154,7 @@ def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[flo
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
     short of the load: the backlog built while it runs waits until the new setting has drained it (a triangle
     of queue over time), and the tokens served meanwhile run at the new setting's full batch."""
-    cap_new = capacity_qps(prof, to_k, p[:to_k])
+    cap_new, excess = drain_rates(prof, qps, to_k, p[:to_k])
     during = rollout_capacity(rollout, capacity_qps(prof, from_k, p[:from_k]), cap_new)
     if during >= qps:
         return 0.0
@@ -162,10 +162,7 @@ def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[flo
         return math.inf
     duration = rollout_seconds(rollout)
     backlog = (qps - during) * duration
-    drain_s = backlog / (cap_new - qps)
-    full = steady_state(prof, cap_new * 0.999, to_k, p[:to_k]).token_latency_ms
-    usual = steady_state(prof, qps, to_k, p[:to_k]).token_latency_ms
-    return backlog * (duration + drain_s) / 2 * 1000 + drain_s * cap_new * prof.output_tokens * (full - usual)
+    return backlog * duration / 2 * 1000 + backlog / (cap_new - qps) * (backlog / 2 * 1000 + excess)
 
 
 def horizon_cost_ms(

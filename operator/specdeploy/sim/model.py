@@ -149,3 +149,14 @@ def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = 
     b = max(hi, 1e-9)
     step = step_time_ms(prof, max(b, 1.0), k) * stretch
     return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)
+
+
+def drain_rates(prof: Profile, qps: float, k: int, p: Sequence[float]) -> tuple[float, float]:
+    """What draining a queue at k costs while ``qps`` keeps arriving: the capacity it drains with, and the
+    token-milliseconds per second its tokens then cost beyond the load's usual latency (a replica draining a
+    queue runs at full batch). A queue of b requests drained at ``spare = capacity - qps`` costs
+    ``b / spare * (b / 2 * 1000 + excess)``: its wait, and that excess."""
+    cap = capacity_qps(prof, k, p)
+    full = steady_state(prof, cap * 0.999, k, p).token_latency_ms
+    usual = steady_state(prof, min(qps, cap * 0.999), k, p).token_latency_ms
+    return cap, cap * prof.output_tokens * (full - usual)

@@ -52,7 +52,7 @@ from ..policy import (
     rollout_capacity,
     rollout_seconds,
 )
-from .model import Profile, capacity_qps, steady_state
+from .model import Profile, capacity_qps, drain_rates, steady_state
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -270,11 +270,20 @@ def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
     settled = math.ceil(rollout_s / dt)
     # After the trace no request arrives: what is left then drains at the full capacity of the setting.
     points = (*trace.points, replace(trace.points[-1], qps=0.0))
-    drains = functools.cache(lambda k, i: _drain(trace, points[i], k))
+    n = trace.rollout.replicas
+
+    @functools.cache
+    def drains(k: int, i: int) -> tuple[float, float]:
+        """Per replica: how k drains a queue at point i (``drain_rates``), with a floor on the spare capacity."""
+        point = points[i]
+        prof = replace(trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
+        cap, excess = drain_rates(prof, point.qps / n, k, point.acceptance[:k])
+        return max(cap - point.qps / n, 0.01 * cap), excess
 
     def queue_cost(k: int, i: int, backlog: float) -> float:
-        spare, excess_rate = drains(k, i)
-        return backlog / spare * (500 * backlog + excess_rate) if backlog > 0 else 0.0
+        """What the queue a path leaves still costs, its replicas sharing it evenly: n times the cost of b / n."""
+        spare, excess = drains(k, i)
+        return backlog / spare * (backlog / n / 2 * 1000 + excess) if backlog > 0 else 0.0
 
     # state (k, steps since the change started) -> (rank, cost, backlog, previous state, k the rollout came from)
     State = tuple[int, int]
@@ -308,18 +317,6 @@ def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
         schedule.append(state[0])
         state = layer_i[state][3]
     return schedule[::-1]
-
-
-def _drain(trace: Trace, point: Point, k: int) -> tuple[float, float]:
-    """How k drains a queue at this point's load: the spare requests/s, and the token-milliseconds per second its
-    tokens then cost beyond the load's usual latency (they are served at the full batch's). A queue of b
-    requests costs ``b / spare * (b / 2 * 1000 + excess)``: its wait and that excess."""
-    prof = replace(trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
-    p, n = point.acceptance[:k], trace.rollout.replicas
-    cap = capacity_qps(prof, k, p)
-    full = steady_state(prof, cap * 0.999, k, p).token_latency_ms
-    usual = steady_state(prof, min(point.qps / n, cap * 0.999), k, p).token_latency_ms
-    return max(cap - point.qps / n, 0.01 * cap) * n, cap * n * point.output_tokens * (full - usual)
 
 
 def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0) -> dict[str, Any]:
