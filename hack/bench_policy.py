@@ -56,9 +56,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--after-minutes", type=float, default=60, help="second table: figures from this time on")
     args = ap.parse_args()
+    traces = [load_trace(path) for path in sorted(TRACES.glob("*.yaml"))]
     results, later = [], []
-    for path in sorted(TRACES.glob("*.yaml")):
-        trace = load_trace(path)
+    for trace in traces:
         schedule = oracle_schedule(trace)
         results.append(compare(trace, schedule))
         later.append(compare(trace, schedule, score_from=int(args.after_minutes * 60 / trace.step_seconds)))
@@ -74,7 +74,7 @@ def main() -> int:
     print("first moving by half): score = held oracle / policy.")
     print(f"{'trace':<18}{'minute':>9}{'held ms':>10}{'policy':>9}{'score':>8}")
     scores = []
-    for trace, r in zip(map(load_trace, sorted(TRACES.glob("*.yaml"))), results, strict=True):
+    for trace, r in zip(traces, results, strict=True):
         held, pol = held_oracle(trace), r["policy"]["mean_token_latency_ms"]
         scores.append(held / pol)
         minute = first_surprise(trace) * trace.step_seconds / 60
