@@ -34,7 +34,7 @@ from typing import Any
 
 from .api import Adaptive, AdaptiveMode
 from .metrics import NoData, Observation
-from .sim.model import Profile, capacity_qps, drain_rates, extend_acceptance, steady_state
+from .sim.model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
 # How fast an old acceptance measurement loses weight while off. Acceptance follows the traffic mix, which moves
@@ -162,7 +162,7 @@ def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[flo
         return math.inf
     duration = rollout_seconds(rollout)
     backlog = (qps - during) * duration
-    return backlog * duration / 2 * 1000 + backlog / (cap_new - qps) * (backlog / 2 * 1000 + excess)
+    return backlog * duration / 2 * 1000 + queue_cost_ms(backlog, cap_new - qps, excess)
 
 
 def horizon_cost_ms(

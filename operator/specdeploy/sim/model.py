@@ -154,9 +154,14 @@ def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = 
 def drain_rates(prof: Profile, qps: float, k: int, p: Sequence[float]) -> tuple[float, float]:
     """What draining a queue at k costs while ``qps`` keeps arriving: the capacity it drains with, and the
     token-milliseconds per second its tokens then cost beyond the load's usual latency (a replica draining a
-    queue runs at full batch). A queue of b requests drained at ``spare = capacity - qps`` costs
-    ``b / spare * (b / 2 * 1000 + excess)``: its wait, and that excess."""
+    queue runs at full batch): the inputs of :func:`queue_cost_ms`."""
     cap = capacity_qps(prof, k, p)
     full = steady_state(prof, cap * 0.999, k, p).token_latency_ms
     usual = steady_state(prof, min(qps, cap * 0.999), k, p).token_latency_ms
     return cap, cap * prof.output_tokens * (full - usual)
+
+
+def queue_cost_ms(backlog: float, spare: float, excess: float) -> float:
+    """Token-milliseconds a queue of ``backlog`` requests still costs while ``spare`` requests/s drain it: its
+    wait (a triangle of queue over time) and the ``excess`` per second of running at full batch meanwhile."""
+    return backlog / spare * (backlog / 2 * 1000 + excess) if backlog > 0 else 0.0

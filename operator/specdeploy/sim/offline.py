@@ -52,7 +52,7 @@ from ..policy import (
     rollout_capacity,
     rollout_seconds,
 )
-from .model import Profile, capacity_qps, drain_rates, steady_state
+from .model import Profile, capacity_qps, drain_rates, queue_cost_ms, steady_state
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -262,8 +262,8 @@ def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
     operator does. Each state carries the queue backlog and the setting the rollout came from of its best path,
     so saturating a setting costs what it costs in the simulation (an approximation of the full problem; its
     schedule is scored like any other). Paths meeting in a state are ranked by their cost plus what the queue
-    they leave must still cost (:func:`_queue_cost`), so a path that is cheap so far but leaves a queue that its
-    setting drains slowly does not win over one that will be cheaper in the end.
+    they leave must still cost at their setting and the load (:func:`~.model.queue_cost_ms`), so a path that is
+    cheap so far but leaves a queue its setting drains slowly does not win over one that ends cheaper.
     """
     ks, dt = trace.candidates, trace.step_seconds
     rollout_s = rollout_seconds(trace.rollout)
@@ -282,8 +282,7 @@ def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
 
     def queue_cost(k: int, i: int, backlog: float) -> float:
         """What the queue a path leaves still costs, its replicas sharing it evenly: n times the cost of b / n."""
-        spare, excess = drains(k, i)
-        return backlog / spare * (backlog / n / 2 * 1000 + excess) if backlog > 0 else 0.0
+        return n * queue_cost_ms(backlog / n, *drains(k, i))
 
     # state (k, steps since the change started) -> (rank, cost, backlog, previous state, k the rollout came from)
     State = tuple[int, int]
