@@ -19,9 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
-from controlplane import free_port  # noqa: E402
+from procs import free_port  # noqa: E402
 from prometheus import Prometheus  # noqa: E402
-from specdeploy.metrics import Observation, Reader  # noqa: E402
+from specdeploy.core.observation import Observation  # noqa: E402
+from specdeploy.shell.prometheus import Reader  # noqa: E402
 
 P = [0.75, 0.55, 0.40]
 T0 = time.time()

@@ -13,9 +13,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from specdeploy.sim.offline import Trace, compare, load_trace, oracle_schedule, simulate, table
+from specdeploy.offline.simulate import Trace, compare, load_trace, oracle_schedule, simulate, table
 
-TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "traces"
+TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 MIXED = ("diurnal", "bursty", "load_ramp")
 
 

@@ -21,7 +21,8 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
-from controlplane import ControlPlane, free_port  # noqa: E402
+from controlplane import ControlPlane  # noqa: E402
+from procs import free_port  # noqa: E402
 
 SPEC = {
     "target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},

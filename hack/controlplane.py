@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,13 +29,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from procs import free_port
+
 HACK = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binaries() -> Path:

@@ -28,9 +28,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
+import procs  # noqa: E402
 from controlplane import ControlPlane  # noqa: E402
+from kubelet_standin import FakeKubelet  # noqa: E402
 from prometheus import Prometheus  # noqa: E402
-from specdeploy.sim.kubelet import FakeKubelet, free_port  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "llama-8b-simulated.yaml"
 # (seconds from start, total requests/s): low, past the crossover, low again
@@ -63,7 +64,14 @@ def main() -> int:
         time.sleep(1)
         log = open(args.dir / "operator.log", "wb")  # noqa: SIM115
         operator = subprocess.Popen(
-            [sys.executable, "-m", "specdeploy.cli", "run", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+            [
+                sys.executable,
+                "-m",
+                "specdeploy.cli",
+                "run",
+                "--liveness",
+                f"http://127.0.0.1:{procs.free_port()}/healthz",
+            ],
             env={**os.environ, "KUBECONFIG": str(kc), "SPECDEPLOY_RESYNC_SECONDS": "10"},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -114,9 +122,7 @@ def main() -> int:
         stop.set()
         if kubelet_thread:
             kubelet_thread.join(timeout=15)
-        if operator:
-            operator.terminate()
-            operator.wait(timeout=15)
+        procs.stop(operator, timeout=15)
         prom.stop()
         cp.stop()
     return 0

@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from specdeploy.crd import crd_yaml
+from specdeploy.api.crd import crd_yaml
 
 OUT = Path(__file__).resolve().parent.parent / "crds" / "specdeploy.io_speculativedeployments.yaml"
 

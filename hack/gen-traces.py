@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the shipped traces (operator/specdeploy/traces/*.yaml) used by `specdeploy simulate` and the benchmark.
+"""Write the shipped traces (operator/specdeploy/offline/traces/*.yaml) used by `specdeploy simulate` and the benchmark.
 
 Loads are totals over 2 replicas of the default profile (8B + EAGLE-3 on one H100-class GPU each): one replica
 serves ~28 req/s without speculation and ~21 at k=3; speculation stops paying near 18-22 req/s per replica.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-OUT = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "traces"
+OUT = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 BASE = [0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08]
 HEADER = {"step_seconds": 30, "replicas": 2, "restart_seconds": 120}
 

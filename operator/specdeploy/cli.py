@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .api import KIND, SpecError, validate_manifest
-from .render import Owner, render_all, spec_k
+from .core.render import Owner, render_all, spec_k
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from . import handlers  # noqa: F401 - registers the handlers
+    from .shell import handlers  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=args.verbose)
     asyncio.run(
@@ -102,9 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Closed-loop policy vs always-off, static k, best static and the oracle, on shipped or given traces."""
-    from .sim.offline import compare, load_trace, table
+    from .offline.simulate import compare, load_trace, table
 
-    paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "traces").glob("*.yaml"))
+    paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "offline" / "traces").glob("*.yaml"))
     results = []
     for path in paths:
         try:
@@ -123,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """What the policy would decide now on live metrics, without acting (reads the resources' status)."""
-    from .recommend import recommend
+    from .shell.recommend import recommend
 
     for line in recommend(args.prometheus, args.namespace, args.name):
         print(line)
@@ -131,7 +131,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _add_sim_image(p: argparse.ArgumentParser) -> None:
-    from .render import DEFAULT_SIM_IMAGE
+    from .core.render import DEFAULT_SIM_IMAGE
 
     p.add_argument("--sim-image", default=DEFAULT_SIM_IMAGE, help="image for simulated pods")
 

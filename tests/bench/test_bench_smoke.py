@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from specdeploy.metrics import Observation, Reader
+from specdeploy.core.observation import Observation
+from specdeploy.shell.prometheus import Reader
 
 from ..conftest import ROOT
 
@@ -40,7 +41,7 @@ def test_queries_per_evaluation_do_not_grow_with_resources() -> None:
 
 
 def test_simulate_json_has_every_controller() -> None:
-    trace = ROOT / "operator/specdeploy/traces/steady_low.yaml"
+    trace = ROOT / "operator/specdeploy/offline/traces/steady_low.yaml"
     out = subprocess.run(
         [sys.executable, "-m", "specdeploy.cli", "simulate", "--trace", str(trace), "--json"],
         capture_output=True,

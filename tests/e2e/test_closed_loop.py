@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +19,12 @@ import kubernetes
 import pytest
 import yaml
 
-from specdeploy.sim.kubelet import FakeKubelet
-
 from ..conftest import ROOT
 from ..integration.conftest import kubectl_apply, running, wait_for
 from ..integration.sim_helpers import Prometheus
+
+sys.path.insert(0, str(ROOT / "hack"))
+from kubelet_standin import FakeKubelet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 GROUP, VERSION, PLURAL = "specdeploy.io", "v1alpha1", "speculativedeployments"

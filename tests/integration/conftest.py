@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import kubernetes
 import pytest
 
-from specdeploy.sim.kubelet import FakeKubelet
-
 from ..conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
 from controlplane import ControlPlane
+from kubelet_standin import FakeKubelet
+from procs import free_port, stop
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class Operator:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "SPECDEPLOY_RESYNC_SECONDS": "3", **self.env}
-        port = _free_port()
+        port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "specdeploy.cli", "run", "--liveness", f"http://127.0.0.1:{port}/healthz"],
             env=env,
@@ -81,21 +81,10 @@ class Operator:
         self.liveness = f"http://127.0.0.1:{port}/healthz"
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, timeout=15)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-def _free_port() -> int:
-    from specdeploy.sim.kubelet import free_port
-
-    return free_port()
 
 
 @pytest.fixture(scope="session")

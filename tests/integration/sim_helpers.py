@@ -10,11 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from specdeploy.sim.kubelet import free_port
-
 from ..conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
+from procs import free_port, stop
 from prometheus import Prometheus
 
 __all__ = ["Prometheus", "SimProcess", "write_targets"]
@@ -48,8 +47,7 @@ class SimProcess:
         return {"targets": [f"127.0.0.1:{self.port}"], "labels": self.labels}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        stop(self.proc)
 
 
 def write_targets(path: Path, sims: list[SimProcess]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from specdeploy.metrics import NoData, Observation, Reader
-from specdeploy.sim.model import Profile, steady_state
+from specdeploy.core.model import Profile, steady_state
+from specdeploy.core.observation import NoData, Observation
+from specdeploy.shell.prometheus import Reader
 
 from .sim_helpers import FAST_PROFILE, Prometheus, SimProcess, write_targets
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from specdeploy.api.crd import crd, crd_yaml
 from specdeploy.cli import main
-from specdeploy.crd import crd, crd_yaml
 
 from ..conftest import ROOT, SAMPLE_PATH
 

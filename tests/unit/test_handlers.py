@@ -12,7 +12,7 @@ import kopf
 import pytest
 from kubernetes.client.rest import ApiException
 
-from specdeploy.handlers import Clients, reconcile
+from specdeploy.shell.handlers import Clients, reconcile
 
 from ..conftest import SAMPLE
 

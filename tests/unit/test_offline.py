@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from specdeploy.policy import rollout_overload_ms
-from specdeploy.sim.model import Profile, capacity_qps, steady_state
-from specdeploy.sim.offline import compare, oracle_schedule, parse_trace, policy_controller, run_step, simulate
+from specdeploy.core.model import Profile, capacity_qps, steady_state
+from specdeploy.core.policy import rollout_overload_ms
+from specdeploy.offline.simulate import compare, oracle_schedule, parse_trace, policy_controller, run_step, simulate
 
 P = list(Profile().acceptance)
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from specdeploy.api import Adaptive, validate_spec
-from specdeploy.evaluate import evaluate
-from specdeploy.metrics import NoData, Observation
-from specdeploy.policy import (
+from specdeploy.core.evaluate import evaluate
+from specdeploy.core.model import Profile, steady_state
+from specdeploy.core.observation import NoData, Observation
+from specdeploy.core.policy import (
     KEEP,
     ROLLBACK,
     SET_K,
@@ -24,7 +25,6 @@ from specdeploy.policy import (
     restart_cost_seconds,
     rollout_capacity,
 )
-from specdeploy.sim.model import Profile, steady_state
 
 PROFILE = Profile()
 P = list(PROFILE.acceptance)
@@ -232,7 +232,7 @@ def test_decisions_are_deterministic() -> None:
 
 
 def test_rollback_after_a_failed_rollout() -> None:
-    from specdeploy.policy import rollback
+    from specdeploy.core.policy import rollback
 
     d = rollback(settled(2, pending_from=3), T0, "deadline")
     assert d is not None and d.action == ROLLBACK and d.to_k == 3

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from specdeploy.api import validate_manifest, validate_spec
-from specdeploy.render import (
+from specdeploy.core.render import (
     ANNOTATION_K,
     LABEL_K,
     Owner,

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from specdeploy.core.model import Profile, capacity_qps, extend_acceptance, steady_state, tokens_per_step
 from specdeploy.sim.engine import Engine
-from specdeploy.sim.model import Profile, capacity_qps, extend_acceptance, steady_state, tokens_per_step
 from specdeploy.sim.server import Metrics, draft_length
 
 from ..conftest import ROOT

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .model import Profile, check_acceptance, extend_acceptance, step_time_ms
+from ..core.model import Profile, check_acceptance, extend_acceptance, step_time_ms
 
 # vLLM 0.33 histogram buckets (vllm/v1/metrics/loggers.py).
 ITL_BUCKETS = (

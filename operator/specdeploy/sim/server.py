@@ -27,8 +27,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ..core.model import Profile
 from .engine import Engine, Histogram, Request
-from .model import Profile
 
 log = logging.getLogger("specdeploy.sim")
 

@@ -42,8 +42,9 @@ from typing import Any
 import yaml
 
 from ..api import Adaptive
-from ..metrics import Observation
-from ..policy import (
+from ..core.model import Profile, capacity_qps, drain_rates, queue_cost_ms, steady_state
+from ..core.observation import Observation
+from ..core.policy import (
     PolicyState,
     Rollout,
     decide,
@@ -52,7 +53,6 @@ from ..policy import (
     rollout_capacity,
     rollout_seconds,
 )
-from .model import Profile, capacity_qps, drain_rates, queue_cost_ms, steady_state
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 

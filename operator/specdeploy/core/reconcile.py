@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .api import Problem, SpeculativeDeploymentSpec, now_iso
+from ..api import Problem, SpeculativeDeploymentSpec, now_iso
 from .render import method_name, spec_k
 
 READY, PROGRESSING, DEGRADED, SPECULATION_ACTIVE, METRICS_AVAILABLE = (

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -24,15 +23,10 @@ from typing import Any
 
 import kubernetes
 
-from ..render import LABEL_DEPLOYMENT, LABEL_K, MANAGER
+from procs import free_port, stop
+from specdeploy.core.render import LABEL_DEPLOYMENT, LABEL_K, MANAGER
 
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGER}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -182,15 +176,6 @@ class FakeKubelet:
         tmp.write_text(json.dumps(targets, indent=1))
         tmp.replace(self.sd_file)  # atomic: Prometheus never reads half a file
 
-    @staticmethod
-    def _stop(pp: PodProcess) -> None:
-        if pp.proc is not None and pp.proc.poll() is None:
-            pp.proc.terminate()
-            try:
-                pp.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pp.proc.kill()
-
     def run(self, stop: Any, period: float = 0.5) -> None:
         """Loop until ``stop`` (a threading.Event) is set; API errors are retried on the next pass."""
         while not stop.is_set():
@@ -201,6 +186,6 @@ class FakeKubelet:
 
     def close(self) -> None:
         for pp in self.pods.values():
-            self._stop(pp)
+            stop(pp.proc, timeout=5)
         self.pods.clear()
         self._write_sd()

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
+from ..api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"

@@ -23,11 +23,12 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from .api import GROUP, KIND, PLURAL, VERSION, Problem, SpecError, SpeculativeDeploymentSpec, validate_spec
-from .evaluate import evaluate
-from .metrics import NoData, Observation, Reader
-from .reconcile import Phase, effective_k, rollout_of, status_patch
-from .render import CHECKPOINT_K, DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER, Owner, render_all
+from ..api import GROUP, KIND, PLURAL, VERSION, Problem, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..core.evaluate import evaluate
+from ..core.observation import NoData, Observation
+from ..core.reconcile import Phase, effective_k, rollout_of, status_patch
+from ..core.render import CHECKPOINT_K, DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER, Owner, render_all
+from .prometheus import Reader
 
 FIELD_MANAGER = MANAGER
 RESYNC_SECONDS = float(os.environ.get("SPECDEPLOY_RESYNC_SECONDS", "30"))

@@ -32,9 +32,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .api import Adaptive, AdaptiveMode
-from .metrics import NoData, Observation
-from .sim.model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
+from ..api import Adaptive, AdaptiveMode
+from .model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
+from .observation import NoData, Observation
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
 # How fast an old acceptance measurement loses weight while off. Acceptance follows the traffic mix, which moves

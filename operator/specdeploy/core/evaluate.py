@@ -11,11 +11,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from .api import AdaptiveMode, ObservedMetrics, SpeculativeDeploymentSpec, now_iso
-from .metrics import NoData, Observation
+from ..api import AdaptiveMode, ObservedMetrics, SpeculativeDeploymentSpec, now_iso
+from .model import Profile
+from .observation import NoData, Observation
 from .policy import KEEP, Decision, PolicyState, Rollout, budget_left, decide, rollback
 from .reconcile import METRICS_AVAILABLE, condition, merge_conditions
-from .sim.model import Profile
 
 HISTORY = 10  # decisions kept in status
 

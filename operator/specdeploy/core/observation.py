@@ -1,31 +1,28 @@
-"""Prometheus -> typed observations, for every managed SpeculativeDeployment at once.
+"""What the operator observes of a deployment: the PromQL it asks and the typed observation it makes of the answer
+(pure; :mod:`specdeploy.shell.prometheus` sends the queries).
 
-One evaluation runs one fixed set of PromQL queries (:func:`_queries`), each aggregated ``by (namespace,
+One evaluation runs one fixed set of PromQL queries (:func:`queries`), each aggregated ``by (namespace,
 deployment, specdeploy_k)``, whatever the number of resources: the cost is flat in the number of resources. The
 labels come from the scrape configuration (the PodMonitor in ``manifests/monitoring`` or the demo's file_sd):
 ``deployment`` is the pod's ``specdeploy.io/deployment`` label and ``specdeploy_k`` its ``specdeploy.io/k``, so
 during a rolling restart only pods of the current template (the k in status) count.
 
-``rate()`` handles counter resets (pods restarting). Missing series, NaN and an unreachable or slow
-Prometheus give :class:`NoData` with the reason, never an exception: the operator never decides on stale data.
+``rate()`` handles counter resets (pods restarting). Missing series and NaN give :class:`NoData` with the reason,
+never an exception.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from requests.exceptions import RequestException
 
 GROUP = "namespace, deployment, specdeploy_k"
 SELECTOR = '{deployment!=""}'
 
 
-def _queries(window: str) -> dict[str, str]:
+def queries(window: str) -> dict[str, str]:
     """The whole batch for one evaluation (``window`` like ``300s``)."""
     r = f"[{window}]"
 
@@ -85,38 +82,6 @@ class NoData:
     """Why there is no usable observation (the operator then keeps everything as it is)."""
 
     reason: str
-
-
-@dataclass
-class Reader:
-    """Reads one Prometheus; one :meth:`read` = one batch of queries for all the given deployments."""
-
-    url: str
-    token: str | None = None
-    timeout: float = 10.0
-    verify_tls: bool = True
-    queries_sent: int = field(default=0, init=False)
-
-    def _client(self) -> PrometheusConnect:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        return PrometheusConnect(url=self.url, headers=headers, disable_ssl=not self.verify_tls, timeout=self.timeout)
-
-    def read(
-        self, wanted: Iterable[tuple[str, str, str]], window_seconds: int
-    ) -> dict[tuple[str, str], Observation | NoData]:
-        """Observations for (namespace, deployment, k_label) triples; k_label selects the current template."""
-        wanted = list(wanted)
-        if not wanted:
-            return {}
-        client, raw = self._client(), {}
-        try:
-            for name, query in _queries(f"{window_seconds}s").items():
-                self.queries_sent += 1
-                raw[name] = client.custom_query(query)
-        except (PrometheusApiClientException, RequestException, ValueError) as exc:
-            reason = f"Prometheus at {self.url} unavailable: {type(exc).__name__}: {str(exc)[:200]}"
-            return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
-        return assemble(raw, wanted)
 
 
 def _num(sample: dict[str, Any]) -> float | None:

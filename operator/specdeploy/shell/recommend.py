@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .api import GROUP, PLURAL, VERSION, SpecError, validate_spec
-from .evaluate import evaluate, utcnow
+from ..api import GROUP, PLURAL, VERSION, SpecError, validate_spec
+from ..core.evaluate import evaluate, utcnow
 from .handlers import _k_label, make_clients
-from .metrics import Reader
+from .prometheus import Reader
 
 
 def recommend(prometheus: str, namespace: str | None, name: str | None) -> Iterator[str]:

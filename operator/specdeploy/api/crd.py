@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import (
+from . import (
     GROUP,
     KIND,
     PLURAL,
