@@ -12,7 +12,8 @@ import kopf
 import pytest
 from kubernetes.client.rest import ApiException
 
-from specdeploy.shell.handlers import Clients, reconcile
+from specdeploy.shell.kube import Clients
+from specdeploy.shell.sync import reconcile
 
 from ..conftest import SAMPLE
 

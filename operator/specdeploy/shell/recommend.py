@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
-from ..api import GROUP, PLURAL, VERSION, SpecError, validate_spec
+from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec
 from ..core.evaluate import evaluate, utcnow
-from .handlers import _k_label, make_clients
-from .prometheus import Reader
+from ..core.observation import NoData, Observation
+from .evaluation import Endpoint, observe, valid
+from .kube import make_clients
 
 
 def recommend(prometheus: str, namespace: str | None, name: str | None) -> Iterator[str]:
+    """One line per SpeculativeDeployment: its k and what the policy would do, read from ``prometheus``."""
     clients = make_clients()
     if namespace:
         items = clients.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
@@ -20,27 +24,28 @@ def recommend(prometheus: str, namespace: str | None, name: str | None) -> Itera
     if not items:
         yield "no SpeculativeDeployment found"
         return
+    problems: list[str] = []
+
+    def invalid(cr: dict[str, Any], exc: SpecError) -> None:
+        problems.append(f"{cr['metadata']['namespace']}/{cr['metadata']['name']}: invalid spec: {exc.problems[0]}")
+
+    resources = valid(items, invalid)
+    yield from problems
     now = utcnow()
-    checked = []
-    for cr in items:
-        try:
-            checked.append((cr, validate_spec(cr.get("spec"))))
-        except SpecError as exc:
-            yield f"{cr['metadata']['namespace']}/{cr['metadata']['name']}: invalid spec: {exc.problems[0]}"
-    windows = {spec.adaptive.window_seconds for _, spec in checked}
-    reader = Reader(prometheus)
-    for window in sorted(windows):
-        members = [(cr, spec) for cr, spec in checked if spec.adaptive.window_seconds == window]
-        wanted = [(cr["metadata"]["namespace"], cr["metadata"]["name"], _k_label(cr)) for cr, _ in members]
-        observations = reader.read(wanted, window)
-        for cr, spec in members:
-            meta = cr["metadata"]
-            obs = observations[(meta["namespace"], meta["name"])]
-            spec = spec.model_copy(update={"adaptive": spec.adaptive.model_copy(update={"mode": "Recommend"})})
-            decision, _ = evaluate(spec, cr.get("status") or {}, obs, now)
-            k = (cr.get("status") or {}).get("k")
-            what = (
-                "nothing to decide (no speculator)" if decision is None else f"{decision.action} -> k={decision.to_k}"
-            )
-            reason = "" if decision is None else f": {decision.reason}"
-            yield f"{meta['namespace']}/{meta['name']}: k={k}: {what}{reason}"
+    for cr, spec, obs in observe(resources, lambda _: Endpoint(prometheus)):
+        yield line(cr, as_recommend(spec), obs, now)
+
+
+def as_recommend(spec: SpeculativeDeploymentSpec) -> SpeculativeDeploymentSpec:
+    """The spec in mode Recommend: the decision Auto would take, never carried out."""
+    return spec.model_copy(update={"adaptive": spec.adaptive.model_copy(update={"mode": AdaptiveMode.RECOMMEND})})
+
+
+def line(cr: dict[str, Any], spec: SpeculativeDeploymentSpec, obs: Observation | NoData, now: datetime) -> str:
+    """What ``recommend`` prints for one resource."""
+    meta, status = cr["metadata"], cr.get("status") or {}
+    head = f"{meta['namespace']}/{meta['name']}: k={status.get('k')}"
+    decision, _ = evaluate(spec, status, obs, now)
+    if decision is None:
+        return f"{head}: nothing to decide (no speculator)"
+    return f"{head}: {decision.action} -> k={decision.to_k}: {decision.reason}"

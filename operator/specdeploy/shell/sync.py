@@ -1,0 +1,107 @@
+"""One reconcile pass of one SpeculativeDeployment against the API server: render, apply, write status.
+
+Reconciliation is level-based and idempotent: every trigger (the resource created, its spec changed, the operator
+resumed, an owned Deployment changed or vanished, the operator-wide resync) runs :func:`reconcile`, which
+validates the spec, renders the owned objects for the effective k and server-side-applies them (a no-op when
+nothing changed, a restore when someone edited or deleted them), then computes the status. The operator never
+writes ``spec``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from ..api import Problem, SpecError, validate_spec
+from ..core.reconcile import DEGRADED, READY, Phase, effective_k, rollout_of, status_patch
+from ..core.render import Owner, render_all
+from .kube import Clients, apply, list_resources, namespace_terminating, read_deployment, retryable, write_status
+
+Logger = logging.Logger | logging.LoggerAdapter
+
+
+def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
+    """One idempotent pass for one SpeculativeDeployment; returns the status to write."""
+    meta, status = body["metadata"], body.get("status") or {}
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    now = datetime.now(UTC)
+    try:
+        spec, problems = validate_spec(body.get("spec")), []
+    except SpecError as exc:
+        spec, problems = None, exc.problems
+    try:
+        if spec is None:
+            dep = read_deployment(clients, name, namespace)
+            k = status.get("k")
+        else:
+            k = effective_k(spec, status)
+            dep_obj, svc_obj = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.sim_image)
+            apply(clients, svc_obj)
+            dep = apply(clients, dep_obj)
+    except ApiException as exc:
+        if namespace_terminating(exc):
+            logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
+            return status
+        if retryable(exc):
+            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
+        raise
+    new = status_patch(
+        spec=spec,
+        problems=problems,
+        old_status=status,
+        k=k,
+        rollout=rollout_of(dep),
+        generation=generation,
+        deployment_name=name,
+        now=now,
+    )
+    _post_events(body, status, new, problems, logger)
+    return new
+
+
+def _post_events(
+    body: dict[str, Any], old: dict[str, Any], new: dict[str, Any], problems: list[Problem], logger: Logger
+) -> None:
+    """Events for what changed, once per change (the periodic resync must not repeat them)."""
+    if problems:
+        if old.get("observedGeneration") != new["observedGeneration"]:
+            kopf.warn(body, reason="InvalidSpec", message="; ".join(str(p) for p in problems))
+        return
+    if "k" in old and old.get("k") != new.get("k"):
+        kopf.info(body, reason="DraftLengthChanged", message=f"k {old.get('k')} -> {new.get('k')}: rolling restart")
+    if old.get("rollout") != new.get("rollout"):
+        if new.get("rollout") == Phase.FAILED:
+            kopf.warn(body, reason="RolloutFailed", message=_message(new, DEGRADED))
+        elif new.get("rollout") == Phase.COMPLETE and old.get("rollout"):
+            kopf.info(body, reason="RolloutComplete", message=_message(new, READY))
+    if "observedGeneration" not in old:
+        logger.info("reconciled %s/%s for the first time", body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _message(status: dict[str, Any], type_: str) -> str:
+    return next((c["message"] for c in status.get("conditions", []) if c["type"] == type_), "")
+
+
+def changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``new`` that differ from ``old``: what a status merge patch must carry."""
+    return {k: v for k, v in new.items() if old.get(k) != v}
+
+
+def reconcile_and_write(clients: Clients, cr: dict[str, Any], logger: Logger) -> None:
+    """Reconcile outside a kopf change handler and write what changed in status through the status subresource."""
+    write_status(clients, cr, changed(cr.get("status") or {}, reconcile(clients, cr, logger)))
+
+
+def resync_all(clients: Clients, namespaces: list[str], logger: Logger) -> None:
+    """Level-based safety net: reconcile every resource (restores drift a missed watch event left behind)."""
+    for cr in list_resources(clients, namespaces):
+        if cr["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            reconcile_and_write(clients, cr, logger)
+        except (ApiException, kopf.TemporaryError) as exc:
+            logger.warning("resync of %s/%s failed: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], exc)
