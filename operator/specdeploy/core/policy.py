@@ -37,15 +37,27 @@ from .model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_
 from .observation import NoData, Observation
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
+HOUR_S = 3600.0  # the restart budget's window (spec.adaptive.maxRestartsPerHour)
+
+# Tuned constants. Each was set on the shipped traces (hack/bench_policy.py) and pinned by a test in
+# tests/unit/test_policy.py; the comment says what moving it trades.
 # How fast an old acceptance measurement loses weight while off. Acceptance follows the traffic mix, which moves
 # over hours to days; at high load a few percent of it is all the headroom a setting has, so it fades slowly.
 ACCEPTANCE_HALF_LIFE_S = 8 * 3600.0
-EXTRAPOLATION_DISCOUNT = 0.7  # unmeasured positions count this much of their extrapolated value
-EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per half hour
-EXPLORE_MIN_UPSIDE = 0.15  # relative latency gain the extrapolation must promise before exploring upward
-SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its unloaded latency
-LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample
+ACCEPTANCE_CONFIDENCE_FLOOR = 0.5  # however old, a measurement keeps this weight: lower turns back on later
+EXTRAPOLATION_DISCOUNT = 0.7  # unmeasured positions count this much of their extrapolated value: higher explores more
+EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per half hour: restarts vs learning
+EXPLORE_MIN_UPSIDE = 0.15  # relative gain the extrapolation must promise before exploring upward: lower risks more
+SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its latency: ranks it last
+LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample: higher follows bursts faster, lower flaps less
 TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two evaluations is a jump, not a trend
+# The step cost is learned as observed ITL / the model's step time, within these bounds (a ratio outside them is
+# a model that does not describe the deployment, not a cost to plan with), with this weight on each new sample.
+COST_SCALE_MIN, COST_SCALE_MAX = 0.2, 5.0
+COST_MEMORY = 0.5
+COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
+MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
+TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the current load: more leaves settings early
 
 
 @dataclass
@@ -108,7 +120,7 @@ class Decision:
 
 
 def budget_left(state: PolicyState, now: float, per_hour: int) -> int:
-    return max(0, per_hour - sum(1 for t in state.changes if now - t < 3600))
+    return max(0, per_hour - sum(1 for t in state.changes if now - t < HOUR_S))
 
 
 def rollout_seconds(r: Rollout) -> float:
@@ -122,7 +134,7 @@ def restart_capacity_loss(r: Rollout) -> float:
     Each wave removes ``maxUnavailable`` replicas; with surge only no serving replica is lost, but the new pods
     start cold (caches, compilation), counted as a quarter of a replica.
     """
-    lost = r.max_unavailable if r.max_unavailable > 0 else 0.25 * min(r.max_surge, r.replicas)
+    lost = r.max_unavailable if r.max_unavailable > 0 else COLD_REPLICA * min(r.max_surge, r.replicas)
     return min(1.0, lost / max(1, r.replicas))
 
 
@@ -197,7 +209,8 @@ def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profi
     if not measured:
         return [x * EXTRAPOLATION_DISCOUNT for x in extend_acceptance(prior.acceptance, upto)], 1
     age = max(0.0, now - (state.acceptance_time or now))
-    confidence = 0.5 + 0.5 * 0.5 ** (age / ACCEPTANCE_HALF_LIFE_S)
+    floor = ACCEPTANCE_CONFIDENCE_FLOOR
+    confidence = floor + (1 - floor) * 0.5 ** (age / ACCEPTANCE_HALF_LIFE_S)
     full = extend_acceptance(measured, upto)
     out = [x * confidence * (1.0 if i < len(measured) else EXTRAPOLATION_DISCOUNT) for i, x in enumerate(full)]
     return out, min(len(measured), upto)
@@ -251,7 +264,7 @@ def _learn_load(
     regime_qps, regime_since = st.regime_qps, st.regime_since
     if regime_qps is None or regime_since is None or abs(ewma - regime_qps) > TREND_MAX_STEP * max(regime_qps, 1.0):
         regime_qps, regime_since = ewma, now
-    horizon = min(4.0 * hold, max(hold, now - regime_since))
+    horizon = min(MAX_HORIZON_FACTOR * hold, max(hold, now - regime_since))
     st = replace(
         st,
         load_qps=round(ewma, 5),
@@ -282,7 +295,7 @@ def _feasible(
     lead_change = rollout_s + settings.cooldown_seconds + lead_keep
 
     def need(lead: float) -> float:
-        return max(load.peak, load.forecast + min(0.5 * load.forecast, load.rise * lead))
+        return max(load.peak, load.forecast + min(TREND_MAX_SHARE * load.forecast, load.rise * lead))
 
     need_keep, need_change = need(lead_keep), need(lead_change)
     ok = [k for k in ks if not steady_state(profile, need_keep if k == current_k else need_change, k, p[:k]).saturated]
@@ -300,12 +313,50 @@ def decide(
     rollout_complete: bool = True,
     settled_at: float | None = None,
 ) -> Decision:
-    """The decision for one evaluation; ``state`` is not modified (the new one is in the decision)."""
-    st = replace(state, changes=[t for t in state.changes if now - t < 3600])
-    if st.k is None:  # first evaluation: the setting predates the operator's memory, count it as settled
-        st = replace(st, k=current_k)
-    elif st.k != current_k:  # a change made elsewhere (the user edited k): a new setting starts now
-        st = replace(st, k=current_k, since=now, pending_from=None)
+    """The decision for one evaluation of one deployment; ``state`` is not modified (the new one is in the
+    decision). A public, documented entry point: other simulators drive the policy through it.
+
+    ``obs``: the last window of the current pods' metrics (or why there is none); ``state``: what the policy
+    remembered (``status.policy``); ``settings``: ``spec.adaptive``; ``rollout``: what a restart costs;
+    ``profile``: the performance model it plans with; ``current_k``: the k running (0 = off); ``now``: epoch
+    seconds; ``rollout_complete`` and ``settled_at``: whether, and since when, every replica runs ``current_k``.
+
+    Four stages, each a function: :func:`guard` (is there fresh, settled data?), :func:`learn` (acceptance, step
+    cost, load), :func:`predict` (every candidate setting's latency and horizon cost) and :func:`gate` (act only
+    when it pays, within dwell, cooldown, budget and mode).
+    """
+    st = _remember(state, current_k, now)
+    stop = guard(obs, st, settings, rollout, current_k, now, rollout_complete, settled_at)
+    if isinstance(stop, Decision):
+        return stop
+    assert isinstance(obs, Observation)
+    st, load, waiting = learn(obs, stop, settings, rollout, profile, current_k, now)
+    pred = predict(st, load, waiting, settings, rollout, profile, current_k, now)
+    return gate(pred, st, load, settings, rollout, profile, current_k, now)
+
+
+def _remember(state: PolicyState, current_k: int, now: float) -> PolicyState:
+    """Forget restarts older than an hour; adopt the running k (at the first evaluation it predates the operator's
+    memory and counts as settled; otherwise it was changed elsewhere, by the user, and a new setting starts now)."""
+    st = replace(state, changes=[t for t in state.changes if now - t < HOUR_S])
+    if st.k is None:
+        return replace(st, k=current_k)
+    if st.k != current_k:
+        return replace(st, k=current_k, since=now, pending_from=None)
+    return st
+
+
+def guard(
+    obs: Observation | NoData,
+    st: PolicyState,
+    settings: Adaptive,
+    rollout: Rollout,
+    current_k: int,
+    now: float,
+    rollout_complete: bool,
+    settled_at: float | None,
+) -> Decision | PolicyState:
+    """Stage 1: trust only fresh, settled data. A keep decision saying why not, or the state to go on with."""
 
     def no_decision(reason: str) -> Decision:
         """No decision yet; keep the queue's reference point current, so the next decision measures the
@@ -322,93 +373,134 @@ def decide(
     if isinstance(obs, NoData):
         return Decision(KEEP, current_k, f"no decision without fresh metrics: {obs.reason}", state=st)
     if obs.pods < rollout.replicas:
-        msg = f"only {obs.pods} of {rollout.replicas} replicas reported in the window"
-        return no_decision(msg)
+        return no_decision(f"only {obs.pods} of {rollout.replicas} replicas reported in the window")
     # The reader counts only pods of the current template, so a window holding two evaluation intervals of
     # their data is fresh enough: waiting for a whole window would leave a saturated setting in place.
     settle = min(settings.window_seconds, 2 * settings.evaluation_interval_seconds)
     if settled_at is not None and now - settled_at < settle:
-        msg = f"waiting for a window of the current pods' metrics ({now - settled_at:.0f}s of {settle}s)"
-        return no_decision(msg)
+        return no_decision(f"waiting for a window of the current pods' metrics ({now - settled_at:.0f}s of {settle}s)")
     if st.since is not None and now - st.since < settle:
-        msg = f"the window still covers the previous setting ({now - st.since:.0f}s of {settle}s)"
-        return no_decision(msg)
+        return no_decision(f"the window still covers the previous setting ({now - st.since:.0f}s of {settle}s)")
+    return st
 
-    # -- learn
+
+def learn(
+    obs: Observation,
+    st: PolicyState,
+    settings: Adaptive,
+    rollout: Rollout,
+    profile: Profile,
+    current_k: int,
+    now: float,
+) -> tuple[PolicyState, Load, float]:
+    """Stage 2: per-position acceptance (while speculating), the step cost against the model (while the pods run
+    the k in status and are not saturated) and the load. Returns the state, the load and the queue per replica."""
     pods = max(1, obs.pods)
-    qps = obs.request_rate / pods
-    waiting = obs.waiting / pods
+    qps, waiting = obs.request_rate / pods, obs.waiting / pods
     if current_k > 0 and obs.per_position:
         st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
     if obs.itl_mean_s and qps > 0 and current_k == obs.k_running:
         p_now = list(obs.per_position)
         ss = steady_state(replace(profile, acceptance=tuple(p_now) or profile.acceptance), qps, current_k, p_now)
         if not ss.saturated:
-            ratio = min(5.0, max(0.2, obs.itl_mean_s * 1000 / ss.step_ms))
-            st = replace(st, cost_scale=round(0.5 * st.cost_scale + 0.5 * ratio, 4))
+            ratio = min(COST_SCALE_MAX, max(COST_SCALE_MIN, obs.itl_mean_s * 1000 / ss.step_ms))
+            st = replace(st, cost_scale=round((1 - COST_MEMORY) * st.cost_scale + COST_MEMORY * ratio, 4))
     st, load = _learn_load(st, qps, waiting, settings, rollout, now)
+    return st, load, waiting
 
-    # -- predict
-    mode = settings.mode
-    upto = settings.max_tokens
-    p, measured_len = effective_acceptance(st, now, upto, profile)
+
+@dataclass(frozen=True)
+class Prediction:
+    """What every candidate setting would do at the forecast load (stage 3)."""
+
+    p: list[float]  # acceptance the prediction used (measured, aged; extrapolated past the measured positions)
+    measured_len: int  # how many positions of ``p`` were measured
+    latency_ms: dict[int, float]  # predicted per-token latency of each candidate
+    horizon_ms: dict[int, float]  # token-milliseconds per replica over the horizon, rollout included
+    feasible: list[int]  # candidates that would serve the peak and the trend
+    best: int
+    gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
+
+
+def predict(
+    st: PolicyState,
+    load: Load,
+    waiting: float,
+    settings: Adaptive,
+    rollout: Rollout,
+    profile: Profile,
+    current_k: int,
+    now: float,
+) -> Prediction:
+    """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible."""
+    p, measured_len = effective_acceptance(st, now, settings.max_tokens, profile)
     candidates = list(range(settings.min_tokens, settings.max_tokens + 1))
     if settings.allow_disable:
         candidates = [0, *candidates]
     if current_k not in candidates:
         candidates.append(current_k)
-    forecast = load.forecast
-    pred = {k: predict_ms(profile, forecast, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
-    feasible = _feasible(profile, p, list(pred), current_k, load, settings, rollout)
-    cost = {
-        k: horizon_cost_ms(profile, rollout, load.horizon, forecast, waiting, p, current_k, k, pred[k]) for k in pred
+    q = load.forecast
+    latency = {k: predict_ms(profile, q, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
+    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout)
+    horizon = {
+        k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k]) for k in latency
     }
-    best = min(feasible, key=lambda k: (cost[k], k))
-    cur = pred[current_k]
-    gain = 1.0 if math.isinf(cost[current_k]) else (cost[current_k] - cost[best]) / cost[current_k]
-    action = KEEP if best == current_k else (TURN_OFF if best == 0 else TURN_ON if current_k == 0 else SET_K)
-    target = best
-    exploring = target > max(measured_len, 1) and target > current_k
+    best = min(feasible, key=lambda k: (horizon[k], k))
+    here = horizon[current_k]
+    gain = 1.0 if math.isinf(here) else (here - horizon[best]) / here
+    return Prediction(p, measured_len, latency, horizon, feasible, best, gain)
+
+
+def gate(
+    pred: Prediction,
+    st: PolicyState,
+    load: Load,
+    settings: Adaptive,
+    rollout: Rollout,
+    profile: Profile,
+    current_k: int,
+    now: float,
+) -> Decision:
+    """Stage 4: act only when it pays (hysteresis on the predicted latency, payback of the restart within the
+    horizon), never beyond dwell, cooldown, the hourly budget or the mode; leaving a setting that cannot serve
+    the load overrides hysteresis, payback and dwell."""
+    target, cur, gain, forecast = pred.best, pred.latency_ms[current_k], round(pred.gain, 4), load.forecast
+    exploring = target > max(pred.measured_len, 1) and target > current_k
     if exploring and now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S:
         return Decision(KEEP, current_k, f"k={target} looks better by extrapolation; explored recently", state=st)
-    if exploring and gain < EXPLORE_MIN_UPSIDE:
-        msg = f"k={target} looks better by extrapolation, but only by {gain:.1%}: not worth exploring"
-        return Decision(KEEP, current_k, msg, round(gain, 4), pred, st)
+    if exploring and pred.gain < EXPLORE_MIN_UPSIDE:
+        msg = f"k={target} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
+        return Decision(KEEP, current_k, msg, gain, pred.latency_ms, st)
 
     def keep(reason: str) -> Decision:
-        return Decision(KEEP, current_k, reason, round(gain, 4), pred, st)
+        return Decision(KEEP, current_k, reason, gain, pred.latency_ms, st)
 
-    if action == KEEP:
+    if target == current_k:
         return keep(f"k={current_k} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     what = f"k={target}" if target else "speculation off"
-    why = f"{what} predicted {pred[target]:.2f} vs {cur:.2f} ms/token at {forecast:.2f} req/s per replica"
+    why = f"{what} predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token at {forecast:.2f} req/s per replica"
     # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback. One that only the
     # trend will saturate is left ahead of time, unless the rollout itself would already queue: then the trend
     # has to prove itself first (load often levels off).
+    p = pred.p
     saturated_now = steady_state(profile, max(load.peak, forecast), current_k, p[:current_k]).saturated
-    forced = current_k not in feasible
+    forced = current_k not in pred.feasible
     if forced and not saturated_now and rollout_overload_ms(profile, rollout, forecast, p, current_k, target) > 0:
         return keep(f"{why}: the rising load would saturate k={current_k}, but a rollout now would already queue")
     # The band is on the steady latency the two settings predict (what flaps near a threshold); what the restart
     # itself costs is in the horizon costs, whose difference must pay it back.
-    steady_gain = (cur - pred[target]) / cur
+    steady_gain = (cur - pred.latency_ms[target]) / cur
     if steady_gain <= settings.hysteresis and not forced:
         return keep(f"{why}: {steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}")
-    payback = gain * load.horizon
-    cost = restart_cost_seconds(rollout)
-    if payback <= cost and not forced:
-        return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({cost:.0f}s)")
-    if mode == AdaptiveMode.OFF:
-        return keep(f"{why}; adaptive mode is Off")
-    # Dwell prevents flapping; it never holds a setting that cannot serve the load.
-    if st.since is not None and now - st.since < settings.min_dwell_seconds and not forced:
-        return keep(f"{why}; dwell: {now - st.since:.0f}s of {settings.min_dwell_seconds}s")
-    if st.last_change is not None and now - st.last_change < settings.cooldown_seconds:
-        return keep(f"{why}; cooldown: {now - st.last_change:.0f}s of {settings.cooldown_seconds}s")
-    if budget_left(st, now, settings.max_restarts_per_hour) <= 0:
-        return keep(f"{why}; restart budget of {settings.max_restarts_per_hour}/hour used")
-    if mode == AdaptiveMode.RECOMMEND:
-        return Decision(action, target, f"recommend {why}", round(gain, 4), pred, st)
+    payback, restart = pred.gain * load.horizon, restart_cost_seconds(rollout)
+    if payback <= restart and not forced:
+        return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)")
+    held = _limits(st, settings, now, forced)
+    if held:
+        return keep(f"{why}; {held}")
+    action = TURN_OFF if target == 0 else TURN_ON if current_k == 0 else SET_K
+    if settings.mode == AdaptiveMode.RECOMMEND:
+        return Decision(action, target, f"recommend {why}", gain, pred.latency_ms, st)
     st = replace(
         st,
         last_explore=now if exploring else st.last_explore,
@@ -418,7 +510,21 @@ def decide(
         pending_from=current_k,
         since=now,
     )
-    return Decision(action, target, why, round(gain, 4), pred, st)
+    return Decision(action, target, why, gain, pred.latency_ms, st)
+
+
+def _limits(st: PolicyState, settings: Adaptive, now: float, forced: bool) -> str | None:
+    """What holds a change that pays: the mode, dwell (never for a setting that cannot serve the load, which
+    ``forced`` says), cooldown and the hourly restart budget."""
+    if settings.mode == AdaptiveMode.OFF:
+        return "adaptive mode is Off"
+    if st.since is not None and now - st.since < settings.min_dwell_seconds and not forced:
+        return f"dwell: {now - st.since:.0f}s of {settings.min_dwell_seconds}s"
+    if st.last_change is not None and now - st.last_change < settings.cooldown_seconds:
+        return f"cooldown: {now - st.last_change:.0f}s of {settings.cooldown_seconds}s"
+    if budget_left(st, now, settings.max_restarts_per_hour) <= 0:
+        return f"restart budget of {settings.max_restarts_per_hour}/hour used"
+    return None
 
 
 def rollback(state: PolicyState, now: float, reason: str) -> Decision | None:
