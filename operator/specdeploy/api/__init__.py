@@ -13,7 +13,7 @@ the operator and the CLI validate with them. Two layers of checks:
 from __future__ import annotations
 
 import difflib
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -246,6 +246,32 @@ class SpeculativeDeploymentSpec(Model):
 # ---------------------------------------------------------------------------------------------- status
 
 
+class ConditionType(StrEnum):
+    """The conditions in status; each has one writer (``core.reconcile`` or ``core.evaluate``)."""
+
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    SPECULATION_ACTIVE = "SpeculationActive"
+    METRICS_AVAILABLE = "MetricsAvailable"
+
+
+class Reason(StrEnum):
+    """Condition reasons (CamelCase, as the API conventions ask)."""
+
+    REPLICAS_READY = "ReplicasReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    ROLLING_UPDATE = "RollingUpdate"
+    ROLLOUT_FAILED = "RolloutFailed"
+    DEPLOYMENT_MISSING = "DeploymentMissing"
+    AS_EXPECTED = "AsExpected"
+    INVALID_SPEC = "InvalidSpec"
+    SPECULATING = "Speculating"
+    SPECULATION_OFF = "SpeculationOff"
+    OBSERVED = "Observed"
+    NO_METRICS = "NoMetrics"
+
+
 class Condition(Model):
     """Kubernetes API convention condition."""
 
@@ -257,7 +283,7 @@ class Condition(Model):
     observed_generation: int | None = None
 
 
-class Decision(Model):
+class DecisionRecord(Model):
     """One policy decision, as kept in the bounded history in status."""
 
     time: str
@@ -302,7 +328,7 @@ class SpeculativeDeploymentStatus(Model):
     rollout: str | None = Field(None, description="Progressing | Complete | Failed")
     metrics: ObservedMetrics | None = None
     policy: Free | None = Field(None, description="Policy state that survives operator restarts.")
-    decisions: list[Decision] = Field(default_factory=list, description="Recent changes and recommendations.")
+    decisions: list[DecisionRecord] = Field(default_factory=list, description="Recent changes and recommendations.")
     last_evaluation: Free | None = Field(None, description="Time and reason of the latest policy evaluation.")
     restart_budget_remaining: int | None = None
     kopf: Free | None = Field(None, description="Operator bookkeeping (kopf's progress); not for users.")
@@ -523,6 +549,14 @@ def validate_manifest(doc: Any) -> SpeculativeDeploymentSpec:
     return spec
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # RFC 3339 with second precision, as Kubernetes writes times
+
+
 def now_iso(now: datetime) -> str:
-    """RFC 3339 with second precision, as Kubernetes writes times."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time as status carries it."""
+    return now.strftime(TIME_FORMAT)
+
+
+def parse_time(value: str) -> datetime:
+    """A time from status (UTC)."""
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)

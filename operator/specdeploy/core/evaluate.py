@@ -8,14 +8,25 @@ rolling restart. ``Recommend`` writes the recommendation only; ``Off`` writes me
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from ..api import AdaptiveMode, ObservedMetrics, SpeculativeDeploymentSpec, now_iso
+from ..api import (
+    AdaptiveMode,
+    Condition,
+    ConditionType,
+    DecisionRecord,
+    ObservedMetrics,
+    Reason,
+    SpeculativeDeploymentSpec,
+    SpeculativeDeploymentStatus,
+    now_iso,
+)
 from .model import Profile
 from .observation import NoData, Observation
 from .policy import KEEP, Decision, PolicyState, Rollout, budget_left, decide, rollback
-from .reconcile import METRICS_AVAILABLE, condition, merge_conditions
+from .reconcile import Phase
+from .status import as_patch, condition, merge, transition_time
 
 HISTORY = 10  # decisions kept in status
 
@@ -43,7 +54,7 @@ def profile_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
     return Profile.from_dict(spec.simulation.profile) if spec.simulation.profile else Profile()
 
 
-def metrics_status(obs: Observation, window: int, now: datetime) -> dict[str, Any]:
+def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetrics:
     def r(x: float | None, n: int = 4) -> float | None:
         return None if x is None else round(x, n)
 
@@ -61,7 +72,7 @@ def metrics_status(obs: Observation, window: int, now: datetime) -> dict[str, An
         itl_p95_ms=r(obs.itl_p95_s and obs.itl_p95_s * 1000, 3),
         kv_cache_usage=r(obs.kv_usage),
         pods=obs.pods,
-    ).model_dump(by_alias=True)  # None included: null deletes a stale value in the merge patch
+    )  # every field set, None included: null deletes a stale value in the merge patch
 
 
 def evaluate(
@@ -70,67 +81,68 @@ def evaluate(
     obs: Observation | NoData,
     now: datetime,
 ) -> tuple[Decision | None, dict[str, Any]]:
-    """The decision (None in mode Off) and the status fields to write."""
+    """The decision (None in mode Off) and the status fields to write.
+
+    Evaluation owns ``metrics``, the MetricsAvailable condition, ``policy``, ``recommendedK``,
+    ``restartBudgetRemaining``, ``lastEvaluation`` and ``decisions``; in Auto it also sets ``k``, the setting
+    the next reconcile pass renders (which then reports the rollout it starts)."""
     gen = int(status.get("observedGeneration") or 0)
     old = status.get("conditions") or []
-    k = int(status.get("k") or 0)
-    ts = now.timestamp()
-    patch: dict[str, Any] = {}
-    if isinstance(obs, NoData):
-        cond = condition(old, METRICS_AVAILABLE, False, "NoMetrics", obs.reason, now, gen)
-    else:
-        cond = condition(old, METRICS_AVAILABLE, True, "Observed", f"{obs.pods} pods in the window", now, gen)
-        patch["metrics"] = metrics_status(obs, spec.adaptive.window_seconds, now)
-    patch["conditions"] = merge_conditions(old, [cond])
+    out = SpeculativeDeploymentStatus(conditions=merge(old, [_metrics_condition(old, obs, now, gen)]))
+    if isinstance(obs, Observation):
+        out.metrics = metrics_status(obs, spec.adaptive.window_seconds, now)
     settings = spec.adaptive
     if settings.mode == AdaptiveMode.OFF or spec.speculator is None or spec.short_form:
-        return None, patch
-    state = PolicyState.from_dict(status.get("policy"))
-    decision = None
-    if status.get("rollout") == "Failed":
-        decision = rollback(state, ts, "new pods did not become ready before the progress deadline")
-    if decision is None:
-        decision = decide(
-            obs,
-            state,
-            settings,
-            rollout_of_spec(spec),
-            profile_of_spec(spec),
-            k,
-            ts,
-            rollout_complete=status.get("rollout") == "Complete",
-            settled_at=_rollout_completed_at(old),
-        )
-    patch["policy"] = decision.state.to_dict()
-    patch["recommendedK"] = decision.to_k
-    patch["restartBudgetRemaining"] = budget_left(decision.state, ts, settings.max_restarts_per_hour)
+        return None, as_patch(out)
+    decision = _decide(spec, status, obs, now)
+    ts, k = now.timestamp(), int(status.get("k") or 0)
+    out.policy = decision.state.to_dict()
+    out.recommended_k = decision.to_k
+    out.restart_budget_remaining = budget_left(decision.state, ts, settings.max_restarts_per_hour)
     acts = settings.mode == AdaptiveMode.AUTO and decision.changes_k
-    if acts:  # a change of k is a change of pod template: a rollout starts now
-        patch["k"] = decision.to_k
-        patch["rollout"] = "Progressing"
-    patch["lastEvaluation"] = {"time": now_iso(now), "reason": decision.reason}
+    if acts:  # a change of k is a change of pod template: the next reconcile pass starts the rollout
+        out.k = decision.to_k
+    out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
     if decision.action != KEEP:
-        history = list(status.get("decisions") or [])
-        entry = {
-            "time": now_iso(now),
-            "action": decision.action,
-            "fromK": k,
-            "toK": decision.to_k,
-            "reason": decision.reason,
-            "expectedGain": decision.expected_gain,
-            "applied": acts,
-        }
-        patch["decisions"] = [*history, entry][-HISTORY:]
-    return decision, patch
+        entry = DecisionRecord(
+            time=now_iso(now),
+            action=decision.action,
+            from_k=k,
+            to_k=decision.to_k,
+            reason=decision.reason,
+            expected_gain=decision.expected_gain,
+            applied=acts,
+        )
+        history = [DecisionRecord.model_validate(d) for d in status.get("decisions") or []]
+        out.decisions = [*history, entry][-HISTORY:]
+    return decision, as_patch(out)
 
 
-def _rollout_completed_at(conditions: list[dict[str, Any]]) -> float | None:
-    """When the last rollout finished: the Progressing condition's transition to False."""
-    prog = next((c for c in conditions if c.get("type") == "Progressing"), None)
-    if not prog or prog.get("status") != "False":
-        return None
-    return datetime.strptime(prog["lastTransitionTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+def _metrics_condition(old: list[dict[str, Any]], obs: Observation | NoData, now: datetime, gen: int) -> Condition:
+    if isinstance(obs, NoData):
+        return condition(old, ConditionType.METRICS_AVAILABLE, False, Reason.NO_METRICS, obs.reason, now, gen)
+    msg = f"{obs.pods} pods in the window"
+    return condition(old, ConditionType.METRICS_AVAILABLE, True, Reason.OBSERVED, msg, now, gen)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def _decide(
+    spec: SpeculativeDeploymentSpec, status: dict[str, Any], obs: Observation | NoData, now: datetime
+) -> Decision:
+    """A rollback after a failed rollout of the policy's own change, else the policy's decision."""
+    state, ts = PolicyState.from_dict(status.get("policy")), now.timestamp()
+    if status.get("rollout") == Phase.FAILED:
+        back = rollback(state, ts, "new pods did not become ready before the progress deadline")
+        if back is not None:
+            return back
+    old = status.get("conditions") or []
+    return decide(
+        obs,
+        state,
+        spec.adaptive,
+        rollout_of_spec(spec),
+        profile_of_spec(spec),
+        int(status.get("k") or 0),
+        ts,
+        rollout_complete=status.get("rollout") == Phase.COMPLETE,
+        settled_at=transition_time(old, ConditionType.PROGRESSING, "False"),
+    )

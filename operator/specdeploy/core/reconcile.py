@@ -3,8 +3,8 @@
 * :func:`effective_k`: which draft length runs now. The user's k wins whenever the user changes it; otherwise
   the k in status stays (the adaptive policy may have moved it), so an operator restart changes nothing.
 * :func:`rollout_of`: the Deployment's rollout state from its status, as the Deployment controller reports it.
-* :func:`status_patch`: the status the operator writes, with Kubernetes-convention conditions whose
-  ``lastTransitionTime`` moves only when their status flips.
+* :func:`status_patch`: the status fields a reconcile pass owns (what runs and how its rollout goes), built
+  from the typed status model.
 """
 
 from __future__ import annotations
@@ -14,16 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..api import Problem, SpeculativeDeploymentSpec, now_iso
+from ..api import Condition, ConditionType, Problem, Reason, SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
 from .render import method_name, spec_k
+from .status import as_patch, condition, merge
 
-READY, PROGRESSING, DEGRADED, SPECULATION_ACTIVE, METRICS_AVAILABLE = (
-    "Ready",
-    "Progressing",
-    "Degraded",
-    "SpeculationActive",
-    "MetricsAvailable",
-)
+DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # the Deployment controller's reason for a stuck rollout
 
 
 class Phase(StrEnum):
@@ -63,7 +58,7 @@ def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
     ready, available = int(st.get("readyReplicas") or 0), int(st.get("availableReplicas") or 0)
     base = {"replicas": want, "ready": ready, "updated": updated}
     for cond in st.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+        if cond.get("type") == "Progressing" and cond.get("reason") == DEADLINE_EXCEEDED:
             return RolloutState(Phase.FAILED, **base, message=cond.get("message", "progress deadline exceeded"))
     if int(st.get("observedGeneration") or 0) < int(deployment.get("metadata", {}).get("generation") or 0):
         return RolloutState(Phase.PROGRESSING, **base, message="waiting for the Deployment controller")
@@ -74,29 +69,6 @@ def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
     if available < updated:
         return RolloutState(Phase.PROGRESSING, **base, message=f"{available} of {updated} updated replicas available")
     return RolloutState(Phase.COMPLETE, **base, message=f"{ready} of {want} replicas ready")
-
-
-def condition(
-    old: list[dict[str, Any]], type_: str, status: bool | None, reason: str, message: str, now: datetime, gen: int
-) -> dict[str, Any]:
-    """A condition that keeps its lastTransitionTime unless its status flips."""
-    value = "Unknown" if status is None else ("True" if status else "False")
-    prev = next((c for c in old if c.get("type") == type_), None)
-    since = prev["lastTransitionTime"] if prev and prev.get("status") == value else now_iso(now)
-    return {
-        "type": type_,
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": gen,
-    }
-
-
-def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace conditions by type, keep the others (e.g. MetricsAvailable written by the metrics loop)."""
-    types = {c["type"] for c in new}
-    return [*new, *(c for c in old if c.get("type") not in types)]
 
 
 def status_patch(
@@ -110,63 +82,64 @@ def status_patch(
     deployment_name: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """The status to write after a reconcile pass (``spec`` is None when it is invalid)."""
+    """The status fields a reconcile pass owns (``spec`` is None when it is invalid)."""
     old = old_status.get("conditions") or []
-    out: dict[str, Any] = {"observedGeneration": generation, "deployment": deployment_name}
     if problems:
         msg = "; ".join(str(p) for p in problems)
         running = "the running Deployment is left as it was" if rollout.phase != Phase.ABSENT else "nothing runs"
-        out["conditions"] = merge_conditions(
-            old, [condition(old, DEGRADED, True, "InvalidSpec", f"{msg} ({running})", now, generation)]
+        degraded = condition(
+            old, ConditionType.DEGRADED, True, Reason.INVALID_SPEC, f"{msg} ({running})", now, generation
         )
-        return out
+        return as_patch(
+            SpeculativeDeploymentStatus(
+                observed_generation=generation, deployment=deployment_name, conditions=merge(old, [degraded])
+            )
+        )
     assert spec is not None
-    phase = rollout.phase
+    return as_patch(
+        SpeculativeDeploymentStatus(
+            observed_generation=generation,
+            deployment=deployment_name,
+            conditions=merge(old, _conditions(old, spec, k, rollout, generation, now)),
+            method=method_name(spec),
+            k=k,
+            spec_k=spec_k(spec),
+            speculation_active=k != 0,
+            replicas=rollout.replicas,
+            ready_replicas=rollout.ready,
+            updated_replicas=rollout.updated,
+            rollout=str(rollout.phase),
+        )
+    )
+
+
+def _conditions(
+    old: list[dict[str, Any]],
+    spec: SpeculativeDeploymentSpec,
+    k: int | None,
+    rollout: RolloutState,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """Ready, Progressing, Degraded and SpeculationActive from the rollout and the running k."""
+    phase, msg = rollout.phase, rollout.message
+
+    def cond(type_: ConditionType, status: bool, reason: Reason | str, message: str) -> Condition:
+        return condition(old, type_, status, reason, message, now, generation)
+
     ready = phase == Phase.COMPLETE and rollout.ready >= rollout.replicas
-    degraded_reason = {Phase.FAILED: "RolloutFailed", Phase.ABSENT: "DeploymentMissing"}.get(phase)
-    conds = [
-        condition(
-            old, READY, ready, "ReplicasReady" if ready else "ReplicasNotReady", rollout.message, now, generation
-        ),
-        condition(
-            old,
-            PROGRESSING,
-            phase == Phase.PROGRESSING,
-            "RollingUpdate" if phase == Phase.PROGRESSING else str(phase),
-            rollout.message,
-            now,
-            generation,
-        ),
-        condition(
-            old,
-            DEGRADED,
-            degraded_reason is not None,
-            degraded_reason or "AsExpected",
-            rollout.message if degraded_reason else "",
-            now,
-            generation,
-        ),
-        condition(
-            old,
-            SPECULATION_ACTIVE,
-            k != 0,
-            "Speculating" if k != 0 else "SpeculationOff",
-            f"{method_name(spec)} with k={'checkpoint default' if k is None else k}"
-            if k != 0
-            else "serving without --speculative-config",
-            now,
-            generation,
+    degraded = {Phase.FAILED: Reason.ROLLOUT_FAILED, Phase.ABSENT: Reason.DEPLOYMENT_MISSING}.get(phase)
+    progressing = phase == Phase.PROGRESSING
+    active = k != 0
+    running = f"{method_name(spec)} with k={'checkpoint default' if k is None else k}"
+    return [
+        cond(ConditionType.READY, ready, Reason.REPLICAS_READY if ready else Reason.REPLICAS_NOT_READY, msg),
+        cond(ConditionType.PROGRESSING, progressing, Reason.ROLLING_UPDATE if progressing else phase, msg),
+        cond(ConditionType.DEGRADED, degraded is not None, degraded or Reason.AS_EXPECTED, msg if degraded else ""),
+        cond(
+            ConditionType.SPECULATION_ACTIVE,
+            active,
+            Reason.SPECULATING if active else Reason.SPECULATION_OFF,
+            running if active else "serving without --speculative-config",
         ),
     ]
-    out.update(
-        conditions=merge_conditions(old, conds),
-        method=method_name(spec),
-        k=k,
-        specK=spec_k(spec),
-        speculationActive=k != 0,
-        replicas=rollout.replicas,
-        readyReplicas=rollout.ready,
-        updatedReplicas=rollout.updated,
-        rollout=str(phase),
-    )
-    return out

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import GROUP, KIND, PLURAL, VERSION
+from ..api import GROUP, KIND, PLURAL, VERSION, Reason
 from ..core.render import DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
@@ -45,7 +45,7 @@ def on_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Lo
     """Spec created or changed (or operator resumed): reconcile; a bad spec is Degraded and fails for good."""
     new = reconcile(memo["clients"], dict(body), logger)
     patch.status.update(changed(dict(body.get("status") or {}), new))
-    invalid = next((c for c in new["conditions"] if c["reason"] == "InvalidSpec"), None)
+    invalid = next((c for c in new["conditions"] if c["reason"] == Reason.INVALID_SPEC), None)
     if invalid:
         raise kopf.PermanentError(invalid["message"])
 

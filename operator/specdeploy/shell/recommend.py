@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec
-from ..core.evaluate import evaluate, utcnow
+from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from .evaluation import Endpoint, observe, valid
 from .kube import make_clients
@@ -31,7 +31,7 @@ def recommend(prometheus: str, namespace: str | None, name: str | None) -> Itera
 
     resources = valid(items, invalid)
     yield from problems
-    now = utcnow()
+    now = datetime.now(UTC)
     for cr, spec, obs in observe(resources, lambda _: Endpoint(prometheus)):
         yield line(cr, as_recommend(spec), obs, now)
 

@@ -16,8 +16,8 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import Problem, SpecError, validate_spec
-from ..core.reconcile import DEGRADED, READY, Phase, effective_k, rollout_of, status_patch
+from ..api import ConditionType, Problem, Reason, SpecError, validate_spec
+from ..core.reconcile import Phase, effective_k, rollout_of, status_patch
 from ..core.render import Owner, render_all
 from .kube import Clients, apply, list_resources, namespace_terminating, read_deployment, retryable, write_status
 
@@ -69,15 +69,15 @@ def _post_events(
     """Events for what changed, once per change (the periodic resync must not repeat them)."""
     if problems:
         if old.get("observedGeneration") != new["observedGeneration"]:
-            kopf.warn(body, reason="InvalidSpec", message="; ".join(str(p) for p in problems))
+            kopf.warn(body, reason=Reason.INVALID_SPEC, message="; ".join(str(p) for p in problems))
         return
     if "k" in old and old.get("k") != new.get("k"):
         kopf.info(body, reason="DraftLengthChanged", message=f"k {old.get('k')} -> {new.get('k')}: rolling restart")
     if old.get("rollout") != new.get("rollout"):
         if new.get("rollout") == Phase.FAILED:
-            kopf.warn(body, reason="RolloutFailed", message=_message(new, DEGRADED))
+            kopf.warn(body, reason=Reason.ROLLOUT_FAILED, message=_message(new, ConditionType.DEGRADED))
         elif new.get("rollout") == Phase.COMPLETE and old.get("rollout"):
-            kopf.info(body, reason="RolloutComplete", message=_message(new, READY))
+            kopf.info(body, reason="RolloutComplete", message=_message(new, ConditionType.READY))
     if "observedGeneration" not in old:
         logger.info("reconciled %s/%s for the first time", body["metadata"]["namespace"], body["metadata"]["name"])
 
