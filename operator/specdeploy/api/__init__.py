@@ -13,6 +13,7 @@ the operator and the CLI validate with them. Two layers of checks:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -401,104 +402,118 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{msg.replace('Input should be', 'must be')}{shown}"
 
 
+Found = Iterator[tuple[str, str]]  # (path below spec, message) of each problem a rule finds
+
+
 def semantic_problems(spec: SpeculativeDeploymentSpec) -> list[Problem]:
     """Cross-field rules: what vLLM would reject at launch, and what the operator cannot manage."""
-    out: list[Problem] = []
+    sp = spec.speculator
+    if spec.short_form and (sp is None or not sp.model):
+        found: list[tuple[str, str]] = [
+            ("target.model", "required field is missing (or give speculator.model alone: the speculators short form)")
+        ]
+    else:
+        found = [*_form(spec), *_method(spec), *_speculator(spec), *_adaptive(spec), *_deployment(spec)]
+    return [Problem(path=f"spec.{path}", message=message) for path, message in found]
 
-    def add(path: str, message: str) -> None:
-        out.append(Problem(path=f"spec.{path}", message=message))
 
-    sp, tgt, ad = spec.speculator, spec.target, spec.adaptive
+def _form(spec: SpeculativeDeploymentSpec) -> Found:
+    """Long form: method and k are required. Short form (speculators checkpoint): k and Auto are not allowed."""
+    sp = spec.speculator
     if spec.short_form:
-        if sp is None or not sp.model:
-            add(
-                "target.model", "required field is missing (or give speculator.model alone: the speculators short form)"
-            )
-            return out
-        if sp.num_speculative_tokens is not None:
-            add(
+        if sp is not None and sp.num_speculative_tokens is not None:
+            yield (
                 "speculator.numSpeculativeTokens",
                 "not allowed in the speculators short form (vLLM takes k from the checkpoint); "
                 "set target.model to use the long form with an explicit k",
             )
-        if ad.mode == AdaptiveMode.AUTO:
-            add(
+        if spec.adaptive.mode == AdaptiveMode.AUTO:
+            yield (
                 "adaptive.mode",
                 "Auto needs the long form (target.model, speculator.method and numSpeculativeTokens) "
                 "because k is fixed by the checkpoint in the short form; use Off or Recommend",
             )
     elif sp is not None:
         if sp.method is None:
-            add("speculator.method", f"required field is missing; one of {', '.join(m.value for m in Method)}")
+            yield "speculator.method", f"required field is missing; one of {', '.join(m.value for m in Method)}"
         if sp.num_speculative_tokens is None:
-            add("speculator.numSpeculativeTokens", "required field is missing; an integer >= 1")
-    if sp is not None and sp.method is not None:
-        method = Method(sp.method)
-        if method in METHODS_NEEDING_MODEL and not sp.model:
-            add("speculator.model", f"method {method.value} needs a draft model (a Hugging Face id or path)")
-        if method in METHODS_WITHOUT_MODEL and sp.model:
-            add("speculator.model", f"method {method.value} drafts from the prompt and takes no model; remove it")
-        if method not in METHODS_WITH_NGRAM_WINDOW and (
-            sp.prompt_lookup_min is not None or sp.prompt_lookup_max is not None
-        ):
-            add("speculator.promptLookupMin", f"only for ngram and ngram_gpu, not {method.value}")
-        if sp.schedule and method not in METHODS_WITH_SCHEDULE:
-            add("speculator.schedule", f"only for eagle, eagle3 and dflash, not {method.value}")
-    if sp is not None:
-        lo, hi = sp.prompt_lookup_min, sp.prompt_lookup_max
-        if lo is not None and hi is not None and lo > hi:
-            add("speculator.promptLookupMin", f"must be <= promptLookupMax ({hi}) (got {lo})")
-        dtp = sp.draft_tensor_parallel_size
-        if dtp is not None and dtp not in (1, tgt.tensor_parallel_size):
-            add(
-                "speculator.draftTensorParallelSize",
-                f"must be 1 or target.tensorParallelSize ({tgt.tensor_parallel_size}) (got {dtp})",
-            )
-        k = sp.num_speculative_tokens
-        for i, rule in enumerate(sp.schedule):
-            if rule.min_batch_size > rule.max_batch_size:
-                add(f"speculator.schedule[{i}].minBatchSize", f"must be <= maxBatchSize ({rule.max_batch_size})")
-            if k is not None and rule.num_speculative_tokens > k:
-                add(
-                    f"speculator.schedule[{i}].numSpeculativeTokens",
-                    f"must be <= speculator.numSpeculativeTokens ({k}) (got {rule.num_speculative_tokens})",
-                )
-        clash = sorted(set(sp.extra_config) & _MANAGED_CONFIG_KEYS)
-        if clash:
-            add(
-                "speculator.extraConfig",
-                f"keys {', '.join(clash)} are set by the typed fields; set them there instead",
-            )
-    if ad.min_tokens > ad.max_tokens:
-        add("adaptive.minTokens", f"must be <= adaptive.maxTokens ({ad.max_tokens}) (got {ad.min_tokens})")
-    if ad.mode != AdaptiveMode.OFF:
-        if ad.prometheus is None:
-            add("adaptive.prometheus.url", f"required when adaptive.mode is {ad.mode}")
-        if sp is None:
-            add("adaptive.mode", f"{ad.mode} needs a speculator; set adaptive.mode: Off or add spec.speculator")
-        elif sp.method is not None and not spec.short_form and ad.min_tokens <= ad.max_tokens:
-            k = sp.num_speculative_tokens
-            if k is not None and not ad.min_tokens <= k <= ad.max_tokens:
-                add(
-                    "speculator.numSpeculativeTokens",
-                    f"must lie within adaptive.minTokens..maxTokens ({ad.min_tokens}..{ad.max_tokens}) "
-                    f"when adaptive.mode is {ad.mode} (got {k})",
-                )
-    if spec.model_cache.type == CacheType.PVC and not spec.model_cache.claim_name:
-        add("modelCache.claimName", "required when modelCache.type is persistentVolumeClaim")
-    if not spec.simulation.enabled and spec.resources.gpus not in (0, tgt.tensor_parallel_size):
-        add(
-            "resources.gpus",
-            f"must equal target.tensorParallelSize ({tgt.tensor_parallel_size}) (got {spec.resources.gpus})",
-        )
-    if (
-        isinstance(spec.rollout.max_surge, int)
-        and isinstance(spec.rollout.max_unavailable, int)
-        and spec.rollout.max_surge == 0
-        and spec.rollout.max_unavailable == 0
+            yield "speculator.numSpeculativeTokens", "required field is missing; an integer >= 1"
+
+
+def _method(spec: SpeculativeDeploymentSpec) -> Found:
+    """What each vLLM method takes: a draft model or none, an n-gram window, a per-batch-size schedule."""
+    sp = spec.speculator
+    if sp is None or sp.method is None:
+        return
+    method = Method(sp.method)
+    if method in METHODS_NEEDING_MODEL and not sp.model:
+        yield "speculator.model", f"method {method.value} needs a draft model (a Hugging Face id or path)"
+    if method in METHODS_WITHOUT_MODEL and sp.model:
+        yield "speculator.model", f"method {method.value} drafts from the prompt and takes no model; remove it"
+    if method not in METHODS_WITH_NGRAM_WINDOW and (
+        sp.prompt_lookup_min is not None or sp.prompt_lookup_max is not None
     ):
-        add("rollout.maxUnavailable", "maxSurge and maxUnavailable cannot both be 0")
-    return out
+        yield "speculator.promptLookupMin", f"only for ngram and ngram_gpu, not {method.value}"
+    if sp.schedule and method not in METHODS_WITH_SCHEDULE:
+        yield "speculator.schedule", f"only for eagle, eagle3 and dflash, not {method.value}"
+
+
+def _speculator(spec: SpeculativeDeploymentSpec) -> Found:
+    """The speculator's own ranges: n-gram window, draft TP, schedule, extraConfig keys the typed fields own."""
+    sp, tp = spec.speculator, spec.target.tensor_parallel_size
+    if sp is None:
+        return
+    lo, hi = sp.prompt_lookup_min, sp.prompt_lookup_max
+    if lo is not None and hi is not None and lo > hi:
+        yield "speculator.promptLookupMin", f"must be <= promptLookupMax ({hi}) (got {lo})"
+    dtp = sp.draft_tensor_parallel_size
+    if dtp is not None and dtp not in (1, tp):
+        yield "speculator.draftTensorParallelSize", f"must be 1 or target.tensorParallelSize ({tp}) (got {dtp})"
+    k = sp.num_speculative_tokens
+    for i, rule in enumerate(sp.schedule):
+        if rule.min_batch_size > rule.max_batch_size:
+            yield f"speculator.schedule[{i}].minBatchSize", f"must be <= maxBatchSize ({rule.max_batch_size})"
+        if k is not None and rule.num_speculative_tokens > k:
+            yield (
+                f"speculator.schedule[{i}].numSpeculativeTokens",
+                f"must be <= speculator.numSpeculativeTokens ({k}) (got {rule.num_speculative_tokens})",
+            )
+    clash = sorted(set(sp.extra_config) & _MANAGED_CONFIG_KEYS)
+    if clash:
+        yield "speculator.extraConfig", f"keys {', '.join(clash)} are set by the typed fields; set them there instead"
+
+
+def _adaptive(spec: SpeculativeDeploymentSpec) -> Found:
+    """Bounds on k, and what a mode other than Off needs: Prometheus, a speculator, a k within the bounds."""
+    sp, ad = spec.speculator, spec.adaptive
+    if ad.min_tokens > ad.max_tokens:
+        yield "adaptive.minTokens", f"must be <= adaptive.maxTokens ({ad.max_tokens}) (got {ad.min_tokens})"
+    if ad.mode == AdaptiveMode.OFF:
+        return
+    if ad.prometheus is None:
+        yield "adaptive.prometheus.url", f"required when adaptive.mode is {ad.mode}"
+    if sp is None:
+        yield "adaptive.mode", f"{ad.mode} needs a speculator; set adaptive.mode: Off or add spec.speculator"
+    elif sp.method is not None and not spec.short_form and ad.min_tokens <= ad.max_tokens:
+        k = sp.num_speculative_tokens
+        if k is not None and not ad.min_tokens <= k <= ad.max_tokens:
+            yield (
+                "speculator.numSpeculativeTokens",
+                f"must lie within adaptive.minTokens..maxTokens ({ad.min_tokens}..{ad.max_tokens}) "
+                f"when adaptive.mode is {ad.mode} (got {k})",
+            )
+
+
+def _deployment(spec: SpeculativeDeploymentSpec) -> Found:
+    """The workload: a PVC cache names its claim, GPUs match tensor parallelism, a rollout can make progress."""
+    tp = spec.target.tensor_parallel_size
+    if spec.model_cache.type == CacheType.PVC and not spec.model_cache.claim_name:
+        yield "modelCache.claimName", "required when modelCache.type is persistentVolumeClaim"
+    if not spec.simulation.enabled and spec.resources.gpus not in (0, tp):
+        yield "resources.gpus", f"must equal target.tensorParallelSize ({tp}) (got {spec.resources.gpus})"
+    surge, unavailable = spec.rollout.max_surge, spec.rollout.max_unavailable
+    if isinstance(surge, int) and isinstance(unavailable, int) and surge == 0 and unavailable == 0:
+        yield "rollout.maxUnavailable", "maxSurge and maxUnavailable cannot both be 0"
 
 
 _MANAGED_CONFIG_KEYS = frozenset(

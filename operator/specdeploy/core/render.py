@@ -180,13 +180,69 @@ def render_deployment(
     owner: Owner, spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str = DEFAULT_SIM_IMAGE
 ) -> dict[str, Any]:
     """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
+    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: _k_label(k)}
+    pod_annotations = {
+        **spec.pod_annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.service.port),
+        "prometheus.io/path": "/metrics",
+        ANNOTATION_K: _k_label(k),
+        ANNOTATION_METHOD: method_name(spec),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector(owner)},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": spec.rollout.max_surge,
+                    "maxUnavailable": spec.rollout.max_unavailable,
+                },
+            },
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": _pod_spec(spec, k, sim_image),
+            },
+        },
+    }
+
+
+def _pod_spec(spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str) -> dict[str, Any]:
+    """The pod: one vLLM container, its volumes and the user's scheduling fields."""
+    volumes, mounts = _volumes(spec)
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(spec, k, sim_image, mounts)],
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 60,
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
+    if spec.affinity:
+        pod_spec["affinity"] = dict(spec.affinity)
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    return pod_spec
+
+
+def _container(
+    spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``vllm serve`` with the rendered arguments, or the simulator with the same ones (and no GPU)."""
     sim = spec.simulation.enabled
     resources: dict[str, Any] = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
     if spec.resources.gpus and not sim:
         gpu = {spec.resources.gpu_resource_name: str(spec.resources.gpus)}
         resources["requests"].update(gpu)
         resources["limits"].update(gpu)
-    volumes, mounts = _volumes(spec)
     container = {
         "name": "vllm",
         "image": (spec.simulation.image or sim_image) if sim else spec.image,
@@ -209,48 +265,7 @@ def render_deployment(
         container["env"].append(
             {"name": "SPECDEPLOY_SIM_PROFILE", "value": json.dumps(spec.simulation.profile, sort_keys=True)}
         )
-    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: _k_label(k)}
-    pod_annotations = {
-        **spec.pod_annotations,
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(spec.service.port),
-        "prometheus.io/path": "/metrics",
-        ANNOTATION_K: _k_label(k),
-        ANNOTATION_METHOD: method_name(spec),
-    }
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "volumes": volumes,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "terminationGracePeriodSeconds": 60,
-    }
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = list(spec.tolerations)
-    if spec.affinity:
-        pod_spec["affinity"] = dict(spec.affinity)
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner),
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector(owner)},
-            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
-            "revisionHistoryLimit": 5,
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {
-                    "maxSurge": spec.rollout.max_surge,
-                    "maxUnavailable": spec.rollout.max_unavailable,
-                },
-            },
-            "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
-        },
-    }
+    return container
 
 
 def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, Any]:
