@@ -13,7 +13,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from specdeploy.offline.simulate import Trace, compare, load_trace, oracle_schedule, simulate, table
+from specdeploy.offline.oracle import oracle_schedule
+from specdeploy.offline.simulate import compare, simulate, table
+from specdeploy.offline.trace import Trace, load_trace
 
 TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 MIXED = ("diurnal", "bursty", "load_ramp")

@@ -102,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Closed-loop policy vs always-off, static k, best static and the oracle, on shipped or given traces."""
-    from .offline.simulate import compare, load_trace, table
+    from .offline.simulate import compare, table
+    from .offline.trace import load_trace
 
     paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "offline" / "traces").glob("*.yaml"))
     results = []

@@ -6,7 +6,10 @@ import pytest
 
 from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.policy import rollout_overload_ms
-from specdeploy.offline.simulate import compare, oracle_schedule, parse_trace, policy_controller, run_step, simulate
+from specdeploy.offline.oracle import oracle_schedule
+from specdeploy.offline.simulate import compare, policy_controller, simulate
+from specdeploy.offline.trace import parse_trace
+from specdeploy.offline.world import run_step
 
 P = list(Profile().acceptance)
 

@@ -1,0 +1,93 @@
+"""The trace format of ``specdeploy simulate``: a load (and acceptance) over time, the world it runs in, and the
+deployment's rollout and adaptive settings.
+
+Trace format (YAML or JSON)::
+
+    step_seconds: 30          # one point per step
+    profile: {}               # optional Profile overrides (specdeploy.sim.model.Profile)
+    replicas: 2
+    restart_seconds: 120
+    max_surge: 1              # optional, rollout strategy (defaults as in the API)
+    max_unavailable: 0
+    adaptive: {}              # optional spec.adaptive overrides for the policy (camelCase as in the CRD)
+    start_k: 3                # the k the deployment starts with (the user's numSpeculativeTokens)
+    points:
+      - {qps: 0.5, acceptance: [0.82, 0.64, 0.49, 0.37, 0.27, 0.19, 0.13, 0.09]}
+      - {qps: 6.0, acceptance: [...], prompt_tokens: 512, output_tokens: 256}
+
+``qps`` is the total offered load; ``acceptance[i-1]`` is the chance that the first i drafted tokens are all
+accepted (vLLM's per-position counter / drafts). A point without ``acceptance`` keeps the previous one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..api import Adaptive
+from ..core.model import Profile
+from ..core.policy import Rollout
+
+DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
+
+
+@dataclass(frozen=True)
+class Point:
+    qps: float
+    acceptance: tuple[float, ...]
+    prompt_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    step_seconds: float
+    profile: Profile
+    rollout: Rollout
+    adaptive: Adaptive
+    points: tuple[Point, ...]
+    start_k: int = 3
+
+    @property
+    def candidates(self) -> list[int]:
+        return [0, *range(self.adaptive.min_tokens, self.adaptive.max_tokens + 1)]
+
+
+def load_trace(path: str | Path) -> Trace:
+    raw = yaml.safe_load(Path(path).read_text())
+    return parse_trace(raw, Path(path).stem)
+
+
+def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
+    if not isinstance(raw, dict) or not raw.get("points"):
+        raise ValueError("a trace needs a non-empty `points` list")
+    prof = Profile.from_dict(raw.get("profile"))
+    step = float(raw.get("step_seconds", 30))
+    # The policy is evaluated once per trace step, on a window of that step.
+    evaluation = {"evaluationIntervalSeconds": max(5, int(step)), "windowSeconds": max(30, int(step))}
+    adaptive = Adaptive.model_validate({**DEFAULT_ADAPTIVE, **evaluation, **(raw.get("adaptive") or {})})
+    replicas = int(raw.get("replicas", 1))
+    rollout = Rollout(
+        replicas=replicas,
+        max_surge=int(raw.get("max_surge", 1)),
+        max_unavailable=int(raw.get("max_unavailable", 0)),
+        restart_seconds=float(raw.get("restart_seconds", adaptive.restart_seconds)),
+    )
+    points, acc = [], prof.acceptance
+    for i, p in enumerate(raw["points"]):
+        if "qps" not in p:
+            raise ValueError(f"points[{i}]: qps is required")
+        acc = tuple(float(x) for x in p.get("acceptance", acc))
+        points.append(
+            Point(
+                float(p["qps"]),
+                acc,
+                int(p.get("prompt_tokens", prof.prompt_tokens)),
+                int(p.get("output_tokens", prof.output_tokens)),
+            )
+        )
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)))
