@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from specdeploy.api import validate_manifest, validate_spec
+from specdeploy.cli import main
 from specdeploy.core.render import (
     ANNOTATION_K,
     LABEL_K,
@@ -188,6 +189,19 @@ def test_simulation_swaps_image_and_command_only() -> None:
     assert "nvidia.com/gpu" not in _container(sim)["resources"]["limits"]
 
 
-def test_render_is_pure() -> None:
+@pytest.mark.parametrize("sample", sorted(p.name for p in (ROOT / "manifests/samples").glob("*.yaml")))
+def test_samples_render_what_was_reviewed(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`specdeploy render` of each shipped sample is exactly the reviewed manifest in tests/fixtures/rendered.
+    After an intended change: `specdeploy render -f manifests/samples/NAME > tests/fixtures/rendered/NAME`."""
+    assert main(["render", "-f", str(ROOT / "manifests/samples" / sample)]) == 0
+    assert capsys.readouterr().out == (ROOT / "tests/fixtures/rendered" / sample).read_text()
+
+
+def test_rendering_leaves_the_spec_as_it_was() -> None:
     spec = validate_manifest(SAMPLE)
-    assert render_all(OWNER, spec, 3) == render_all(OWNER, spec, 3)
+    before = spec.model_dump()
+    dep = render_deployment(OWNER, spec, 3)
+    _container(dep)["env"].append({"name": "X", "value": "y"})
+    dep["spec"]["template"]["spec"].setdefault("tolerations", []).append({"key": "k"})
+    assert spec.model_dump() == before
+    assert render_deployment(OWNER, spec, 3) != dep
