@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,17 @@ from specdeploy.core.observation import Observation
 from specdeploy.shell.prometheus import Reader
 
 from ..conftest import ROOT
+from ..integration.conftest import wait_for
 
 sys.path.insert(0, str(ROOT / "hack"))
 import bench_metrics
 from prometheus import Prometheus
+
+
+def observed(reader: Reader, wanted: list[tuple[str, str, str]]) -> bool:
+    """Every wanted deployment has an observation of pods running k=3."""
+    result = reader.read(wanted, window_seconds=10).values()
+    return all(isinstance(o, Observation) and o.k_running == 3 for o in result)
 
 
 @pytest.mark.prometheus
@@ -29,10 +35,11 @@ def test_queries_per_evaluation_do_not_grow_with_resources() -> None:
         prom = Prometheus(Path(tempfile.mkdtemp(prefix="specdeploy-smoke-"))).start()
         try:
             prom.targets_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {}}]))
-            time.sleep(12)
+            wanted = [("bench", f"d{d}", "3") for d in range(n)]
+            url = prom.url
+            wait_for(lambda: observed(Reader(url), wanted), timeout=60, interval=1, what=f"{n} deployments observed")  # noqa: B023
             reader = Reader(prom.url)
-            result = reader.read([("bench", f"d{d}", "3") for d in range(n)], window_seconds=10)
-            assert all(isinstance(o, Observation) and o.k_running == 3 for o in result.values()), result
+            assert observed(reader, wanted)
             counts[n] = reader.queries_sent
         finally:
             prom.stop()

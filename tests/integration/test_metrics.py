@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -12,6 +14,7 @@ from specdeploy.core.model import Profile, steady_state
 from specdeploy.core.observation import NoData, Observation
 from specdeploy.shell.prometheus import Reader
 
+from .conftest import wait_for
 from .sim_helpers import FAST_PROFILE, Prometheus, SimProcess, write_targets
 
 pytestmark = pytest.mark.prometheus
@@ -25,12 +28,24 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
     prom.stop()
 
 
+def scraped_for(prometheus: Prometheus, seconds: int, pods: int, **labels: str) -> Callable[[], bool]:
+    """True once Prometheus holds ``seconds`` of 1 s scrapes for each of ``pods`` pods with these labels."""
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    query = f"count_over_time(vllm:num_requests_running{{{selector}}}[{seconds}s]) >= {seconds - 2}"
+
+    def done() -> bool:
+        with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{urlencode({'query': query})}", timeout=5) as r:
+            return len(json.load(r)["data"]["result"]) >= pods
+
+    return done
+
+
 def test_reader_matches_what_the_simulators_were_configured_with(prometheus: Prometheus) -> None:
     qps = 40.0  # x 2 pods x 50 s: ~4000 Poisson arrivals, so the 5% bound is ~3 standard deviations
     sims = [SimProcess(f"llm-a-{i}", 3, qps, seed=i + 1) for i in range(2)]
     try:
         write_targets(prometheus.targets_file, sims)
-        time.sleep(57)
+        wait_for(scraped_for(prometheus, 52, 2, specdeploy_k="3"), timeout=120, interval=1, what="52 s of scrapes")
         obs = Reader(prometheus.url).read([("ns", "llm", "3")], window_seconds=50)[("ns", "llm")]
     finally:
         for s in sims:
@@ -55,15 +70,21 @@ def test_rolling_restart_counter_reset_and_two_pod_generations(prometheus: Prome
     old = [SimProcess(f"llm-old-{i}", 3, qps, seed=10 + i) for i in range(2)]
     try:
         write_targets(prometheus.targets_file, old)
-        time.sleep(12)
+        wait_for(scraped_for(prometheus, 10, 2, specdeploy_k="3"), timeout=60, interval=1, what="old pods scraped")
         old[0].stop()  # a restart: same pod, counters from zero
         restarted = SimProcess("llm-old-0", 3, qps, seed=20)
         old[0] = restarted
         write_targets(prometheus.targets_file, old)
-        time.sleep(8)
+        # The restarted pod's counters have been scraped from zero for a while (its first scrapes see the reset).
+        wait_for(
+            scraped_for(prometheus, 6, 1, pod="llm-old-0", instance=f"127.0.0.1:{restarted.port}"),
+            timeout=60,
+            interval=1,
+            what="restarted pod scraped",
+        )
         new = [SimProcess(f"llm-new-{i}", 2, qps, seed=30 + i) for i in range(2)]
         write_targets(prometheus.targets_file, old + new)  # the rollout: both generations scraped at once
-        time.sleep(25)
+        wait_for(scraped_for(prometheus, 22, 2, specdeploy_k="2"), timeout=90, interval=1, what="new pods scraped")
         reader = Reader(prometheus.url)
         during = reader.read([("ns", "llm", "2")], window_seconds=20)[("ns", "llm")]
         old_view = reader.read([("ns", "llm", "3")], window_seconds=20)[("ns", "llm")]
