@@ -1,4 +1,4 @@
-"""What the operator should run and report, from what it reads (pure; the kopf handlers do the I/O).
+"""What the operator should run and report, from what it reads (pure; shell/sync.py does the I/O).
 
 * :func:`effective_k`: which draft length runs now. The user's k wins whenever the user changes it; otherwise
   the k in status stays (the adaptive policy may have moved it), so an operator restart changes nothing.

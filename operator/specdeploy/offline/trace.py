@@ -4,7 +4,7 @@ deployment's rollout and adaptive settings.
 Trace format (YAML or JSON)::
 
     step_seconds: 30          # one point per step
-    profile: {}               # optional Profile overrides (specdeploy.sim.model.Profile)
+    profile: {}               # optional Profile overrides (specdeploy.core.model.Profile)
     replicas: 2
     restart_seconds: 120
     max_surge: 1              # optional, rollout strategy (defaults as in the API)
