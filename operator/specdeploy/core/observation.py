@@ -38,6 +38,7 @@ def queries(window: str) -> dict[str, str]:
         "running": avg("vllm:num_requests_running"),
         "waiting": avg("vllm:num_requests_waiting"),
         "generation_tps": rate("vllm:generation_tokens_total"),
+        "prompt_tps": rate("vllm:prompt_tokens_total"),
         "drafts": rate("vllm:spec_decode_num_drafts_total"),
         "draft_tokens": rate("vllm:spec_decode_num_draft_tokens_total"),
         "accepted": rate("vllm:spec_decode_num_accepted_tokens_total"),
@@ -63,6 +64,7 @@ class Observation:
     running: float
     waiting: float
     generation_tps: float
+    prompt_tps: float = 0.0
     acceptance_rate: float | None = None
     mean_acceptance_length: float | None = None
     per_position: tuple[float, ...] = ()
@@ -136,6 +138,7 @@ def assemble(
             running=vals["running"],
             waiting=vals.get("waiting", 0.0),
             generation_tps=vals.get("generation_tps", 0.0),
+            prompt_tps=vals.get("prompt_tps", 0.0),
             acceptance_rate=accepted / vals["draft_tokens"]
             if accepted is not None and vals.get("draft_tokens")
             else None,

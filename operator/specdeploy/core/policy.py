@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..api import Adaptive, AdaptiveMode
+from .learn import MAX_SAMPLES, Sample, learned_profile, sample_of
 from .model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
 from .observation import NoData, Observation
 
@@ -51,10 +52,6 @@ EXPLORE_MIN_UPSIDE = 0.15  # relative gain the extrapolation must promise before
 SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its latency: ranks it last
 LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample: higher follows bursts faster, lower flaps less
 TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two evaluations is a jump, not a trend
-# The step cost is learned as observed ITL / the model's step time, within these bounds (a ratio outside them is
-# a model that does not describe the deployment, not a cost to plan with), with this weight on each new sample.
-COST_SCALE_MIN, COST_SCALE_MAX = 0.2, 5.0
-COST_MEMORY = 0.5
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
 MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
 TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the current load: more leaves settings early
@@ -68,7 +65,7 @@ class PolicyState:
     since: float | None = None  # when the current setting became fully rolled out (epoch seconds)
     acceptance: list[float] = field(default_factory=list)  # last measured p_1..p_n
     acceptance_time: float | None = None
-    cost_scale: float = 1.0  # observed ITL / model step time
+    samples: list[list[float]] = field(default_factory=list)  # recent windows at the running k (learn.Sample)
     load_qps: float | None = None  # EWMA of per-replica request rate
     load_slope: float | None = None  # EWMA of its rate of change (req/s per replica, per second)
     load_time: float | None = None  # when load_qps was last updated
@@ -216,10 +213,10 @@ def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profi
     return out, min(len(measured), upto)
 
 
-def predict_ms(prof: Profile, qps: float, k: int, p: list[float], cost_scale: float) -> float:
+def predict_ms(prof: Profile, qps: float, k: int, p: list[float]) -> float:
     """Per-token latency at per-replica load ``qps`` for draft length k; saturation counts heavily."""
     ss = steady_state(replace(prof, acceptance=tuple(p) or prof.acceptance), qps, k, p if k else [])
-    base = ss.token_latency_ms * cost_scale
+    base = ss.token_latency_ms
     if ss.saturated:
         return base * SATURATION_LATENCY_FACTOR * (1 + qps / max(ss.capacity_qps, 1e-9))
     return base
@@ -330,9 +327,10 @@ def decide(
     if isinstance(stop, Decision):
         return stop
     assert isinstance(obs, Observation)
-    st, load, waiting = learn(obs, stop, settings, rollout, profile, current_k, now)
-    pred = predict(st, load, waiting, settings, rollout, profile, current_k, now)
-    return gate(pred, st, load, settings, rollout, profile, current_k, now)
+    st, load, waiting = learn(obs, stop, settings, rollout, current_k, now)
+    model = learned_profile(profile, [Sample.from_list(s) for s in st.samples], now)
+    pred = predict(st, load, waiting, settings, rollout, model, current_k, now)
+    return gate(pred, st, load, settings, rollout, model, current_k, now)
 
 
 def _remember(state: PolicyState, current_k: int, now: float) -> PolicyState:
@@ -385,26 +383,21 @@ def guard(
 
 
 def learn(
-    obs: Observation,
-    st: PolicyState,
-    settings: Adaptive,
-    rollout: Rollout,
-    profile: Profile,
-    current_k: int,
-    now: float,
+    obs: Observation, st: PolicyState, settings: Adaptive, rollout: Rollout, current_k: int, now: float
 ) -> tuple[PolicyState, Load, float]:
-    """Stage 2: per-position acceptance (while speculating), the step cost against the model (while the pods run
-    the k in status and are not saturated) and the load. Returns the state, the load and the queue per replica."""
+    """Stage 2: per-position acceptance (while speculating); the window as a sample of the deployment's own
+    performance (while the pods run the k in status: :mod:`.learn` fits the model to them);
+    and the load. Returns the state, the load and the queue per replica."""
     pods = max(1, obs.pods)
     qps, waiting = obs.request_rate / pods, obs.waiting / pods
     if current_k > 0 and obs.per_position:
         st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
-    if obs.itl_mean_s and qps > 0 and current_k == obs.k_running:
-        p_now = list(obs.per_position)
-        ss = steady_state(replace(profile, acceptance=tuple(p_now) or profile.acceptance), qps, current_k, p_now)
-        if not ss.saturated:
-            ratio = min(COST_SCALE_MAX, max(COST_SCALE_MIN, obs.itl_mean_s * 1000 / ss.step_ms))
-            st = replace(st, cost_scale=round((1 - COST_MEMORY) * st.cost_scale + COST_MEMORY * ratio, 4))
+    if current_k == obs.k_running:
+        step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
+        sample = sample_of(now, current_k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods,
+                           obs.generation_tps / pods)  # fmt: skip
+        if sample is not None:
+            st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:])
     st, load = _learn_load(st, qps, waiting, settings, rollout, now)
     return st, load, waiting
 
@@ -440,7 +433,7 @@ def predict(
     if current_k not in candidates:
         candidates.append(current_k)
     q = load.forecast
-    latency = {k: predict_ms(profile, q, k, p[:k], st.cost_scale) for k in sorted(set(candidates))}
+    latency = {k: predict_ms(profile, q, k, p[:k]) for k in sorted(set(candidates))}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout)
     horizon = {
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k]) for k in latency

@@ -18,6 +18,7 @@ The trace format is in :mod:`.trace`; the world a step at a time in :mod:`.world
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,9 +84,36 @@ def simulate(
     return tot.result((len(trace.points) - min(score_from, len(trace.points) - 1)) * dt)
 
 
-def policy_controller(trace: Trace) -> Callable[[int, StepOutcome | None, float], int]:
-    """The operator's policy, fed the observation Prometheus would give for the last step."""
-    state = PolicyState()
+def observe(trace: Trace, i: int, k: int, last: StepOutcome, rng: random.Random) -> Observation:
+    """What Prometheus would report of step ``i`` (its window): rates over the window are counts, noisy as Poisson
+    counts are (relative spread 1 / sqrt(requests)); the mean ITL and the acceptance average many more events."""
+    point, r = trace.points[i], trace.rollout
+    requests = max(1.0, last.served_qps * trace.step_seconds)
+    count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
+    drafts = max(1.0, last.tokens / 2)
+    accepted = tuple(
+        min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in point.acceptance[:k]
+    )
+    return Observation(
+        namespace="sim",
+        deployment=trace.name,
+        k_label=str(k),
+        pods=r.replicas,
+        request_rate=last.served_qps * count,
+        running=last.batch * r.replicas,
+        waiting=last.backlog,
+        generation_tps=last.tokens / trace.step_seconds * count,
+        prompt_tps=last.served_qps * point.prompt_tokens * count,
+        per_position=accepted if k else (),
+        itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
+    )
+
+
+def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome | None, float], int]:
+    """The operator's policy as it runs in a cluster: fed each step's observation as Prometheus would give it
+    (:func:`observe`), planning with the trace's prior (what the operator would pick from the spec), never with
+    the world's profile."""
+    state, rng = PolicyState(), random.Random(seed)
     current = {"k": trace.start_k, "changed_at": -math.inf}
     r = trace.rollout
     rollout_s = rollout_seconds(r)
@@ -94,25 +122,13 @@ def policy_controller(trace: Trace) -> Callable[[int, StepOutcome | None, float]
         nonlocal state
         if last is None:
             return current["k"]
-        k, point = current["k"], trace.points[i - 1]
-        obs = Observation(
-            namespace="sim",
-            deployment=trace.name,
-            k_label=str(k),
-            pods=r.replicas,
-            request_rate=last.served_qps,
-            running=last.batch * r.replicas,
-            waiting=last.backlog,
-            generation_tps=last.tokens / trace.step_seconds,
-            per_position=tuple(point.acceptance[:k]) if k else (),
-            itl_mean_s=last.step_ms / 1000,
-        )
+        k = current["k"]
         d = decide(
-            obs,
+            observe(trace, i - 1, k, last, rng),
             state,
             trace.adaptive,
             r,
-            trace.profile,
+            trace.prior,
             k,
             now,
             rollout_complete=now - current["changed_at"] >= rollout_s,

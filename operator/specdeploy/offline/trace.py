@@ -4,7 +4,8 @@ deployment's rollout and adaptive settings.
 Trace format (YAML or JSON)::
 
     step_seconds: 30          # one point per step
-    profile: {}               # optional Profile overrides (specdeploy.core.model.Profile)
+    profile: {}               # the world: optional Profile overrides (specdeploy.core.model.Profile)
+    prior: {}                 # what the policy plans with before it measures (default: Profile()); never the world
     replicas: 2
     restart_seconds: 120
     max_surge: 1              # optional, rollout strategy (defaults as in the API)
@@ -21,7 +22,7 @@ accepted (vLLM's per-position counter / drafts). A point without ``acceptance`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Trace:
     adaptive: Adaptive
     points: tuple[Point, ...]
     start_k: int = 3
+    prior: Profile = field(default_factory=Profile)  # what the operator plans with before measuring; never the world
 
     @property
     def candidates(self) -> list[int]:
@@ -90,4 +92,5 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
                 int(p.get("output_tokens", prof.output_tokens)),
             )
         )
-    return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)))
+    prior = Profile.from_dict(raw.get("prior"))
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)), prior)
