@@ -134,7 +134,7 @@ class FakeKubelet:
             if ready:
                 ready_keys.add(key)
         for key in set(self.pods) - seen:
-            self._stop(self.pods.pop(key))
+            stop(self.pods.pop(key).proc, timeout=5)
         self._write_sd()
         self._write_loads({key for key in seen if key in ready_keys})
 
