@@ -189,9 +189,10 @@ def test_a_rising_load_is_met_before_it_saturates_the_setting() -> None:
 def test_a_trend_does_not_force_a_rollout_that_would_itself_queue() -> None:
     """Close to capacity, a rollout runs mostly on the old pods: leaving now would queue, so the trend must first
     saturate the setting for real (load often levels off)."""
-    state = settled(3, load_qps=19.6, load_slope=0.005, load_time=T0 - 60, last_waiting=0.0, last_eval=T0 - 60)
+    history = [[T0 - 60 * i, 19.6 - 0.24 * (i - 1)] for i in range(10, 0, -1)]  # 0.004 req/s per second
+    state = settled(3, load_qps=19.6, load_history=history, load_time=T0 - 60, last_waiting=0.0, last_eval=T0 - 60)
     d = run(obs(20, 3), 3, state)
-    assert d.action == KEEP and "a rollout now would already queue" in d.reason
+    assert d.action == KEEP and "no queue is measured and a rollout now would queue" in d.reason
 
 
 def test_a_jump_in_load_is_a_peak_not_a_trend() -> None:

@@ -186,6 +186,28 @@ class PrometheusSpec(Model):
     insecure_skip_verify: bool = False
 
 
+class GpuType(StrEnum):
+    """GPU classes the policy's starting guess knows (bandwidth and FLOPS); others plan as H100 until measured."""
+
+    H100 = "H100"
+    H200 = "H200"
+    B200 = "B200"
+    A100 = "A100"
+    L40S = "L40S"
+    A10G = "A10G"
+    L4 = "L4"
+    MI300X = "MI300X"
+
+
+class PriorSpec(Model):
+    """Hints for the performance model the policy starts from; measurements replace it within a few windows."""
+
+    gpu: GpuType = Field(GpuType.H100, description="GPU class of the replicas.")
+    model_params_billions: float | None = Field(
+        None, gt=0, description="Parameters of the target model, when its name does not say (e.g. 70 for 70B)."
+    )
+
+
 class Adaptive(Model):
     """How the operator adapts k to load. Defaults are conservative: a restart is expensive."""
 
@@ -209,6 +231,7 @@ class Adaptive(Model):
     )
     restart_seconds: int = Field(180, ge=1, description="Expected time a replica needs to restart and warm up.")
     slo_ms: float = Field(50.0, gt=0, description="Per-token latency objective, for reporting.")
+    prior: PriorSpec = Field(default_factory=PriorSpec, description="What the policy assumes before it measures.")
 
 
 class SpeculativeDeploymentSpec(Model):

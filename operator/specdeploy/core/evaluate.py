@@ -22,9 +22,9 @@ from ..api import (
     SpeculativeDeploymentStatus,
     now_iso,
 )
-from .model import Profile
 from .observation import NoData, Observation
 from .policy import KEEP, Decision, PolicyState, Rollout, budget_left, decide, rollback
+from .prior import prior_of_spec
 from .reconcile import Phase
 from .status import as_patch, condition, merge, transition_time
 
@@ -47,11 +47,6 @@ def rollout_of_spec(spec: SpeculativeDeploymentSpec) -> Rollout:
         max_unavailable=_int_or_percent(spec.rollout.max_unavailable, r, round_up=False),
         restart_seconds=float(spec.adaptive.restart_seconds),
     )
-
-
-def profile_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
-    """The performance model seeding the policy: the simulation's profile when one is given, else the default."""
-    return Profile.from_dict(spec.simulation.profile) if spec.simulation.profile else Profile()
 
 
 def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetrics:
@@ -140,7 +135,7 @@ def _decide(
         state,
         spec.adaptive,
         rollout_of_spec(spec),
-        profile_of_spec(spec),
+        prior_of_spec(spec),
         int(status.get("k") or 0),
         ts,
         rollout_complete=status.get("rollout") == Phase.COMPLETE,

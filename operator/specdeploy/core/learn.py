@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .model import Profile
+from .model import Profile, capacity_qps
 
 COSTS = ("t_mem_ms", "t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
@@ -33,6 +33,8 @@ PRIOR_SPREAD = 0.5  # relative uncertainty of each prior cost (the prior is a gu
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # windows kept in status (a few KB); older ones carry little weight anyway
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's
+CAPACITY_MEMORY_S = 3600.0  # windows that bound capacity must be this recent: the traffic shape moves
+CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
 SHAPE_MEMORY = 0.3  # EWMA weight of the newest window for tokens per request: windows are noisy, traffic drifts
 
 
@@ -47,15 +49,18 @@ class Sample:
     qps: float  # completed requests/s
     prompt_tokens: float  # per request
     output_tokens: float  # per request
+    noise: float = 0.0  # relative spread of qps (a Poisson count over the window)
+    queued: bool = False  # requests waited and their queue grew: qps was all this setting could serve
 
     def to_list(self) -> list[float]:
         return [self.time, self.k, round(self.batch, 3), round(self.step_ms, 4), round(self.qps, 4),
-                round(self.prompt_tokens, 1), round(self.output_tokens, 1)]  # fmt: skip
+                round(self.prompt_tokens, 1), round(self.output_tokens, 1), round(self.noise, 4),
+                int(self.queued)]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: Sequence[float]) -> Sample:
-        t, k, b, s, q, pt, ot = raw
-        return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot))
+        t, k, b, s, q, pt, ot, noise, queued = raw
+        return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot), float(noise), bool(queued))
 
 
 def features(prior: Profile, s: Sample) -> list[float]:
@@ -117,12 +122,32 @@ def solve(a: list[list[float]], b: list[float]) -> list[float]:
 
 
 def learned_profile(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
-    """The prior with the traffic shape and costs the windows measured (the prior itself without any)."""
+    """The prior with the traffic shape and costs the windows measured (the prior itself without any), its
+    capacity held to what was seen: no less than a load served without a queue, no more than one that queued."""
     if not samples:
         return prior
     shape = _traffic_shape(samples)
     prof = replace(prior, prompt_tokens=max(1, round(shape[0])), output_tokens=max(1, round(shape[1])))
-    return replace(prof, **fit_costs(prof, samples, now))
+    fitted = replace(prof, **fit_costs(prof, samples, now))
+    scale = capacity_scale(fitted, [s for s in samples if now - s.time <= CAPACITY_MEMORY_S])
+    return replace(fitted, **{name: getattr(fitted, name) * scale for name in COSTS}) if scale != 1 else fitted
+
+
+def capacity_scale(prof: Profile, samples: Sequence[Sample]) -> float:
+    """The factor on every cost that makes the model's capacity agree with what the windows saw: a setting that
+    served a load without a queue can serve that much (a window counted high by chance overstates it, until a
+    queue says otherwise); one whose queue grew served all it could (plus the window's noise). A capacity falls
+    as the costs grow, about in proportion."""
+    at_most, at_least = math.inf, 0.0  # bounds on the factor
+    for s in samples:
+        cap = capacity_qps(prof, s.k, prof.acceptance[: s.k])
+        if s.queued:
+            at_least = max(at_least, cap / (s.qps * (1 + CAPACITY_Z * s.noise)))
+        elif s.qps > 0:
+            at_most = min(at_most, cap / s.qps)
+    if at_least > at_most:  # the windows disagree (the traffic changed): the newest queue is the surest fact
+        return at_least
+    return min(max(1.0, at_least), at_most)
 
 
 def _traffic_shape(samples: Sequence[Sample]) -> tuple[float, float]:
@@ -135,9 +160,17 @@ def _traffic_shape(samples: Sequence[Sample]) -> tuple[float, float]:
 
 
 def sample_of(
-    time: float, k: int, batch: float, step_ms: float | None, qps: float, prompt_tps: float, generation_tps: float
+    time: float,
+    k: int,
+    batch: float,
+    step_ms: float | None,
+    qps: float,
+    prompt_tps: float,
+    generation_tps: float,
+    noise: float = 0.0,
+    queued: bool = False,
 ) -> Sample | None:
     """A window worth learning from: requests completed, a step time measured, tokens counted (per replica)."""
     if not step_ms or qps <= 0 or generation_tps <= 0 or math.isnan(step_ms):
         return None
-    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps)
+    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps, noise, queued)

@@ -28,6 +28,7 @@ The state is a JSON-able dict kept in ``status.policy``, so a restarted operator
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -51,6 +52,15 @@ EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per h
 EXPLORE_MIN_UPSIDE = 0.15  # relative gain the extrapolation must promise before exploring upward: lower risks more
 SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its latency: ranks it last
 LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample: higher follows bursts faster, lower flaps less
+NOISE_Z = 2.0  # a peak counts this many standard deviations of window noise below what was seen: fewer chases noise
+BURST_FACTOR = 1.5  # a window this many times the mean load is a burst (whose recurrence is remembered)
+BURST_MIN_GAP_S = 600.0  # windows of one burst: a burst starting sooner after the last is the same one
+BURSTS_KEPT = 5  # jumps remembered, for their recurrence
+RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to recur: jitter in their timing
+QUEUE_MIN = 1.0  # requests waiting per replica that, growing, show a setting serves all it can
+TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
+TREND_MIN_WINDOWS = 5  # windows before a trend counts at all
+TREND_Z = 1.0
 TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two evaluations is a jump, not a trend
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
 MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
@@ -67,7 +77,8 @@ class PolicyState:
     acceptance_time: float | None = None
     samples: list[list[float]] = field(default_factory=list)  # recent windows at the running k (learn.Sample)
     load_qps: float | None = None  # EWMA of per-replica request rate
-    load_slope: float | None = None  # EWMA of its rate of change (req/s per replica, per second)
+    load_slope: float | None = None  # its significant rate of rise (req/s per replica, per second)
+    load_history: list[list[float]] = field(default_factory=list)  # (time, offered load) since the last jump
     load_time: float | None = None  # when load_qps was last updated
     changes: list[float] = field(default_factory=list)  # times of restarts in the last hour
     last_change: float | None = None
@@ -79,6 +90,7 @@ class PolicyState:
     peak_time: float | None = None
     regime_qps: float | None = None  # the load level the current regime started at (per replica)
     regime_since: float | None = None  # when the load last left the band around it
+    bursts: list[float] = field(default_factory=list)  # when the load last jumped up (newest last)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -230,12 +242,14 @@ class Load:
     peak: float  # the remembered peak (held for the horizon, then decaying)
     rise: float  # the trend of a gradual rise, req/s per second (0 when falling, flat or jumping)
     horizon: float  # how long the load is expected to stay as it is, seconds
+    queued: bool = False  # measured saturation: requests wait and their queue grew over the last interval
 
 
 def _learn_load(
-    st: PolicyState, qps: float, waiting: float, settings: Adaptive, rollout: Rollout, now: float
+    st: PolicyState, qps: float, waiting: float, noise: float, settings: Adaptive, rollout: Rollout, now: float
 ) -> tuple[PolicyState, Load]:
-    """Offered load, its mean, trend and peak, from completions and the queue (both per replica)."""
+    """Offered load, its mean, trend and peak, from completions and the queue (both per replica). ``noise`` is
+    the relative spread of the window's request rate: a peak or a jump counts by what is significant in it."""
     # A saturated replica completes only its capacity: arrivals = completions + the queue's change (negative
     # while a queue drains, when completions exceed arrivals).
     if st.last_waiting is not None and st.last_eval is not None and now > st.last_eval:
@@ -243,18 +257,25 @@ def _learn_load(
     else:  # no history: assume the queue built up over the last interval
         growth = waiting / settings.evaluation_interval_seconds
     offered = max(0.0, qps + growth)
+    queued = waiting >= QUEUE_MIN and growth > 0
+    significant = offered * max(0.0, 1 - NOISE_Z * noise)  # what this window surely saw
     ewma = offered if st.load_qps is None else (1 - LOAD_MEMORY) * st.load_qps + LOAD_MEMORY * offered
-    # The trend of a gradual change; a jump (a burst) is no trend: the peak remembers it instead.
-    gradual = st.load_qps is not None and abs(offered - st.load_qps) <= TREND_MAX_STEP * max(st.load_qps, 1.0)
-    slope = 0.0
-    if gradual and st.load_qps is not None and st.load_time is not None and now > st.load_time:
-        rising = (ewma - st.load_qps) / (now - st.load_time)
-        slope = rising if st.load_slope is None else (1 - LOAD_MEMORY) * st.load_slope + LOAD_MEMORY * rising
-    # A peak matters as long as a change must pay for itself: held for the horizon, then halving each horizon.
-    hold = settings.horizon_seconds
+    # The trend of a gradual change, fitted over the recent windows; a jump (a burst) is no trend and starts the
+    # history anew: the peak remembers it instead.
+    band = max(TREND_MAX_STEP, NOISE_Z * noise) * max(st.load_qps or 0.0, 1.0)
+    gradual = st.load_qps is not None and abs(offered - st.load_qps) <= band
+    history = [h for h in st.load_history if now - h[0] <= TREND_WINDOW_S] if gradual else []
+    history = [*history, [now, round(offered, 4)]]
+    slope = significant_slope(history)
+    bursts = list(st.bursts)
+    onset = not bursts or now - bursts[-1] > BURST_MIN_GAP_S
+    if onset and st.load_qps is not None and significant >= BURST_FACTOR * max(st.load_qps, 1.0):
+        bursts = [*bursts, now][-BURSTS_KEPT:]
+    # A peak matters as long as a change must pay for itself, or, when bursts recur, until the next is due.
+    hold = max(settings.horizon_seconds, RECURRENCE_MARGIN * recurrence(bursts))
     held = now - (st.peak_time if st.peak_time is not None else now)
     remembered = (st.peak_qps or 0.0) * 0.5 ** (max(0.0, held - hold) / hold)
-    peak, peak_time = (offered, now) if offered >= remembered else (remembered, st.peak_time)
+    peak, peak_time = (significant, now) if significant >= remembered else (remembered, st.peak_time)
     # A load that has held for a while is likely to hold about as long again (the Lindy effect): beyond the
     # configured horizon, a steady regime's age is the horizon a change must pay back over (up to 4 horizons).
     # A new regime starts when the mean leaves the band of TREND_MAX_STEP around the level it started at.
@@ -266,6 +287,7 @@ def _learn_load(
         st,
         load_qps=round(ewma, 5),
         load_slope=round(slope, 7),
+        load_history=history,
         load_time=now,
         last_waiting=round(waiting, 3),
         last_eval=now,
@@ -273,11 +295,35 @@ def _learn_load(
         peak_time=peak_time,
         regime_qps=round(regime_qps, 5),
         regime_since=regime_since,
+        bursts=bursts,
     )
     # The queue must drain within the time a change needs to take effect (or a window, if longer).
     lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
-    forecast = max(ewma, offered) + waiting / max(settings.window_seconds, lead)
-    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon)
+    forecast = max(ewma, significant) + waiting / max(settings.window_seconds, lead)
+    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon, queued=queued)
+
+
+def recurrence(bursts: list[float]) -> float:
+    """The typical time between the load's jumps (the median gap), 0 before two of them."""
+    gaps = sorted(b - a for a, b in itertools.pairwise(bursts) if b - a > 0)
+    return gaps[len(gaps) // 2] if gaps else 0.0
+
+
+def significant_slope(history: list[list[float]]) -> float:
+    """The rise of the load over ``history`` (least squares), less :data:`NOISE_Z` standard errors: what the
+    windows' noise cannot explain. 0 with too few windows or no significant rise."""
+    n = len(history)
+    if n < TREND_MIN_WINDOWS:
+        return 0.0
+    t0 = history[0][0]
+    xs, ys = [h[0] - t0 for h in history], [h[1] for h in history]
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return 0.0
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True)) / (n - 2)
+    return max(0.0, slope - TREND_Z * math.sqrt(residual / sxx))
 
 
 def _feasible(
@@ -390,15 +436,18 @@ def learn(
     and the load. Returns the state, the load and the queue per replica."""
     pods = max(1, obs.pods)
     qps, waiting = obs.request_rate / pods, obs.waiting / pods
+    # A window's request count is Poisson: its rate is known to within 1 / sqrt(requests counted).
+    noise = 1 / math.sqrt(max(1.0, obs.request_rate * settings.window_seconds))
     if current_k > 0 and obs.per_position:
         st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
     if current_k == obs.k_running:
         step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
+        growing = st.last_waiting is not None and waiting > st.last_waiting
         sample = sample_of(now, current_k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods,
-                           obs.generation_tps / pods)  # fmt: skip
+                           obs.generation_tps / pods, noise, waiting >= QUEUE_MIN and growing)  # fmt: skip
         if sample is not None:
             st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:])
-    st, load = _learn_load(st, qps, waiting, settings, rollout, now)
+    st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     return st, load, waiting
 
 
@@ -459,11 +508,8 @@ def gate(
     the load overrides hysteresis, payback and dwell."""
     target, cur, gain, forecast = pred.best, pred.latency_ms[current_k], round(pred.gain, 4), load.forecast
     exploring = target > max(pred.measured_len, 1) and target > current_k
-    if exploring and now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S:
-        return Decision(KEEP, current_k, f"k={target} looks better by extrapolation; explored recently", state=st)
-    if exploring and pred.gain < EXPLORE_MIN_UPSIDE:
-        msg = f"k={target} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
-        return Decision(KEEP, current_k, msg, gain, pred.latency_ms, st)
+    if exploring and (held := _exploration_held(pred, st, now)):
+        return Decision(KEEP, current_k, held, gain, pred.latency_ms, st)
 
     def keep(reason: str) -> Decision:
         return Decision(KEEP, current_k, reason, gain, pred.latency_ms, st)
@@ -472,14 +518,13 @@ def gate(
         return keep(f"k={current_k} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     what = f"k={target}" if target else "speculation off"
     why = f"{what} predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token at {forecast:.2f} req/s per replica"
-    # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback. One that only the
-    # trend will saturate is left ahead of time, unless the rollout itself would already queue: then the trend
-    # has to prove itself first (load often levels off).
-    p = pred.p
-    saturated_now = steady_state(profile, max(load.peak, forecast), current_k, p[:current_k]).saturated
-    forced = current_k not in pred.feasible
-    if forced and not saturated_now and rollout_overload_ms(profile, rollout, forecast, p, current_k, target) > 0:
-        return keep(f"{why}: the rising load would saturate k={current_k}, but a rollout now would already queue")
+    # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback: when a queue grows
+    # (measured), or a rising trend will saturate it (left ahead of time, unless the rollout itself would already
+    # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
+    # against a setting serving without a queue, does not force anything.
+    forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
+    if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
+        return keep(f"{why}: k={current_k} would saturate, but no queue is measured and a rollout now would queue")
     # The band is on the steady latency the two settings predict (what flaps near a threshold); what the restart
     # itself costs is in the horizon costs, whose difference must pay it back.
     steady_gain = (cur - pred.latency_ms[target]) / cur
@@ -488,7 +533,9 @@ def gate(
     payback, restart = pred.gain * load.horizon, restart_cost_seconds(rollout)
     if payback <= restart and not forced:
         return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)")
-    held = _limits(st, settings, now, forced)
+    p = pred.p
+    narrower = capacity_qps(profile, target, p[:target]) < capacity_qps(profile, current_k, p[:current_k])
+    held = _limits(st, settings, now, forced, narrower)
     if held:
         return keep(f"{why}; {held}")
     action = TURN_OFF if target == 0 else TURN_ON if current_k == 0 else SET_K
@@ -506,17 +553,32 @@ def gate(
     return Decision(action, target, why, gain, pred.latency_ms, st)
 
 
-def _limits(st: PolicyState, settings: Adaptive, now: float, forced: bool) -> str | None:
+def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:
+    """Why a move to a k beyond the measured positions waits: one such move per :data:`EXPLORE_EVERY_S`, and only
+    for a large promised gain (the extrapolation is a guess)."""
+    if now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S:
+        return f"k={pred.best} looks better by extrapolation; explored recently"
+    if pred.gain < EXPLORE_MIN_UPSIDE:
+        return f"k={pred.best} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
+    return None
+
+
+def _limits(st: PolicyState, settings: Adaptive, now: float, forced: bool, narrower: bool) -> str | None:
     """What holds a change that pays: the mode, dwell (never for a setting that cannot serve the load, which
-    ``forced`` says), cooldown and the hourly restart budget."""
+    ``forced`` says), cooldown and the hourly restart budget. A change by choice to a setting with less capacity
+    (``narrower``) never spends the hour's last restart: that one is kept for leaving a setting the load
+    saturates, which a narrower setting makes likelier."""
     if settings.mode == AdaptiveMode.OFF:
         return "adaptive mode is Off"
     if st.since is not None and now - st.since < settings.min_dwell_seconds and not forced:
         return f"dwell: {now - st.since:.0f}s of {settings.min_dwell_seconds}s"
     if st.last_change is not None and now - st.last_change < settings.cooldown_seconds:
         return f"cooldown: {now - st.last_change:.0f}s of {settings.cooldown_seconds}s"
-    if budget_left(st, now, settings.max_restarts_per_hour) <= 0:
+    left = budget_left(st, now, settings.max_restarts_per_hour)
+    if left <= 0:
         return f"restart budget of {settings.max_restarts_per_hour}/hour used"
+    if left == 1 and narrower and not forced and settings.max_restarts_per_hour > 1:
+        return "the hour's last restart is kept for leaving a setting the load saturates"
     return None
 
 

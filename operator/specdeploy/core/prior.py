@@ -1,0 +1,98 @@
+"""The performance model the policy starts from, before it has measured anything: a guess from the spec (pure).
+
+The default :class:`~.model.Profile` describes an 8B model with an EAGLE-3 head on one H100-class GPU. Other
+deployments are scaled from it by roofline arithmetic:
+
+* the memory-bound step (weights read once per step) grows with the model's parameters per GPU and shrinks with
+  the GPU's memory bandwidth; tensor parallelism adds an all-reduce per step;
+* compute per token past the knee and prefill grow with the *active* parameters per GPU (an MoE such as
+  ``Qwen3-30B-A3B`` reads 30B of weights but computes with 3B) and shrink with the GPU's dense FLOPS;
+* the knee (tokens per step where compute starts to dominate) follows the GPU's FLOPS per byte of bandwidth,
+  and the cheaper compute of an MoE moves it up;
+* KV-cache reads grow with the square root of the parameters (layers x KV width) per GPU.
+
+Parameters come from the model name (``8B``, ``70B``, ``30B-A3B``) unless ``adaptive.prior.modelParamsBillions``
+says; the GPU from ``adaptive.prior.gpu`` (default H100-class). It is only a start: :mod:`.learn` replaces what
+the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from ..api import GpuType, SpeculativeDeploymentSpec
+from .model import Profile
+
+REFERENCE_PARAMS_B = 8.0  # the default profile's model
+
+
+@dataclass(frozen=True)
+class Gpu:
+    bandwidth_tbs: float  # HBM/GDDR bandwidth, TB/s
+    dense_tflops: float  # BF16 dense tensor throughput
+
+
+GPUS = {
+    GpuType.H100: Gpu(3.35, 989.0),
+    GpuType.H200: Gpu(4.8, 989.0),
+    GpuType.B200: Gpu(8.0, 2250.0),
+    GpuType.A100: Gpu(2.0, 312.0),
+    GpuType.L40S: Gpu(0.864, 362.0),
+    GpuType.A10G: Gpu(0.6, 125.0),
+    GpuType.L4: Gpu(0.3, 121.0),
+    GpuType.MI300X: Gpu(5.3, 1307.0),
+}
+REFERENCE_GPU = GpuType.H100
+ALL_REDUCE_MS = 0.4  # per step and tensor-parallel group beyond one GPU (NVLink-class): small next to the step
+
+_PARAMS = re.compile(r"(?<![\w.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?:-[aA](\d+(?:\.\d+)?)[bB])?(?![a-zA-Z])")
+MIXTURE_ACTIVE_EXPERTS = 2  # an "NxMB" mixture routes each token through this many experts (Mixtral)
+
+
+def params_of(model: str | None) -> tuple[float, float] | None:
+    """(total, active) parameters in billions from a model id such as ``meta-llama/Llama-3.1-70B-Instruct`` or
+    ``Qwen/Qwen3-30B-A3B``; None when the name does not say."""
+    if not model:
+        return None
+    found = _PARAMS.findall(model.rsplit("/", 1)[-1].replace("_", "-"))
+    if not found:
+        return None
+    experts, size, active = found[-1]
+    if experts:
+        return int(experts) * float(size), MIXTURE_ACTIVE_EXPERTS * float(size)
+    return float(size), float(active or size)
+
+
+def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
+    """The prior the spec suggests: its target model (or the speculators checkpoint), tensor parallelism and the
+    hints in ``adaptive.prior``."""
+    model = spec.target.model or (spec.speculator.model if spec.speculator else None)
+    hint = spec.adaptive.prior
+    return prior_profile(model, spec.target.tensor_parallel_size, hint.gpu, hint.model_params_billions)
+
+
+def prior_profile(
+    model: str | None, tensor_parallel: int = 1, gpu: str | None = None, params_b: float | None = None
+) -> Profile:
+    """The default profile scaled to this model, tensor parallelism and GPU."""
+    ref, base = GPUS[REFERENCE_GPU], Profile()
+    card = GPUS[GpuType(gpu)] if gpu else ref
+    named = params_of(model)
+    total, active = (params_b, params_b) if params_b else (named or (REFERENCE_PARAMS_B, REFERENCE_PARAMS_B))
+    tp = max(1, tensor_parallel)
+    memory = total / tp / REFERENCE_PARAMS_B * ref.bandwidth_tbs / card.bandwidth_tbs
+    compute = active / tp / REFERENCE_PARAMS_B * ref.dense_tflops / card.dense_tflops
+    knee = (card.dense_tflops / card.bandwidth_tbs) / (ref.dense_tflops / ref.bandwidth_tbs) * total / active
+    return replace(
+        base,
+        t_mem_ms=base.t_mem_ms * memory + (ALL_REDUCE_MS if tp > 1 else 0.0),
+        t_kv_ms_per_ktok=base.t_kv_ms_per_ktok
+        * (total / REFERENCE_PARAMS_B) ** 0.5
+        / tp
+        * ref.bandwidth_tbs
+        / card.bandwidth_tbs,
+        t_tok_ms=base.t_tok_ms * compute,
+        n_knee=max(16, round(base.n_knee * knee)),
+        prefill_ms_per_ktok=base.prefill_ms_per_ktok * compute,
+    )
