@@ -22,18 +22,21 @@ the prior's. Older windows count less (half after :data:`SAMPLE_HALF_LIFE_S`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from .model import Profile, capacity_qps
 
 COSTS = ("t_mem_ms", "t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")
+BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the costs that grow with the load
+KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
+KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away from the prior's: a tie-break
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
 PRIOR_SPREAD = 0.5  # relative uncertainty of each prior cost (the prior is a guess from the spec, not a measurement)
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # windows kept in status (a few KB); older ones carry little weight anyway
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's
-CAPACITY_MEMORY_S = 3600.0  # windows that bound capacity must be this recent: the traffic shape moves
+CAPACITY_MEMORY_S = 6 * 3600.0  # a capacity seen this long ago no longer binds: the traffic shape moves
 CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
 SHAPE_MEMORY = 0.3  # EWMA weight of the newest window for tokens per request: windows are noisy, traffic drifts
 
@@ -49,18 +52,15 @@ class Sample:
     qps: float  # completed requests/s
     prompt_tokens: float  # per request
     output_tokens: float  # per request
-    noise: float = 0.0  # relative spread of qps (a Poisson count over the window)
-    queued: bool = False  # requests waited and their queue grew: qps was all this setting could serve
 
     def to_list(self) -> list[float]:
         return [self.time, self.k, round(self.batch, 3), round(self.step_ms, 4), round(self.qps, 4),
-                round(self.prompt_tokens, 1), round(self.output_tokens, 1), round(self.noise, 4),
-                int(self.queued)]  # fmt: skip
+                round(self.prompt_tokens, 1), round(self.output_tokens, 1)]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: Sequence[float]) -> Sample:
-        t, k, b, s, q, pt, ot, noise, queued = raw
-        return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot), float(noise), bool(queued))
+        t, k, b, s, q, pt, ot = raw[:7]
+        return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot))
 
 
 def features(prior: Profile, s: Sample) -> list[float]:
@@ -80,9 +80,24 @@ def features(prior: Profile, s: Sample) -> list[float]:
     ]
 
 
-def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> dict[str, float]:
+def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
+    """The compute knee and the four costs that best explain the windows' step times: for each knee in
+    :data:`KNEES` (and the prior's), the ridge fit of the costs; the knee whose fit leaves the least error wins,
+    a knee far from the prior's paying a little (it is a guess to fall back on when the windows cannot tell)."""
+    best: tuple[float, Profile] | None = None
+    for knee in sorted({prior.n_knee, *KNEES}):
+        candidate = replace(prior, n_knee=knee)
+        costs, error = fit_costs(candidate, samples, now)
+        error += KNEE_PRIOR_WEIGHT * math.log2(knee / prior.n_knee) ** 2
+        if best is None or error < best[0]:
+            best = (error, replace(candidate, **costs))
+    assert best is not None
+    return best[1]
+
+
+def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> tuple[dict[str, float], float]:
     """The four costs that best explain the windows' step times (relative errors, weighted by age), pulled
-    toward the prior's (ridge on the relative change of each cost)."""
+    toward the prior's (ridge on the relative change of each cost), and the weighted squared error left."""
     theta0 = [getattr(prior, name) for name in COSTS]
     n = len(COSTS)
     ata = [[0.0] * n for _ in range(n)]
@@ -101,8 +116,21 @@ def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> dict[str
     ridge = (WINDOW_NOISE / PRIOR_SPREAD) ** 2
     for i in range(n):
         ata[i][i] += ridge
-    delta = solve(ata, atb)
-    return {name: theta0[j] * min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + delta[j])) for j, name in enumerate(COSTS)}
+    delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in solve(ata, atb)]
+    error = sum(rr for rr in (_residuals(prior, samples, now, theta0, delta))) + ridge * sum(d * d for d in delta)
+    return {name: theta0[j] * (1 + delta[j]) for j, name in enumerate(COSTS)}, error
+
+
+def _residuals(
+    prior: Profile, samples: Sequence[Sample], now: float, theta0: list[float], delta: list[float]
+) -> Iterator[float]:
+    """Each window's weighted squared relative error under the fitted costs."""
+    for s in samples:
+        if s.step_ms > 0:
+            w = 0.5 ** (max(0.0, now - s.time) / SAMPLE_HALF_LIFE_S)
+            f = features(prior, s)
+            predicted = sum(f[j] * theta0[j] * (1 + delta[j]) for j in range(len(f)))
+            yield w * (predicted / s.step_ms - 1) ** 2
 
 
 def solve(a: list[list[float]], b: list[float]) -> list[float]:
@@ -121,33 +149,91 @@ def solve(a: list[list[float]], b: list[float]) -> list[float]:
     return x
 
 
-def learned_profile(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
+@dataclass(frozen=True)
+class Capacity:
+    """What the windows said of each setting's capacity (requests/s per replica, with when): ``floors``, the most
+    a setting served without a queue; ``ceilings``, what it served while requests waited (all it could)."""
+
+    floors: dict[int, tuple[float, float]]
+    ceilings: dict[int, tuple[float, float]]
+
+    @classmethod
+    def from_state(cls, floors: dict[str, list[float]], ceilings: dict[str, list[float]]) -> Capacity:
+        def parse(raw: dict[str, list[float]]) -> dict[int, tuple[float, float]]:
+            return {int(k): (float(v[0]), float(v[1])) for k, v in raw.items()}
+
+        return cls(parse(floors), parse(ceilings))
+
+
+def remember_capacity(
+    floors: dict[str, list[float]],
+    ceilings: dict[str, list[float]],
+    k: int,
+    qps: float,
+    noise: float,
+    at_capacity: bool,
+    now: float,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Add one window at k: while requests wait, what it served is its capacity (the newest such window counts,
+    plus its noise); otherwise it could serve at least that (the highest recent window counts)."""
+    key = str(k)
+    if at_capacity:
+        return floors, {**ceilings, key: [round(qps * (1 + CAPACITY_Z * noise), 4), now]}
+    old = floors.get(key)
+    if old is None or qps > old[0] or now - old[1] > CAPACITY_MEMORY_S:
+        return {**floors, key: [round(qps, 4), now]}, ceilings
+    return floors, ceilings
+
+
+def learned_profile(prior: Profile, samples: Sequence[Sample], capacity: Capacity, now: float) -> Profile:
     """The prior with the traffic shape and costs the windows measured (the prior itself without any), its
     capacity held to what was seen: no less than a load served without a queue, no more than one that queued."""
     if not samples:
         return prior
     shape = _traffic_shape(samples)
     prof = replace(prior, prompt_tokens=max(1, round(shape[0])), output_tokens=max(1, round(shape[1])))
-    fitted = replace(prof, **fit_costs(prof, samples, now))
-    scale = capacity_scale(fitted, [s for s in samples if now - s.time <= CAPACITY_MEMORY_S])
-    return replace(fitted, **{name: getattr(fitted, name) * scale for name in COSTS}) if scale != 1 else fitted
+    fitted = fit(prof, samples, now)
+    scale = capacity_scale(fitted, capacity, now)
+    return replace(fitted, **{name: getattr(fitted, name) * scale for name in BATCH_COSTS}) if scale != 1 else fitted
 
 
-def capacity_scale(prof: Profile, samples: Sequence[Sample]) -> float:
-    """The factor on every cost that makes the model's capacity agree with what the windows saw: a setting that
-    served a load without a queue can serve that much (a window counted high by chance overstates it, until a
-    queue says otherwise); one whose queue grew served all it could (plus the window's noise). A capacity falls
-    as the costs grow, about in proportion."""
-    at_most, at_least = math.inf, 0.0  # bounds on the factor
-    for s in samples:
-        cap = capacity_qps(prof, s.k, prof.acceptance[: s.k])
-        if s.queued:
-            at_least = max(at_least, cap / (s.qps * (1 + CAPACITY_Z * s.noise)))
-        elif s.qps > 0:
-            at_most = min(at_most, cap / s.qps)
-    if at_least > at_most:  # the windows disagree (the traffic changed): the newest queue is the surest fact
+def capacity_scale(prof: Profile, capacity: Capacity, now: float) -> float:
+    """The factor on the costs that grow with the batch (:data:`BATCH_COSTS`: they set the capacity, and leave
+    the latency at light load, which the windows measure best, as fitted) that makes the model's capacity agree
+    with what the windows saw: no more than a setting served while requests waited (its ceiling), no less than it
+    served without a queue (its floor; a window counted high by chance overstates it, until a queue says
+    otherwise). When the two disagree (the traffic changed), the ceilings win: a queue is the surest fact."""
+    recent = CAPACITY_MEMORY_S
+
+    def scaled(factor: float, k: int) -> float:
+        model = replace(prof, **{name: getattr(prof, name) * factor for name in BATCH_COSTS})
+        return capacity_qps(model, k, prof.acceptance[:k])
+
+    ceilings = [(k, q) for k, (q, t) in capacity.ceilings.items() if now - t <= recent and q > 0]
+    floors = [(k, q) for k, (q, t) in capacity.floors.items() if now - t <= recent and q > 0]
+    # Capacity falls as the factor grows: the least factor every ceiling allows, the most every floor allows.
+    at_least = _bisect(lambda f: all(scaled(f, k) <= q for k, q in ceilings), want=True) if ceilings else 0.0
+    at_most = _bisect(lambda f: all(scaled(f, k) >= q for k, q in floors), want=False) if floors else math.inf
+    if at_least > at_most:
         return at_least
     return min(max(1.0, at_least), at_most)
+
+
+def _bisect(holds: Callable[[float], bool], want: bool) -> float:
+    """The boundary factor in [1/100, 100] where ``holds`` turns true as the factor grows (``want=True``: the
+    least factor it holds for) or stops holding (``want=False``: the most); the end of the range if none."""
+    lo, hi = math.log(MIN_COST_FACTOR / 10), math.log(MAX_COST_FACTOR * 10)
+    if not holds(math.exp(hi if want else lo)):  # never satisfiable within the range
+        return math.exp(hi if want else lo)
+    if holds(math.exp(lo if want else hi)):
+        return math.exp(lo if want else hi)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if holds(math.exp(mid)) == want:
+            hi = mid
+        else:
+            lo = mid
+    return math.exp(hi if want else lo)
 
 
 def _traffic_shape(samples: Sequence[Sample]) -> tuple[float, float]:
@@ -167,10 +253,8 @@ def sample_of(
     qps: float,
     prompt_tps: float,
     generation_tps: float,
-    noise: float = 0.0,
-    queued: bool = False,
 ) -> Sample | None:
     """A window worth learning from: requests completed, a step time measured, tokens counted (per replica)."""
     if not step_ms or qps <= 0 or generation_tps <= 0 or math.isnan(step_ms):
         return None
-    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps, noise, queued)
+    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..api import Adaptive, AdaptiveMode
-from .learn import MAX_SAMPLES, Sample, learned_profile, sample_of
+from .learn import CAPACITY_MEMORY_S, MAX_SAMPLES, Capacity, Sample, learned_profile, remember_capacity, sample_of
 from .model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
 from .observation import NoData, Observation
 
@@ -76,6 +76,8 @@ class PolicyState:
     acceptance: list[float] = field(default_factory=list)  # last measured p_1..p_n
     acceptance_time: float | None = None
     samples: list[list[float]] = field(default_factory=list)  # recent windows at the running k (learn.Sample)
+    floors: dict[str, list[float]] = field(default_factory=dict)  # k -> [most served without a queue, time]
+    ceilings: dict[str, list[float]] = field(default_factory=dict)  # k -> [served while requests waited, time]
     load_qps: float | None = None  # EWMA of per-replica request rate
     load_slope: float | None = None  # its significant rate of rise (req/s per replica, per second)
     load_history: list[list[float]] = field(default_factory=list)  # (time, offered load) since the last jump
@@ -327,12 +329,20 @@ def significant_slope(history: list[list[float]]) -> float:
 
 
 def _feasible(
-    profile: Profile, p: list[float], ks: list[int], current_k: int, load: Load, settings: Adaptive, rollout: Rollout
+    profile: Profile,
+    p: list[float],
+    ks: list[int],
+    current_k: int,
+    load: Load,
+    settings: Adaptive,
+    rollout: Rollout,
+    served: dict[int, float],
 ) -> list[int]:
     """The settings that would serve the remembered peak and a rising load until they can be left cleanly (else
     the one with the most capacity). Keeping must hold until a change decided at the next evaluation has rolled
     out and the rollout's dip in capacity is over (two rollouts); a new setting must first roll out and sit out
-    its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load."""
+    its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load. A setting
+    that ``served`` the load already (measured, without a queue) serves it, whatever the model says."""
     rollout_s = rollout_seconds(rollout)
     lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
     lead_change = rollout_s + settings.cooldown_seconds + lead_keep
@@ -340,9 +350,12 @@ def _feasible(
     def need(lead: float) -> float:
         return max(load.peak, load.forecast + min(TREND_MAX_SHARE * load.forecast, load.rise * lead))
 
+    def serves(k: int, qps: float) -> bool:
+        return served.get(k, 0.0) >= qps or not steady_state(profile, qps, k, p[:k]).saturated
+
     need_keep, need_change = need(lead_keep), need(lead_change)
-    ok = [k for k in ks if not steady_state(profile, need_keep if k == current_k else need_change, k, p[:k]).saturated]
-    return ok or [max(ks, key=lambda k: capacity_qps(profile, k, p[:k]))]
+    ok = [k for k in ks if serves(k, need_keep if k == current_k else need_change)]
+    return ok or [max(ks, key=lambda k: max(served.get(k, 0.0), capacity_qps(profile, k, p[:k])))]
 
 
 def decide(
@@ -374,7 +387,9 @@ def decide(
         return stop
     assert isinstance(obs, Observation)
     st, load, waiting = learn(obs, stop, settings, rollout, current_k, now)
-    model = learned_profile(profile, [Sample.from_list(s) for s in st.samples], now)
+    samples, capacity = [Sample.from_list(s) for s in st.samples], Capacity.from_state(st.floors, st.ceilings)
+    p, _ = effective_acceptance(st, now, settings.max_tokens, profile)
+    model = learned_profile(replace(profile, acceptance=tuple(p)), samples, capacity, now)
     pred = predict(st, load, waiting, settings, rollout, model, current_k, now)
     return gate(pred, st, load, settings, rollout, model, current_k, now)
 
@@ -442,11 +457,15 @@ def learn(
         st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
     if current_k == obs.k_running:
         step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
-        growing = st.last_waiting is not None and waiting > st.last_waiting
         sample = sample_of(now, current_k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods,
-                           obs.generation_tps / pods, noise, waiting >= QUEUE_MIN and growing)  # fmt: skip
+                           obs.generation_tps / pods)  # fmt: skip
         if sample is not None:
             st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:])
+        if qps > 0:
+            floors, ceilings = remember_capacity(
+                st.floors, st.ceilings, current_k, qps, noise, waiting >= QUEUE_MIN, now
+            )
+            st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     return st, load, waiting
 
@@ -483,7 +502,8 @@ def predict(
         candidates.append(current_k)
     q = load.forecast
     latency = {k: predict_ms(profile, q, k, p[:k]) for k in sorted(set(candidates))}
-    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout)
+    served = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
+    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served)
     horizon = {
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k]) for k in latency
     }

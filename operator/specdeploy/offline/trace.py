@@ -5,7 +5,8 @@ Trace format (YAML or JSON)::
 
     step_seconds: 30          # one point per step
     profile: {}               # the world: optional Profile overrides (specdeploy.core.model.Profile)
-    prior: {}                 # what the policy plans with before it measures (default: Profile()); never the world
+    deployment: {}            # what the spec says: {model, tensorParallelSize, gpu, modelParamsBillions}; the policy
+                              # starts from the prior the operator picks from it (core/prior.py), never the world
     replicas: 2
     restart_seconds: 120
     max_surge: 1              # optional, rollout strategy (defaults as in the API)
@@ -22,7 +23,7 @@ accepted (vLLM's per-position counter / drafts). A point without ``acceptance`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import yaml
 from ..api import Adaptive
 from ..core.model import Profile
 from ..core.policy import Rollout
+from ..core.prior import prior_profile
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -57,6 +59,23 @@ class Trace:
     @property
     def candidates(self) -> list[int]:
         return [0, *range(self.adaptive.min_tokens, self.adaptive.max_tokens + 1)]
+
+
+DEPLOYMENT_KEYS = {"model", "tensorParallelSize", "gpu", "modelParamsBillions"}
+
+
+def prior_of_deployment(raw: dict[str, Any]) -> Profile:
+    """The prior the operator would pick for a spec with these fields (the default 8B on an H100 otherwise)."""
+    unknown = sorted(set(raw) - DEPLOYMENT_KEYS)
+    if unknown:
+        raise ValueError(f"deployment: unknown keys {unknown}; known: {sorted(DEPLOYMENT_KEYS)}")
+    model = raw.get("model", "meta-llama/Llama-3.1-8B-Instruct")
+    return prior_profile(model, int(raw.get("tensorParallelSize", 1)), raw.get("gpu"), raw.get("modelParamsBillions"))
+
+
+def with_start(trace: Trace, k: int) -> Trace:
+    """The same trace started from another setting (0 = off)."""
+    return replace(trace, start_k=k, name=trace.name)
 
 
 def load_trace(path: str | Path) -> Trace:
@@ -92,5 +111,5 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
                 int(p.get("output_tokens", prof.output_tokens)),
             )
         )
-    prior = Profile.from_dict(raw.get("prior"))
+    prior = prior_of_deployment(raw.get("deployment") or {})
     return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)), prior)
