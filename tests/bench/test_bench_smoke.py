@@ -44,7 +44,7 @@ def test_queries_per_evaluation_do_not_grow_with_resources() -> None:
         finally:
             prom.stop()
             srv.shutdown()
-    assert counts[1] == counts[30] == 14
+    assert counts[1] == counts[30] == 15
 
 
 def test_simulate_json_has_every_controller() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from specdeploy.api import parse_time
 
@@ -65,6 +66,10 @@ def resource(prometheus: Prometheus, **adaptive: Any) -> dict[str, Any]:
     doc = copy.deepcopy(yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text()))
     del doc["metadata"]["namespace"]
     doc["spec"]["simulation"]["profile"] = PROFILE
+    # The simulated engine is small and compute-bound, nothing like the 8B-on-H100 estimate the operator would
+    # start from; tell the policy what a benchmark of it measured, as a user would (adaptive.prior.profile).
+    measured = {k: v for k, v in PROFILE.items() if k not in ("output_tokens", "prompt_tokens")}
+    doc["spec"]["adaptive"]["prior"] = {"profile": {to_camel(k): v for k, v in measured.items()}}
     doc["spec"]["adaptive"].update(
         {"prometheus": {"url": prometheus.url}, "evaluationIntervalSeconds": 5, "windowSeconds": 30,
          "minDwellSeconds": 20, "cooldownSeconds": 10, "restartSeconds": 5, "horizonSeconds": 60, **adaptive}

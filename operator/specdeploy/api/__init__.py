@@ -199,6 +199,19 @@ class GpuType(StrEnum):
     MI300X = "MI300X"
 
 
+class PriorProfile(Model):
+    """Performance-model figures measured elsewhere (a benchmark of this model and drafter on this GPU); each
+    replaces the estimate from the model's size and the GPU. Times in milliseconds."""
+
+    t_mem_ms: float | None = Field(None, gt=0, description="Memory-bound decode step of the target.")
+    t_kv_ms_per_ktok: float | None = Field(None, ge=0, description="KV-cache read per sequence per 1000 tokens.")
+    n_knee: int | None = Field(None, ge=1, description="Tokens per step where compute starts to dominate.")
+    t_tok_ms: float | None = Field(None, ge=0, description="Compute per token past the knee.")
+    draft_cost: float | None = Field(None, ge=0, description="A drafted token's cost, relative to a target step.")
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM's batch cap.")
+    prefill_ms_per_ktok: float | None = Field(None, ge=0, description="Prompt processing per 1000 tokens.")
+
+
 class PriorSpec(Model):
     """Hints for the performance model the policy starts from; measurements replace it within a few windows."""
 
@@ -206,6 +219,7 @@ class PriorSpec(Model):
     model_params_billions: float | None = Field(
         None, gt=0, description="Parameters of the target model, when its name does not say (e.g. 70 for 70B)."
     )
+    profile: PriorProfile = Field(default_factory=PriorProfile, description="Figures measured elsewhere.")
 
 
 class Adaptive(Model):

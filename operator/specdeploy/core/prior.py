@@ -13,7 +13,8 @@ deployments are scaled from it by roofline arithmetic:
 
 Parameters come from the model name (``8B``, ``70B``, ``30B-A3B``) unless ``adaptive.prior.modelParamsBillions``
 says; the GPU from ``adaptive.prior.gpu`` (default H100-class). It is only a start: :mod:`.learn` replaces what
-the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment.
+the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment. Figures
+measured elsewhere (``adaptive.prior.profile``) replace the estimate where given.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
     hints in ``adaptive.prior``."""
     model = spec.target.model or (spec.speculator.model if spec.speculator else None)
     hint = spec.adaptive.prior
-    return prior_profile(model, spec.target.tensor_parallel_size, hint.gpu, hint.model_params_billions)
+    estimate = prior_profile(model, spec.target.tensor_parallel_size, hint.gpu, hint.model_params_billions)
+    return replace(estimate, **hint.profile.model_dump(exclude_none=True))
 
 
 def prior_profile(

@@ -20,7 +20,7 @@ from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from .kube import Clients, k_label, list_resources, prometheus_token, write_status
 from .prometheus import Reader
-from .sync import changed, reconcile_and_write
+from .sync import changed, reconcile
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
 
@@ -96,19 +96,21 @@ def _carry_out(
     now: datetime,
     logger: logging.Logger,
 ) -> None:
-    """Write the evaluation's status; an Auto change of k is carried out at once by a reconcile pass (which
-    renders the new k and starts the rolling restart), a recommendation is posted as an Event once."""
+    """Write the evaluation's status. An Auto change of k is carried out at once by a reconcile pass, which
+    renders the new k and starts the rolling restart; its status goes out in the same write, so no reader sees
+    the new k beside the old rollout's state. A recommendation is posted as an Event once."""
     status = cr.get("status") or {}
     decision, patch = evaluate(spec, status, obs, now)
-    delta = changed(status, patch)
-    write_status(clients, cr, delta)
+    acts = "k" in patch
+    if acts:
+        patch = {**patch, **reconcile(clients, {**cr, "status": {**status, **patch}}, logger)}
+    write_status(clients, cr, changed(status, patch))
     if decision is None or not decision.changes_k:
         return
     what = "k" if decision.to_k else "speculation"
     target = decision.to_k if decision.to_k else "off"
     message = f"{decision.action}: {what} -> {target}: {decision.reason}"
-    if "k" in patch:
+    if acts:
         kopf.info(cr, reason="AdaptiveChange", message=message)
-        reconcile_and_write(clients, {**cr, "status": {**status, **delta}}, logger)
     elif decision.reason != (status.get("lastEvaluation") or {}).get("reason"):
         kopf.info(cr, reason="Recommendation", message=message)
