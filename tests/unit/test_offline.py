@@ -6,7 +6,7 @@ import pytest
 
 from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.policy import rollout_overload_ms
-from specdeploy.offline.oracle import oracle_schedule
+from specdeploy.offline.oracle import hindsight_schedule, oracle_schedule
 from specdeploy.offline.simulate import compare, policy_controller, simulate
 from specdeploy.offline.trace import parse_trace
 from specdeploy.offline.world import run_step
@@ -44,7 +44,9 @@ def test_the_oracles_own_schedule_beats_every_static_setting() -> None:
     static = [simulate(t, lambda *_, k=k: k)["mean_token_latency_ms"] for k in t.candidates]
     assert oracle < min(static)
     res = compare(t, schedule)
-    assert set(res) == {"trace", "start_k", "policy", "always_off", "static", "best_static", "oracle"}
+    assert set(res) == {"trace", "start_k", "policy", "always_off", "static", "best_static", "hold", "best_schedule",
+                        "oracle"}  # fmt: skip
+    assert res["hold"] == res["static"][str(t.start_k)]
     assert res["oracle"]["mean_token_latency_ms"] == pytest.approx(oracle)
     assert res["best_static"]["mean_token_latency_ms"] == min(static[1:])
 
@@ -68,8 +70,8 @@ def test_oracle_counts_what_a_slowly_draining_queue_still_costs() -> None:
     """At 25 req/s per replica k=3 saturates and k=1 serves with little spare: the best schedule leaves k=3 for
     the setting with the most capacity, and takes k=1 once that has drained the queue. Ranked by cost so far
     (or by a queue drained at the highest capacity), deferring k=1 looked free at every step, and the oracle
-    stayed off: worse than a schedule anyone could write down."""
-    t = trace([2 * 25.0] * 120)
+    stayed off: worse than a schedule anyone could write down. (Static settings only: no per-batch-size k.)"""
+    t = trace([2 * 25.0] * 120, schedules=False)
     schedule = oracle_schedule(t)
     oracle = simulate(t, lambda i, *_: schedule[i])["mean_token_latency_ms"]
     off_then_k1 = simulate(t, lambda i, *_: 0 if i < 20 else 1)["mean_token_latency_ms"]
@@ -88,6 +90,18 @@ def test_the_policy_prices_a_rollouts_queue_as_the_simulator_counts_it(qps: floa
     simulated = (simulate(t, lambda *_: k_to)["mean_token_latency_ms"] - steady) * tokens
     predicted = 2 * rollout_overload_ms(Profile(), t.rollout, qps, P, k_from, k_to)
     assert predicted == pytest.approx(simulated, rel=0.1)
+
+
+def test_a_per_batch_size_schedule_meets_bursts_without_a_restart() -> None:
+    """Low load with bursts a high k cannot serve: a schedule (a high k at small batches, less at large ones) is
+    fast between bursts and serves the bursts, where every single k is either slow or queues."""
+    t = trace(([4.0] * 20 + [44.0] * 10) * 4)
+    schedule = hindsight_schedule(t)
+    assert len(schedule) > 1 and schedule[0][0] == 1 and schedule[0][1] > schedule[-1][1]  # k falls with the batch
+    with_schedule = simulate(t, lambda *_: schedule)
+    static = [simulate(t, lambda *_, k=k: k)["mean_token_latency_ms"] for k in t.candidates]
+    assert with_schedule["mean_token_latency_ms"] < min(static)
+    assert with_schedule["restarts"] == 1  # the one change from the starting k=3
 
 
 def test_a_held_oracle_keeps_the_starting_setting_and_cannot_do_better() -> None:

@@ -15,7 +15,7 @@ What is learned, per deployment, from each evaluation window (kept in ``status.p
 
 How fast data outweighs the prior: a window's mean step time counts as a measurement within :data:`WINDOW_NOISE`
 and each prior cost as a guess within :data:`PRIOR_SPREAD`, so along what one window measures the fit moves
-``1 / (1 + (WINDOW_NOISE / PRIOR_SPREAD)^2)`` (96%) of the way to the data at once; what no window measured stays
+``1 / (1 + (WINDOW_NOISE / PRIOR_SPREAD)^2)`` (99.8%) of the way to the data at once; what no window measured stays
 the prior's. Older windows count less (half after :data:`SAMPLE_HALF_LIFE_S`).
 """
 
@@ -32,7 +32,7 @@ BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the cos
 KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
 KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away from the prior's: a tie-break
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
-PRIOR_SPREAD = 0.5  # relative uncertainty of each prior cost (the prior is a guess from the spec, not a measurement)
+PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # windows kept in status (a few KB); older ones carry little weight anyway
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's

@@ -18,6 +18,7 @@ Defaults are calibrated on the published figures for an 8B target with an EAGLE-
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -116,35 +117,87 @@ def prefill_share(prof: Profile, qps: float) -> float:
     return qps * prof.prompt_tokens * prof.prefill_ms_per_ktok / 1e6
 
 
-def capacity_qps(prof: Profile, k: int, p: Sequence[float]) -> float:
+Schedule = tuple[tuple[int, int], ...]  # ((first batch size, k), ...), ascending: vLLM's per-batch-size k
+Setting = int | Schedule  # one k for every step (0 = off), or a schedule
+
+
+def k_at(setting: Setting, batch: float) -> int:
+    """The k a setting drafts at this many running sequences (a schedule's band, as vLLM looks it up)."""
+    if isinstance(setting, int):
+        return setting
+    k = setting[0][1]
+    for first, band_k in setting:
+        if batch >= first:
+            k = band_k
+    return k
+
+
+def upto(p: Sequence[float], setting: Setting) -> list[float]:
+    """The acceptance of the positions a setting drafts."""
+    return list(p[: top_k(setting)])
+
+
+def top_k(setting: Setting) -> int:
+    """The largest k a setting drafts (what ``num_speculative_tokens`` must allow)."""
+    return setting if isinstance(setting, int) else max(k for _, k in setting)
+
+
+def capacity_qps(prof: Profile, k: Setting, p: Sequence[float]) -> float:
     """Requests/s one replica completes at full batch, prefill included: q = X / (1 + X * prefill per request)."""
     b = prof.max_num_seqs
+    k = k_at(k, b)
     x = b * tokens_per_step(p, k) / (step_time_ms(prof, b, k) / 1000) / prof.output_tokens
     return x / (1 + x * prof.prompt_tokens * prof.prefill_ms_per_ktok / 1e6)
 
 
-def steady_state(prof: Profile, qps: float, k: int, p: Sequence[float] | None = None) -> SteadyState:
-    """Fixed point of B = qps * request_time(B) (request_time grows with B).
+def steady_state(prof: Profile, qps: float, setting: Setting, p: Sequence[float] | None = None) -> SteadyState:
+    """Fixed point of B = qps * request_time(B) (request_time grows with B); a schedule drafts the k of the
+    batch size each step runs.
 
     A mean engine step lasts ``t(B, k) / (1 - prefill_share)``: prompts are prefilled inside decode steps."""
     p = prof.acceptance if p is None else p
-    e = tokens_per_step(p, k)
-    cap = capacity_qps(prof, k, p)
+    cap = capacity_qps(prof, setting, p)
     if qps <= 0:
-        step = step_time_ms(prof, 1, k)
+        k = k_at(setting, 1)
+        step, e = step_time_ms(prof, 1, k), tokens_per_step(p, k)
         return SteadyState(0.0, step, e, step / e, cap, 0.0, 0.0, False)
     if qps >= cap:
         b = float(prof.max_num_seqs)
-        step = step_time_ms(prof, b, k) / (1 - prefill_share(prof, cap))
+        k = k_at(setting, b)
+        step, e = step_time_ms(prof, b, k) / (1 - prefill_share(prof, cap)), tokens_per_step(p, k)
         return SteadyState(b, step, e, step / e, cap, cap, float("inf"), True)
     stretch = 1 / (1 - prefill_share(prof, qps))
 
     def excess(b: float) -> float:
-        return qps * prof.output_tokens * step_time_ms(prof, b, k) * stretch / e / 1000 - b
+        k = k_at(setting, b)
+        return qps * prof.output_tokens * step_time_ms(prof, b, k) * stretch / tokens_per_step(p, k) / 1000 - b
 
     b = max(_root(excess, 0.0, float(prof.max_num_seqs)), 1e-9)
-    step = step_time_ms(prof, max(b, 1.0), k) * stretch
+    k = k_at(setting, b)
+    step, e = step_time_ms(prof, max(b, 1.0), k) * stretch, tokens_per_step(p, k)
     return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)
+
+
+def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int], loads: Sequence[float]) -> Schedule:
+    """The schedule that drafts, at each batch size, the k that is fastest at the load producing that batch: for
+    each load the best k and the batch it runs, k made non-increasing in the batch (past its capacity a k is no
+    choice), then cut into vLLM's bands."""
+    points = []
+    for qps in loads:
+        k = min(ks, key=lambda k: (steady_state(prof, qps, k, p[:k]).token_latency_ms, -k))
+        points.append((steady_state(prof, qps, k, p[:k]).batch, k))
+    bands: list[tuple[int, int]] = []
+    for batch, k in sorted(points):
+        k = min(k, bands[-1][1]) if bands else k
+        first = max(1, math.ceil(batch)) if bands else 1
+        if not bands or k != bands[-1][1]:
+            bands.append((max(first, bands[-1][0] + 1) if bands else 1, k))
+    return tuple(bands)
+
+
+def schedule_label(setting: Setting) -> str:
+    """A setting as status shows it: ``3`` or ``3@1,1@24,0@120`` (k from that batch size on)."""
+    return str(setting) if isinstance(setting, int) else ",".join(f"{k}@{first}" for first, k in setting)
 
 
 def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
@@ -167,7 +220,7 @@ def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
     return b
 
 
-def drain_rates(prof: Profile, qps: float, k: int, p: Sequence[float]) -> tuple[float, float]:
+def drain_rates(prof: Profile, qps: float, k: Setting, p: Sequence[float]) -> tuple[float, float]:
     """What draining a queue at k costs while ``qps`` keeps arriving: the capacity it drains with, and the
     token-milliseconds per second its tokens then cost beyond the load's usual latency (a replica draining a
     queue runs at full batch): the inputs of :func:`queue_cost_ms`."""

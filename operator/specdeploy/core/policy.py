@@ -35,7 +35,21 @@ from typing import Any
 
 from ..api import Adaptive, AdaptiveMode
 from .learn import CAPACITY_MEMORY_S, MAX_SAMPLES, Capacity, Sample, learned_profile, remember_capacity, sample_of
-from .model import Profile, capacity_qps, drain_rates, extend_acceptance, queue_cost_ms, steady_state
+from .model import (
+    Profile,
+    Schedule,
+    Setting,
+    best_schedule,
+    capacity_qps,
+    drain_rates,
+    extend_acceptance,
+    k_at,
+    queue_cost_ms,
+    schedule_label,
+    steady_state,
+    top_k,
+    upto,
+)
 from .observation import NoData, Observation
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
@@ -58,6 +72,7 @@ BURST_MIN_GAP_S = 600.0  # windows of one burst: a burst starting sooner after t
 BURSTS_KEPT = 5  # jumps remembered, for their recurrence
 RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to recur: jitter in their timing
 QUEUE_MIN = 1.0  # requests waiting per replica that, growing, show a setting serves all it can
+SCHEDULE_LOADS = 20  # loads a candidate schedule is fitted at: more places its bands finer, and costs more
 TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
 TREND_MIN_WINDOWS = 5  # windows before a trend counts at all
 TREND_Z = 1.0
@@ -71,7 +86,7 @@ TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the curre
 class PolicyState:
     """What the policy remembers between evaluations (kept in status.policy)."""
 
-    k: int | None = None  # the k currently running (0 = off)
+    k: Setting | None = None  # the setting running: a k (0 = off) or a per-batch-size schedule
     since: float | None = None  # when the current setting became fully rolled out (epoch seconds)
     acceptance: list[float] = field(default_factory=list)  # last measured p_1..p_n
     acceptance_time: float | None = None
@@ -85,7 +100,7 @@ class PolicyState:
     changes: list[float] = field(default_factory=list)  # times of restarts in the last hour
     last_change: float | None = None
     last_explore: float | None = None
-    pending_from: int | None = None  # k before the restart in progress (for rollback)
+    pending_from: Setting | None = None  # the setting before the restart in progress (for rollback)
     last_waiting: float | None = None  # queued requests per replica at the last evaluation, for queue growth
     last_eval: float | None = None
     peak_qps: float | None = None  # held, then decaying, maximum of the offered load per replica
@@ -98,12 +113,25 @@ class PolicyState:
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
         raw = dict(raw or {})
         names = set(cls.__dataclass_fields__)
+        for key in ("k", "pending_from"):  # a schedule goes through JSON as a list of [first batch, k] pairs
+            if isinstance(raw.get(key), list):
+                raw[key] = as_setting(raw[key])
         return cls(**{k: v for k, v in raw.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, None included: status is written by JSON merge patch, where null deletes a key and a
         missing key would keep a stale value."""
         return asdict(self)
+
+
+def as_setting(raw: int | list[list[int]] | Schedule) -> Setting:
+    """A setting from status: a k, or a schedule as JSON lists."""
+    return raw if isinstance(raw, int) else tuple((int(first), int(k)) for first, k in raw)
+
+
+def label(setting: Setting) -> str:
+    """How a decision names a setting."""
+    return "speculation off" if setting == 0 else f"k={schedule_label(setting)}"
 
 
 @dataclass(frozen=True)
@@ -119,10 +147,10 @@ class Rollout:
 @dataclass(frozen=True)
 class Decision:
     action: str
-    to_k: int | None
+    to_k: Setting | None
     reason: str
     expected_gain: float = 0.0  # relative per-token latency improvement predicted
-    predicted_ms: dict[int, float] = field(default_factory=dict)
+    predicted_ms: dict[Setting, float] = field(default_factory=dict)
     state: PolicyState = field(default_factory=PolicyState)
 
     @property
@@ -173,12 +201,14 @@ def rollout_capacity(r: Rollout, cap_from: float, cap_to: float) -> float:
     return max(0.0, 1 - s - restart_capacity_loss(r)) * cap_from + s * cap_to
 
 
-def rollout_overload_ms(prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: int, to_k: int) -> float:
+def rollout_overload_ms(
+    prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: Setting, to_k: Setting
+) -> float:
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
     short of the load: the backlog built while it runs waits until the new setting has drained it (a triangle
     of queue over time), and the tokens served meanwhile run at the new setting's full batch."""
-    cap_new, excess = drain_rates(prof, qps, to_k, p[:to_k])
-    during = rollout_capacity(rollout, capacity_qps(prof, from_k, p[:from_k]), cap_new)
+    cap_new, excess = drain_rates(prof, qps, to_k, upto(p, to_k))
+    during = rollout_capacity(rollout, capacity_qps(prof, from_k, upto(p, from_k)), cap_new)
     if during >= qps:
         return 0.0
     if cap_new <= qps:
@@ -195,13 +225,13 @@ def horizon_cost_ms(
     qps: float,
     waiting: float,
     p: list[float],
-    current_k: int,
-    k: int,
+    current_k: Setting,
+    k: Setting,
     token_ms: float,
 ) -> float:
     """Token-milliseconds per replica over the horizon if k runs: the steady per-token latency, the wait of the
     queue already there until k drains it, and, for a change, the queue the rollout itself builds."""
-    cap = capacity_qps(prof, k, p[:k])
+    cap = capacity_qps(prof, k, upto(p, k))
     if cap <= qps:
         return math.inf
     total = token_ms * qps * prof.output_tokens * horizon_s
@@ -331,13 +361,13 @@ def significant_slope(history: list[list[float]]) -> float:
 def _feasible(
     profile: Profile,
     p: list[float],
-    ks: list[int],
-    current_k: int,
+    ks: list[Setting],
+    current_k: Setting,
     load: Load,
     settings: Adaptive,
     rollout: Rollout,
-    served: dict[int, float],
-) -> list[int]:
+    served: dict[Setting, float],
+) -> list[Setting]:
     """The settings that would serve the remembered peak and a rising load until they can be left cleanly (else
     the one with the most capacity). Keeping must hold until a change decided at the next evaluation has rolled
     out and the rollout's dip in capacity is over (two rollouts); a new setting must first roll out and sit out
@@ -350,12 +380,12 @@ def _feasible(
     def need(lead: float) -> float:
         return max(load.peak, load.forecast + min(TREND_MAX_SHARE * load.forecast, load.rise * lead))
 
-    def serves(k: int, qps: float) -> bool:
-        return served.get(k, 0.0) >= qps or not steady_state(profile, qps, k, p[:k]).saturated
+    def serves(k: Setting, qps: float) -> bool:
+        return served.get(k, 0.0) >= qps or not steady_state(profile, qps, k, upto(p, k)).saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
     ok = [k for k in ks if serves(k, need_keep if k == current_k else need_change)]
-    return ok or [max(ks, key=lambda k: max(served.get(k, 0.0), capacity_qps(profile, k, p[:k])))]
+    return ok or [max(ks, key=lambda k: max(served.get(k, 0.0), capacity_qps(profile, k, upto(p, k))))]
 
 
 def decide(
@@ -364,18 +394,22 @@ def decide(
     settings: Adaptive,
     rollout: Rollout,
     profile: Profile,
-    current_k: int,
+    current_k: Setting,
     now: float,
     rollout_complete: bool = True,
     settled_at: float | None = None,
+    schedules: bool = False,
 ) -> Decision:
     """The decision for one evaluation of one deployment; ``state`` is not modified (the new one is in the
     decision). A public, documented entry point: other simulators drive the policy through it.
 
     ``obs``: the last window of the current pods' metrics (or why there is none); ``state``: what the policy
     remembered (``status.policy``); ``settings``: ``spec.adaptive``; ``rollout``: what a restart costs;
-    ``profile``: the performance model it plans with; ``current_k``: the k running (0 = off); ``now``: epoch
-    seconds; ``rollout_complete`` and ``settled_at``: whether, and since when, every replica runs ``current_k``.
+    ``profile``: the prior it starts from (:mod:`.prior`; what it measures replaces it, :mod:`.learn`);
+    ``current_k``: the setting running (a k, 0 = off, or a schedule); ``now``: epoch seconds;
+    ``rollout_complete`` and ``settled_at``: whether, and since when, every replica runs ``current_k``;
+    ``schedules``: whether the deployment can run vLLM's per-batch-size k (eagle, eagle3, dflash, without data
+    parallelism), which makes a per-batch-size schedule one of the candidates.
 
     Four stages, each a function: :func:`guard` (is there fresh, settled data?), :func:`learn` (acceptance, step
     cost, load), :func:`predict` (every candidate setting's latency and horizon cost) and :func:`gate` (act only
@@ -390,11 +424,11 @@ def decide(
     samples, capacity = [Sample.from_list(s) for s in st.samples], Capacity.from_state(st.floors, st.ceilings)
     p, _ = effective_acceptance(st, now, settings.max_tokens, profile)
     model = learned_profile(replace(profile, acceptance=tuple(p)), samples, capacity, now)
-    pred = predict(st, load, waiting, settings, rollout, model, current_k, now)
+    pred = predict(st, load, waiting, settings, rollout, model, current_k, now, schedules)
     return gate(pred, st, load, settings, rollout, model, current_k, now)
 
 
-def _remember(state: PolicyState, current_k: int, now: float) -> PolicyState:
+def _remember(state: PolicyState, current_k: Setting, now: float) -> PolicyState:
     """Forget restarts older than an hour; adopt the running k (at the first evaluation it predates the operator's
     memory and counts as settled; otherwise it was changed elsewhere, by the user, and a new setting starts now)."""
     st = replace(state, changes=[t for t in state.changes if now - t < HOUR_S])
@@ -410,7 +444,7 @@ def guard(
     st: PolicyState,
     settings: Adaptive,
     rollout: Rollout,
-    current_k: int,
+    current_k: Setting,
     now: float,
     rollout_complete: bool,
     settled_at: float | None,
@@ -444,7 +478,7 @@ def guard(
 
 
 def learn(
-    obs: Observation, st: PolicyState, settings: Adaptive, rollout: Rollout, current_k: int, now: float
+    obs: Observation, st: PolicyState, settings: Adaptive, rollout: Rollout, current_k: Setting, now: float
 ) -> tuple[PolicyState, Load, float]:
     """Stage 2: per-position acceptance (while speculating); the window as a sample of the deployment's own
     performance (while the pods run the k in status: :mod:`.learn` fits the model to them);
@@ -453,18 +487,16 @@ def learn(
     qps, waiting = obs.request_rate / pods, obs.waiting / pods
     # A window's request count is Poisson: its rate is known to within 1 / sqrt(requests counted).
     noise = 1 / math.sqrt(max(1.0, obs.request_rate * settings.window_seconds))
-    if current_k > 0 and obs.per_position:
+    if top_k(current_k) > 0 and obs.per_position:
         st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
-    if current_k == obs.k_running:
-        step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
-        sample = sample_of(now, current_k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods,
-                           obs.generation_tps / pods)  # fmt: skip
+    if top_k(current_k) == obs.k_running:
+        # A schedule drafts the k of the batch size running: the window counts for that k.
+        k, step_ms = k_at(current_k, obs.running / pods), obs.itl_mean_s * 1000 if obs.itl_mean_s else None
+        sample = sample_of(now, k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
         if sample is not None:
             st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:])
         if qps > 0:
-            floors, ceilings = remember_capacity(
-                st.floors, st.ceilings, current_k, qps, noise, waiting >= QUEUE_MIN, now
-            )
+            floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     return st, load, waiting
@@ -476,10 +508,10 @@ class Prediction:
 
     p: list[float]  # acceptance the prediction used (measured, aged; extrapolated past the measured positions)
     measured_len: int  # how many positions of ``p`` were measured
-    latency_ms: dict[int, float]  # predicted per-token latency of each candidate
-    horizon_ms: dict[int, float]  # token-milliseconds per replica over the horizon, rollout included
-    feasible: list[int]  # candidates that would serve the peak and the trend
-    best: int
+    latency_ms: dict[Setting, float]  # predicted per-token latency of each candidate
+    horizon_ms: dict[Setting, float]  # token-milliseconds per replica over the horizon, rollout included
+    feasible: list[Setting]  # candidates that would serve the peak and the trend
+    best: Setting
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
 
 
@@ -490,24 +522,33 @@ def predict(
     settings: Adaptive,
     rollout: Rollout,
     profile: Profile,
-    current_k: int,
+    current_k: Setting,
     now: float,
+    schedules: bool = False,
 ) -> Prediction:
-    """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible."""
+    """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible.
+    Candidates: speculation off (if allowed), every k within bounds, the running setting, and, where vLLM can
+    run one, the schedule the model finds best at every load up to the one the widest setting serves (its k
+    limited to the positions measured). At equal cost a schedule wins: it meets a change of load without a
+    restart."""
     p, measured_len = effective_acceptance(st, now, settings.max_tokens, profile)
-    candidates = list(range(settings.min_tokens, settings.max_tokens + 1))
-    if settings.allow_disable:
-        candidates = [0, *candidates]
-    if current_k not in candidates:
-        candidates.append(current_k)
+    ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
+    candidates: list[Setting] = list(ks)
+    if schedules:
+        within = [k for k in ks if k <= max(measured_len, top_k(current_k))]
+        widest = max(capacity_qps(profile, k, upto(p, k)) for k in within)
+        loads = [widest * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
+        schedule = best_schedule(profile, p, within, loads)
+        candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
+    candidates.append(current_k)
     q = load.forecast
-    latency = {k: predict_ms(profile, q, k, p[:k]) for k in sorted(set(candidates))}
-    served = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
+    latency = {k: predict_ms(profile, q, k, upto(p, k)) for k in dict.fromkeys(candidates)}
+    served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served)
     horizon = {
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k]) for k in latency
     }
-    best = min(feasible, key=lambda k: (horizon[k], k))
+    best = min(feasible, key=lambda k: (horizon[k], isinstance(k, int), top_k(k)))
     here = horizon[current_k]
     gain = 1.0 if math.isinf(here) else (here - horizon[best]) / here
     return Prediction(p, measured_len, latency, horizon, feasible, best, gain)
@@ -520,14 +561,14 @@ def gate(
     settings: Adaptive,
     rollout: Rollout,
     profile: Profile,
-    current_k: int,
+    current_k: Setting,
     now: float,
 ) -> Decision:
     """Stage 4: act only when it pays (hysteresis on the predicted latency, payback of the restart within the
     horizon), never beyond dwell, cooldown, the hourly budget or the mode; leaving a setting that cannot serve
     the load overrides hysteresis, payback and dwell."""
     target, cur, gain, forecast = pred.best, pred.latency_ms[current_k], round(pred.gain, 4), load.forecast
-    exploring = target > max(pred.measured_len, 1) and target > current_k
+    exploring = top_k(target) > max(pred.measured_len, 1) and top_k(target) > top_k(current_k)
     if exploring and (held := _exploration_held(pred, st, now)):
         return Decision(KEEP, current_k, held, gain, pred.latency_ms, st)
 
@@ -535,16 +576,16 @@ def gate(
         return Decision(KEEP, current_k, reason, gain, pred.latency_ms, st)
 
     if target == current_k:
-        return keep(f"k={current_k} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
-    what = f"k={target}" if target else "speculation off"
-    why = f"{what} predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token at {forecast:.2f} req/s per replica"
+        return keep(f"{label(current_k)} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
+    predicted = f"predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token"
+    why = f"{label(target)} {predicted} at {forecast:.2f} req/s per replica"
     # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback: when a queue grows
     # (measured), or a rising trend will saturate it (left ahead of time, unless the rollout itself would already
     # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
     # against a setting serving without a queue, does not force anything.
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
     if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
-        return keep(f"{why}: k={current_k} would saturate, but no queue is measured and a rollout now would queue")
+        return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # The band is on the steady latency the two settings predict (what flaps near a threshold); what the restart
     # itself costs is in the horizon costs, whose difference must pay it back.
     steady_gain = (cur - pred.latency_ms[target]) / cur
@@ -554,7 +595,7 @@ def gate(
     if payback <= restart and not forced:
         return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)")
     p = pred.p
-    narrower = capacity_qps(profile, target, p[:target]) < capacity_qps(profile, current_k, p[:current_k])
+    narrower = capacity_qps(profile, target, upto(p, target)) < capacity_qps(profile, current_k, upto(p, current_k))
     held = _limits(st, settings, now, forced, narrower)
     if held:
         return keep(f"{why}; {held}")
@@ -577,9 +618,9 @@ def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | No
     """Why a move to a k beyond the measured positions waits: one such move per :data:`EXPLORE_EVERY_S`, and only
     for a large promised gain (the extrapolation is a guess)."""
     if now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S:
-        return f"k={pred.best} looks better by extrapolation; explored recently"
+        return f"{label(pred.best)} looks better by extrapolation; explored recently"
     if pred.gain < EXPLORE_MIN_UPSIDE:
-        return f"k={pred.best} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
+        return f"{label(pred.best)} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
     return None
 
 
@@ -608,4 +649,4 @@ def rollback(state: PolicyState, now: float, reason: str) -> Decision | None:
         return None
     back = state.pending_from
     st = replace(state, k=back, pending_from=None, since=now, last_change=now, changes=[*state.changes, now])
-    return Decision(ROLLBACK, back, f"rollout failed ({reason}); back to k={back}", state=st)
+    return Decision(ROLLBACK, back, f"rollout failed ({reason}); back to {label(back)}", state=st)

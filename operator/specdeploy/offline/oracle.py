@@ -6,17 +6,30 @@ import functools
 import math
 from dataclasses import replace
 
-from ..core.model import drain_rates, queue_cost_ms
+from ..core.model import Schedule, Setting, best_schedule, drain_rates, queue_cost_ms, top_k
 from ..core.policy import rollout_seconds
 from .trace import Trace
 from .world import run_step
 
+SCHEDULE_LOADS = 40  # loads from 0 to the peak a hindsight schedule is fitted at: finer places its bands better
+
+
+def hindsight_schedule(trace: Trace) -> Schedule:
+    """The per-batch-size schedule for the trace's world, its mean acceptance and loads up to its peak: the best
+    schedule one could set with hindsight (vLLM's dynamic speculative decoding, fixed for the whole trace)."""
+    n = len(trace.points)
+    p = [sum(pt.acceptance[i] for pt in trace.points) / n for i in range(len(trace.points[0].acceptance))]
+    peak = max(pt.qps for pt in trace.points) / trace.rollout.replicas
+    loads = [peak * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
+    return best_schedule(trace.profile, p, trace.candidates, loads)
+
+
 # state (k, steps since the change started) -> (rank, cost, backlog, previous state, k the rollout came from)
-State = tuple[int, int]
-Value = tuple[float, float, float, State | None, int]
+State = tuple[Setting, int]
+Value = tuple[float, float, float, State | None, Setting]
 
 
-def oracle_schedule(trace: Trace, hold: int = 0) -> list[int]:
+def oracle_schedule(trace: Trace, hold: int = 0) -> list[Setting]:
     """Dynamic programming over (step, k, rollout progress) knowing the whole trace, restart costs included.
     With ``hold``, the starting setting is kept for that many steps: the best a controller can do that has no
     reason to change before then.
@@ -48,21 +61,23 @@ class _Search:
 
     def __init__(self, trace: Trace, hold: int):
         self.trace, self.hold = trace, hold
-        self.ks, self.dt = trace.candidates, trace.step_seconds
+        # Every static setting, and the schedule fitted with hindsight where the deployment can run one.
+        self.ks: list[Setting] = [*trace.candidates, *([hindsight_schedule(trace)] if trace.schedules else [])]
+        self.dt = trace.step_seconds
         self.rollout_s = rollout_seconds(trace.rollout)
         self.settled = math.ceil(self.rollout_s / self.dt)
         # After the trace no request arrives: what is left then drains at the full capacity of the setting.
         self.points = (*trace.points, replace(trace.points[-1], qps=0.0))
         self.drains = functools.cache(self._drains)
 
-    def _drains(self, k: int, i: int) -> tuple[float, float]:
+    def _drains(self, k: Setting, i: int) -> tuple[float, float]:
         """Per replica: how k drains a queue at point i (``drain_rates``), with a floor on the spare capacity."""
         point, n = self.points[i], self.trace.rollout.replicas
         prof = replace(self.trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
-        cap, excess = drain_rates(prof, point.qps / n, k, point.acceptance[:k])
+        cap, excess = drain_rates(prof, point.qps / n, k, point.acceptance[: top_k(k)])
         return max(cap - point.qps / n, 0.01 * cap), excess
 
-    def queue_cost(self, k: int, i: int, backlog: float) -> float:
+    def queue_cost(self, k: Setting, i: int, backlog: float) -> float:
         """What the queue a path leaves still costs, its replicas sharing it evenly: n times the cost of b / n."""
         n = self.trace.rollout.replicas
         return n * queue_cost_ms(backlog / n, *self.drains(k, i))

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..core.model import Setting, schedule_label, top_k
 from ..core.observation import Observation
 from ..core.policy import PolicyState, decide, rollout_seconds
-from .oracle import oracle_schedule
+from .oracle import hindsight_schedule, oracle_schedule
 from .trace import Trace
 from .world import StepOutcome, run_step
 
@@ -55,7 +56,7 @@ class Totals:
 
 
 def simulate(
-    trace: Trace, choose: Callable[[int, StepOutcome | None, float], int], score_from: int = 0
+    trace: Trace, choose: Callable[[int, StepOutcome | None, float], Setting], score_from: int = 0
 ) -> dict[str, Any]:
     """Run the trace with a controller ``choose(step, last_outcome, now) -> k``; returns the figures.
 
@@ -84,7 +85,7 @@ def simulate(
     return tot.result((len(trace.points) - min(score_from, len(trace.points) - 1)) * dt)
 
 
-def observe(trace: Trace, i: int, k: int, last: StepOutcome, rng: random.Random) -> Observation:
+def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Random) -> Observation:
     """What Prometheus would report of step ``i`` (its window): rates over the window are counts, noisy as Poisson
     counts are (relative spread 1 / sqrt(requests)); the mean ITL and the acceptance average many more events."""
     point, r = trace.points[i], trace.rollout
@@ -92,24 +93,24 @@ def observe(trace: Trace, i: int, k: int, last: StepOutcome, rng: random.Random)
     count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
     drafts = max(1.0, last.tokens / 2)
     accepted = tuple(
-        min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in point.acceptance[:k]
+        min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in point.acceptance[: top_k(k)]
     )
     return Observation(
         namespace="sim",
         deployment=trace.name,
-        k_label=str(k),
+        k_label=str(top_k(k)),
         pods=r.replicas,
         request_rate=last.served_qps * count,
         running=last.batch * r.replicas,
         waiting=last.backlog,
         generation_tps=last.tokens / trace.step_seconds * count,
         prompt_tps=last.served_qps * point.prompt_tokens * count,
-        per_position=accepted if k else (),
+        per_position=accepted if top_k(k) else (),
         itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
     )
 
 
-def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome | None, float], int]:
+def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome | None, float], Setting]:
     """The operator's policy as it runs in a cluster: fed each step's observation as Prometheus would give it
     (:func:`observe`), planning with the trace's prior (what the operator would pick from the spec), never with
     the world's profile."""
@@ -118,7 +119,7 @@ def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome
     r = trace.rollout
     rollout_s = rollout_seconds(r)
 
-    def choose(i: int, last: StepOutcome | None, now: float) -> int:
+    def choose(i: int, last: StepOutcome | None, now: float) -> Setting:
         nonlocal state
         if last is None:
             return current["k"]
@@ -132,6 +133,7 @@ def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome
             k,
             now,
             rollout_complete=now - current["changed_at"] >= rollout_s,
+            schedules=trace.schedules,
         )
         state = d.state
         if d.changes_k and d.to_k is not None:
@@ -141,7 +143,7 @@ def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome
     return choose
 
 
-def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0) -> dict[str, Any]:
+def compare(trace: Trace, schedule: list[Setting] | None = None, score_from: int = 0) -> dict[str, Any]:
     """Every controller on one trace, as `specdeploy simulate --json` prints it. ``schedule`` is the oracle's,
     if already known; ``score_from`` as in :func:`simulate`."""
     static = {}
@@ -153,6 +155,10 @@ def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0
     oracle = simulate(trace, lambda i, *_: schedule[i], score_from)
     # Every static schedule is one the oracle could follow: it is at least as good as the best of them.
     oracle = min([oracle, always_off, static[best_k]], key=lambda r: r["mean_token_latency_ms"])
+    schedule_ = hindsight_schedule(trace)
+    fixed = {"0": always_off, **static}  # every setting held from the start (a change first costs a restart)
+    fixed[schedule_label(schedule_)] = simulate(trace, lambda *_: schedule_, score_from)
+    best_fixed = min(fixed, key=lambda k: fixed[k]["mean_token_latency_ms"])
     return {
         "trace": trace.name,
         "start_k": trace.start_k,
@@ -160,6 +166,8 @@ def compare(trace: Trace, schedule: list[int] | None = None, score_from: int = 0
         "always_off": always_off,
         "static": static,
         "best_static": {"k": int(best_k), **static[best_k]},
+        "hold": fixed.get(str(trace.start_k)) or simulate(trace, lambda *_: trace.start_k, score_from),
+        "best_schedule": {"k": best_fixed, **fixed[best_fixed]},
         "oracle": oracle,
     }
 

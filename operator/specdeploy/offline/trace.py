@@ -13,6 +13,7 @@ Trace format (YAML or JSON)::
     max_unavailable: 0
     adaptive: {}              # optional spec.adaptive overrides for the policy (camelCase as in the CRD)
     start_k: 3                # the k the deployment starts with (the user's numSpeculativeTokens)
+    schedules: true           # the method can run vLLM's per-batch-size k (eagle, eagle3, dflash): default true
     points:
       - {qps: 0.5, acceptance: [0.82, 0.64, 0.49, 0.37, 0.27, 0.19, 0.13, 0.09]}
       - {qps: 6.0, acceptance: [...], prompt_tokens: 512, output_tokens: 256}
@@ -54,6 +55,7 @@ class Trace:
     adaptive: Adaptive
     points: tuple[Point, ...]
     start_k: int = 3
+    schedules: bool = True  # the deployment can run vLLM's per-batch-size k (eagle, eagle3, dflash; no data parallel)
     prior: Profile = field(default_factory=Profile)  # what the operator plans with before measuring; never the world
 
     @property
@@ -112,4 +114,5 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
             )
         )
     prior = prior_of_deployment(raw.get("deployment") or {})
-    return Trace(name, step, prof, rollout, adaptive, tuple(points), int(raw.get("start_k", 3)), prior)
+    start, schedules = int(raw.get("start_k", 3)), bool(raw.get("schedules", True))
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior)

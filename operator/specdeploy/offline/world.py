@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core.model import capacity_qps, steady_state
+from ..core.model import Setting, capacity_qps, steady_state, top_k
 from ..core.policy import new_share, restart_capacity_loss, rollout_capacity
 from .trace import Point, Trace
 
@@ -23,18 +23,24 @@ class StepOutcome:
 
 
 def run_step(
-    trace: Trace, point: Point, k: int, backlog: float, restarting: float, dt: float, k_from: int | None = None
+    trace: Trace,
+    point: Point,
+    k: Setting,
+    backlog: float,
+    restarting: float,
+    dt: float,
+    k_from: Setting | None = None,
 ) -> StepOutcome:
     """One trace step at draft length k, with ``restarting`` seconds of it under a rolling restart from
     ``k_from``: old and new pods serve side by side (:func:`rollout_capacity`), less what the restart takes."""
     prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
     r = trace.rollout
-    p = list(point.acceptance[:k]) if k else []
+    p = list(point.acceptance[: top_k(k)])
     cap = capacity_qps(prof, k, p)
     frac = min(restarting, dt) / dt if k_from is not None and k_from != k else 0.0
     cap_total = cap * r.replicas
     if frac:
-        p_from = list(point.acceptance[:k_from]) if k_from else []
+        p_from = list(point.acceptance[: top_k(k_from)])
         cap_from = capacity_qps(prof, k_from, p_from)
         cap_total = ((1 - frac) * cap + frac * rollout_capacity(r, cap_from, cap)) * r.replicas
     demand = point.qps * dt + backlog

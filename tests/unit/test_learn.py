@@ -1,0 +1,92 @@
+"""Learning a deployment's own performance: the prior from the spec, the fit to its windows, capacity bounds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from specdeploy.api import validate_spec
+from specdeploy.core.learn import Capacity, Sample, learned_profile, remember_capacity, solve
+from specdeploy.core.model import Profile, capacity_qps, steady_state
+from specdeploy.core.prior import params_of, prior_of_spec, prior_profile
+
+# Worlds the default prior (8B + EAGLE-3 on an H100) does not describe.
+L4 = Profile.from_dict({"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2,
+                        "draft_cost": 0.1, "max_num_seqs": 64, "prefill_ms_per_ktok": 190, "output_tokens": 200,
+                        "prompt_tokens": 400})  # fmt: skip
+MOE = Profile.from_dict({"t_mem_ms": 4.5, "t_kv_ms_per_ktok": 0.03, "n_knee": 48, "t_tok_ms": 0.33,
+                         "draft_cost": 0.12, "prefill_ms_per_ktok": 9,
+                         "acceptance": [0.7, 0.5, 0.35, 0.24, 0.16, 0.11, 0.07, 0.05]})  # fmt: skip
+WINDOW_S = 60.0
+
+
+def window(world: Profile, t: float, qps: float, k: int, rng: random.Random) -> Sample:
+    """One minute of one replica as Prometheus reports it: counts with Poisson noise, a mean ITL."""
+    ss = steady_state(world, qps, k)
+    count = 1 + rng.gauss(0, 1 / (ss.served_qps * WINDOW_S) ** 0.5)
+    return Sample(t, k, ss.batch, ss.step_ms * (1 + rng.gauss(0, 0.02)), ss.served_qps * count,
+                  world.prompt_tokens, world.output_tokens)  # fmt: skip
+
+
+@pytest.mark.parametrize(("world", "k", "loads"), [(L4, 3, (0.3, 2.2)), (MOE, 1, (1.0, 8.0))])
+def test_after_thirty_minutes_at_a_setting_the_model_predicts_new_windows_within_15_percent(
+    world: Profile, k: int, loads: tuple[float, float]
+) -> None:
+    """Half an hour of windows at one setting, the load wandering; then windows the fit never saw, at loads
+    within the range it saw. The prior alone is off by far more than 15% on both worlds."""
+    rng, prior = random.Random(7), Profile()
+    lo, hi = loads
+    seen = [window(world, 60.0 * i, rng.uniform(lo, hi), k, rng) for i in range(30)]
+    model = learned_profile(prior, seen, Capacity({}, {}), 1800.0)
+    held_out = [window(world, 1800.0, lo + (hi - lo) * f, k, random.Random(99)) for f in (0.05, 0.3, 0.6, 0.9)]
+    for w in held_out:
+        predicted = steady_state(model, w.qps, k, world.acceptance[:k]).step_ms
+        assert predicted == pytest.approx(w.step_ms, rel=0.15), (w.qps, predicted, w.step_ms)
+    prior_error = [abs(steady_state(prior, w.qps, k, world.acceptance[:k]).step_ms / w.step_ms - 1) for w in held_out]
+    assert max(prior_error) > 0.15
+
+
+def test_a_queue_caps_the_capacity_and_a_load_served_without_one_floors_it() -> None:
+    floors, ceilings = remember_capacity({}, {}, 3, 6.0, 0.0, True, 100.0)  # requests waited at k=3: 6 req/s
+    floors, ceilings = remember_capacity(floors, ceilings, 1, 6.8, 0.0, False, 200.0)  # k=1 served 6.8 without
+    model_samples = [Sample(0.0, 3, 4.0, 8.0, 2.0, 512, 256)]
+    model = learned_profile(Profile(), model_samples, Capacity.from_state(floors, ceilings), 300.0)
+    p = Profile().acceptance
+    assert capacity_qps(model, 3, p[:3]) <= 6.0 + 1e-6
+    assert capacity_qps(model, 1, p[:1]) >= 6.8 - 1e-6
+    # Where the two cannot both hold (the traffic changed), the queue wins.
+    clash = Capacity.from_state({"1": [12.0, 200.0]}, ceilings)
+    assert capacity_qps(learned_profile(Profile(), model_samples, clash, 300.0), 3, p[:3]) <= 6.0 + 1e-6
+    # A later, lower load without a queue does not lower the floor; a newer queue replaces the ceiling.
+    floors2, _ = remember_capacity(floors, ceilings, 1, 5.0, 0.0, False, 400.0)
+    assert floors2["1"][0] == 6.8
+    _, ceilings2 = remember_capacity(floors, ceilings, 3, 7.0, 0.0, True, 500.0)
+    assert ceilings2["3"] == [7.0, 500.0]
+
+
+def test_the_prior_scales_with_model_size_tensor_parallelism_and_gpu() -> None:
+    assert params_of("meta-llama/Llama-3.1-70B-Instruct") == (70.0, 70.0)
+    assert params_of("Qwen/Qwen3-30B-A3B") == (30.0, 3.0)
+    assert params_of("mistralai/Mixtral-8x7B-Instruct-v0.1") == (56.0, 14.0)
+    assert params_of("org/unnamed") is None
+    base = Profile()
+    assert prior_profile("meta-llama/Llama-3.1-8B-Instruct") == base
+    big = prior_profile("meta-llama/Llama-3.1-70B-Instruct", tensor_parallel=4)
+    assert 2 * base.t_mem_ms < big.t_mem_ms < 3 * base.t_mem_ms  # 17.5B per GPU plus an all-reduce
+    slow = prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="L4")
+    assert slow.t_mem_ms == pytest.approx(base.t_mem_ms * 3.35 / 0.3)
+    spec = validate_spec({"target": {"model": "Qwen/Qwen3-30B-A3B"}, "adaptive": {"prior": {"gpu": "A100",
+                          "profile": {"tMemMs": 5.0}}}})  # fmt: skip
+    assert prior_of_spec(spec).t_mem_ms == 5.0  # a measured figure replaces the estimate
+    assert prior_of_spec(spec).t_tok_ms == prior_profile("Qwen/Qwen3-30B-A3B", 1, "A100").t_tok_ms
+
+
+def test_the_fit_finds_the_compute_knee() -> None:
+    rng = random.Random(3)
+    seen = [window(MOE, 60.0 * i, rng.uniform(0.5, 8.5), k, rng) for i in range(40) for k in (1, 3)]
+    assert learned_profile(Profile(), seen, Capacity({}, {}), 2400.0).n_knee in (32, 64)  # the world's is 48
+
+
+def test_the_solver_solves() -> None:
+    assert solve([[2.0, 1.0], [1.0, 3.0]], [3.0, 5.0]) == pytest.approx([0.8, 1.4])
