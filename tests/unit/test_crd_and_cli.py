@@ -49,8 +49,10 @@ def test_crd_carries_enums_bounds_defaults_and_columns() -> None:
     assert spec["rollout"]["properties"]["maxSurge"]["x-kubernetes-int-or-string"] is True
     assert spec["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
     assert version["subresources"] == {"status": {}}
-    cols = [c["name"] for c in version["additionalPrinterColumns"]]
+    cols = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert cols == ["Method", "K", "Acceptance", "QPS", "Mode", "Ready", "Age"]
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Schedule"]  # kubectl get sd -o wide
 
 
 def test_gen_crd_check_mode_passes() -> None:

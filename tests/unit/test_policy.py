@@ -11,7 +11,7 @@ import pytest
 
 from specdeploy.api import Adaptive, validate_spec
 from specdeploy.core.evaluate import evaluate
-from specdeploy.core.model import Profile, steady_state
+from specdeploy.core.model import Profile, schedule_label, steady_state, top_k
 from specdeploy.core.observation import NoData, Observation
 from specdeploy.core.policy import (
     KEEP,
@@ -276,11 +276,13 @@ def test_recommend_never_acts_and_auto_does() -> None:
     rec = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Recommend"}})
     decision, patch = evaluate(rec, status(policy=settled(3).to_dict()), hot, NOW)
     assert decision is not None and decision.changes_k
-    assert "k" not in patch and patch["recommendedK"] == decision.to_k
+    assert "k" not in patch and patch["recommendedK"] == top_k(decision.to_k)
     assert patch["decisions"][-1]["applied"] is False
     auto = validate_spec(SPEC)
     decision, patch = evaluate(auto, status(policy=settled(3).to_dict()), hot, NOW)
-    assert patch["k"] == decision.to_k and patch["decisions"][-1]["applied"] is True
+    assert patch["k"] == top_k(decision.to_k) and patch["decisions"][-1]["applied"] is True
+    # An eagle3 deployment can run vLLM's per-batch-size k: the policy's schedule goes to status with its k.
+    assert patch["schedule"] == schedule_label(decision.to_k) and patch["decisions"][-1]["setting"] == patch["schedule"]
     off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
     decision, patch = evaluate(off, status(), hot, NOW)
     assert decision is None and "k" not in patch and patch["metrics"]["requestRate"] > 0

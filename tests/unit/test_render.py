@@ -205,3 +205,15 @@ def test_rendering_leaves_the_spec_as_it_was() -> None:
     dep["spec"]["template"]["spec"].setdefault("tolerations", []).append({"key": "k"})
     assert spec.model_dump() == before
     assert render_deployment(OWNER, spec, 3) != dep
+
+
+def test_a_policy_schedule_renders_as_vllm_per_batch_size_k_and_labels_the_pods() -> None:
+    spec = validate_manifest(SAMPLE)
+    dep = render_deployment(OWNER, spec, ((1, 3), (29, 2), (53, 1), (135, 0)))
+    cfg = json.loads(_arg(_container(dep)["args"], "--speculative-config"))
+    assert cfg["num_speculative_tokens"] == 3
+    assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 28, 3], [29, 52, 2], [53, 134, 1], [135, 65536, 0]]
+    assert set(cfg) <= set(FIELDS["user_fields"])
+    assert dep["spec"]["template"]["metadata"]["labels"][LABEL_K] == "s3x1_2x29_1x53_0x135"
+    assert dep["spec"]["template"]["metadata"]["labels"][LABEL_K] != render_deployment(OWNER, spec, 3)["spec"][
+        "template"]["metadata"]["labels"][LABEL_K]  # fmt: skip

@@ -90,3 +90,22 @@ def test_draft_length_from_the_command_line() -> None:
     assert draft_length("t", '{"method":"eagle3","num_speculative_tokens":4}') == (4, "eagle3")
     assert draft_length("RedHatAI/Qwen3-8B-speculator.eagle3", None) == (3, "speculators")
     assert draft_length("t", None) == (0, "none")
+
+
+def test_a_schedule_from_the_command_line_drafts_the_k_of_each_batch_size() -> None:
+    cfg = {
+        "method": "eagle3",
+        "num_speculative_tokens": 3,
+        "num_speculative_tokens_per_batch_size": [[1, 7, 3], [8, 65536, 1]],
+    }
+    setting, method = draft_length("t", json.dumps(cfg))
+    assert setting == ((1, 3), (8, 1)) and method == "eagle3"
+    small, large = (Engine(Profile(output_tokens=32), setting, seed=5) for _ in range(2))
+    small.set_load(qps=2.0)
+    large.set_load(qps=200.0)
+    small.run_for(20.0)
+    large.run_for(20.0)
+    # draft tokens per draft is the k of the batch: 3 when a few requests run, 1 when the batch is large
+    assert small.c.draft_tokens / small.c.drafts == pytest.approx(3, abs=0.2)
+    assert large.c.draft_tokens / large.c.drafts == pytest.approx(1, abs=0.2)
+    assert len(large.c.per_pos) == 3  # positions up to num_speculative_tokens, as vLLM counts them

@@ -328,6 +328,7 @@ class DecisionRecord(Model):
     action: str
     from_k: int | None = None
     to_k: int | None = None
+    setting: str | None = Field(None, description="The setting decided: k, or a schedule as k@first batch size.")
     reason: str = ""
     expected_gain: float | None = None
     applied: bool = False
@@ -356,6 +357,10 @@ class SpeculativeDeploymentStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     method: str | None = None
     k: int | None = Field(None, description="Effective draft length; 0 = speculation off.")
+    schedule: str | None = Field(
+        None,
+        description="The per-batch-size k the policy runs, as k@first batch size (3@1,1@24,0@120); k is its largest.",
+    )
     spec_k: int | None = Field(None, description="The spec's k when last reconciled (a change resets k to it).")
     recommended_k: int | None = None
     speculation_active: bool | None = None

@@ -84,6 +84,7 @@ def openapi_schema(model: type) -> dict[str, Any]:
 PRINTER_COLUMNS = [
     {"name": "Method", "type": "string", "jsonPath": ".status.method"},
     {"name": "K", "type": "integer", "jsonPath": ".status.k"},
+    {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule", "priority": 1},  # kubectl get -o wide
     {"name": "Acceptance", "type": "number", "jsonPath": ".status.metrics.acceptanceRate"},
     {"name": "QPS", "type": "number", "jsonPath": ".status.metrics.requestRate"},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.adaptive.mode"},

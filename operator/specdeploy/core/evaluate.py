@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..api import (
+    METHODS_WITH_SCHEDULE,
     AdaptiveMode,
     Condition,
     ConditionType,
@@ -22,10 +23,11 @@ from ..api import (
     SpeculativeDeploymentStatus,
     now_iso,
 )
+from .model import schedule_label, top_k
 from .observation import NoData, Observation
 from .policy import KEEP, Decision, PolicyState, Rollout, budget_left, decide, rollback
 from .prior import prior_of_spec
-from .reconcile import Phase
+from .reconcile import Phase, recorded_setting
 from .status import as_patch, condition, merge, transition_time
 
 HISTORY = 10  # decisions kept in status
@@ -92,18 +94,21 @@ def evaluate(
     decision = _decide(spec, status, obs, now)
     ts, k = now.timestamp(), int(status.get("k") or 0)
     out.policy = decision.state.to_dict()
-    out.recommended_k = decision.to_k
+    to = decision.to_k
+    out.recommended_k = None if to is None else top_k(to)
     out.restart_budget_remaining = budget_left(decision.state, ts, settings.max_restarts_per_hour)
     acts = settings.mode == AdaptiveMode.AUTO and decision.changes_k
-    if acts:  # a change of k is a change of pod template: the next reconcile pass starts the rollout
-        out.k = decision.to_k
+    if acts and to is not None:  # a change of setting is a change of pod template: reconcile starts the rollout
+        out.k = top_k(to)
+        out.schedule = None if isinstance(to, int) else schedule_label(to)
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
     if decision.action != KEEP:
         entry = DecisionRecord(
             time=now_iso(now),
             action=decision.action,
             from_k=k,
-            to_k=decision.to_k,
+            to_k=out.recommended_k,
+            setting=None if to is None else schedule_label(to),
             reason=decision.reason,
             expected_gain=decision.expected_gain,
             applied=acts,
@@ -136,8 +141,9 @@ def _decide(
         spec.adaptive,
         rollout_of_spec(spec),
         prior_of_spec(spec),
-        int(status.get("k") or 0),
+        recorded_setting(status) or 0,
         ts,
         rollout_complete=status.get("rollout") == Phase.COMPLETE,
         settled_at=transition_time(old, ConditionType.PROGRESSING, "False"),
+        schedules=spec.speculator is not None and spec.speculator.method in METHODS_WITH_SCHEDULE,
     )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+OPEN_BATCH = 65536  # the last band's upper batch size as rendered: beyond any batch cap
 ROOT_ITERATIONS = 60  # at most (bisection's worst case); Newton converges in a handful
 ROOT_TOLERANCE = 1e-9  # balance of the steady-state batch, relative: far below anything a figure shows
 
@@ -198,6 +199,23 @@ def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int], loads: S
 def schedule_label(setting: Setting) -> str:
     """A setting as status shows it: ``3`` or ``3@1,1@24,0@120`` (k from that batch size on)."""
     return str(setting) if isinstance(setting, int) else ",".join(f"{k}@{first}" for first, k in setting)
+
+
+def parse_schedule(label: str) -> Schedule:
+    """The schedule :func:`schedule_label` wrote."""
+    return tuple((int(first), int(k)) for k, first in (band.split("@") for band in label.split(",")))
+
+
+def vllm_schedule(schedule: Schedule) -> list[list[int]]:
+    """``num_speculative_tokens_per_batch_size``: ``[first, last, k]`` bands from batch size 1, the last one open
+    (vLLM extends the last band to its batch cap)."""
+    ends = [first - 1 for first, _ in schedule[1:]] + [OPEN_BATCH]
+    return [[first, end, k] for (first, k), end in zip(schedule, ends, strict=True)]
+
+
+def from_vllm_schedule(bands: Sequence[Sequence[int]]) -> Schedule:
+    """A schedule from vLLM's ``[first, last, k]`` bands (a gap keeps the band before it, as vLLM does)."""
+    return tuple((int(first), int(k)) for first, _, k in sorted(bands))
 
 
 def _root(f: Callable[[float], float], lo: float, hi: float) -> float:

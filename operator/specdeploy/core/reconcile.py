@@ -14,7 +14,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..api import Condition, ConditionType, Problem, Reason, SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
+from ..api import (
+    METHODS_WITH_SCHEDULE,
+    Condition,
+    ConditionType,
+    Problem,
+    Reason,
+    SpeculativeDeploymentSpec,
+    SpeculativeDeploymentStatus,
+)
+from .model import Setting, parse_schedule, schedule_label, top_k
 from .render import method_name, spec_k
 from .status import as_patch, condition, merge
 
@@ -37,15 +46,30 @@ class RolloutState:
     message: str = ""
 
 
-def effective_k(spec: SpeculativeDeploymentSpec, status: dict[str, Any]) -> int | None:
-    """The k to run: the spec's when it is new or changed, else the one recorded in status."""
+def effective_k(spec: SpeculativeDeploymentSpec, status: dict[str, Any]) -> Setting | None:
+    """The setting to run: the spec's k when it is new or changed, else the one recorded in status (a k, or the
+    policy's per-batch-size schedule where the method runs one)."""
     wanted = spec_k(spec)
     if status.get("specK") != wanted or "k" not in status or spec.speculator is None or spec.short_form:
         return wanted
     k = status["k"]
     if k is None or k == 0:
         return k if spec.adaptive.allow_disable else wanted
+    setting = recorded_setting(status)
+    schedulable = spec.speculator.method in METHODS_WITH_SCHEDULE
+    if not isinstance(setting, int) and schedulable and top_k(setting) <= spec.adaptive.max_tokens:
+        return setting
     return max(spec.adaptive.min_tokens, min(spec.adaptive.max_tokens, k))
+
+
+def recorded_setting(status: dict[str, Any]) -> Setting | None:
+    """The setting status records: ``k``, or the ``schedule`` whose largest k it is."""
+    k, schedule = status.get("k"), status.get("schedule")
+    if k and schedule:
+        setting = parse_schedule(schedule)
+        if top_k(setting) == k:
+            return setting
+    return k
 
 
 def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
@@ -76,7 +100,7 @@ def status_patch(
     spec: SpeculativeDeploymentSpec | None,
     problems: list[Problem],
     old_status: dict[str, Any],
-    k: int | None,
+    k: Setting | None,
     rollout: RolloutState,
     generation: int,
     deployment_name: str,
@@ -102,7 +126,8 @@ def status_patch(
             deployment=deployment_name,
             conditions=merge(old, _conditions(old, spec, k, rollout, generation, now)),
             method=method_name(spec),
-            k=k,
+            k=None if k is None else top_k(k),
+            schedule=None if k is None or isinstance(k, int) else schedule_label(k),
             spec_k=spec_k(spec),
             speculation_active=k != 0,
             replicas=rollout.replicas,
@@ -116,7 +141,7 @@ def status_patch(
 def _conditions(
     old: list[dict[str, Any]],
     spec: SpeculativeDeploymentSpec,
-    k: int | None,
+    k: Setting | None,
     rollout: RolloutState,
     generation: int,
     now: datetime,
@@ -131,7 +156,7 @@ def _conditions(
     degraded = {Phase.FAILED: Reason.ROLLOUT_FAILED, Phase.ABSENT: Reason.DEPLOYMENT_MISSING}.get(phase)
     progressing = phase == Phase.PROGRESSING
     active = k != 0
-    running = f"{method_name(spec)} with k={'checkpoint default' if k is None else k}"
+    running = f"{method_name(spec)} with k={'checkpoint default' if k is None else schedule_label(k)}"
     return [
         cond(ConditionType.READY, ready, Reason.REPLICAS_READY if ready else Reason.REPLICAS_NOT_READY, msg),
         cond(ConditionType.PROGRESSING, progressing, Reason.ROLLING_UPDATE if progressing else phase, msg),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
+from .model import Setting, top_k, vllm_schedule
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -49,12 +50,14 @@ def method_name(spec: SpeculativeDeploymentSpec) -> str:
     return str(spec.speculator.method or "speculators")
 
 
-def speculative_config(spec: SpeculativeDeploymentSpec, k: int | None) -> dict[str, Any] | None:
-    """The ``--speculative-config`` object for draft length k (None when speculation is off or implicit)."""
+def speculative_config(spec: SpeculativeDeploymentSpec, setting: Setting | None) -> dict[str, Any] | None:
+    """The ``--speculative-config`` object for a draft length or a per-batch-size schedule (None when
+    speculation is off or implicit)."""
     sp = spec.speculator
-    if sp is None or k == 0 or spec.short_form:
+    if sp is None or setting == 0 or spec.short_form:
         return None
-    assert k is not None and sp.method is not None
+    assert setting is not None and sp.method is not None
+    k = top_k(setting)
     cfg: dict[str, Any] = {"method": str(sp.method), "num_speculative_tokens": k}
     if sp.model:
         cfg["model"] = sp.model
@@ -67,7 +70,9 @@ def speculative_config(spec: SpeculativeDeploymentSpec, k: int | None) -> dict[s
             cfg["prompt_lookup_min"] = sp.prompt_lookup_min
         if sp.prompt_lookup_max is not None:
             cfg["prompt_lookup_max"] = sp.prompt_lookup_max
-    if sp.schedule:
+    if not isinstance(setting, int):  # the policy's schedule
+        cfg["num_speculative_tokens_per_batch_size"] = vllm_schedule(setting)
+    elif sp.schedule:
         # vLLM: k in a range never exceeds num_speculative_tokens; clamp when the policy lowered k.
         cfg["num_speculative_tokens_per_batch_size"] = [
             [r.min_batch_size, r.max_batch_size, min(r.num_speculative_tokens, k)] for r in sp.schedule
@@ -76,7 +81,7 @@ def speculative_config(spec: SpeculativeDeploymentSpec, k: int | None) -> dict[s
     return cfg
 
 
-def vllm_args(spec: SpeculativeDeploymentSpec, k: int | None) -> list[str]:
+def vllm_args(spec: SpeculativeDeploymentSpec, k: Setting | None) -> list[str]:
     """Arguments after ``vllm serve``: the exact command line of vLLM 0.33."""
     tgt = spec.target
     model = tgt.model or spec.speculator.model  # type: ignore[union-attr]
@@ -131,8 +136,14 @@ def _metadata(owner: Owner) -> dict[str, Any]:
     }
 
 
-def _k_label(k: int | None) -> str:
-    return CHECKPOINT_K if k is None else str(k)
+def k_label(setting: Setting | None) -> str:
+    """The pod label value of a setting: its k, ``s3x1_1x24`` for a schedule (k x first batch size, a label-safe
+    form of its status label), or ``checkpoint``. Pods of two settings never share one."""
+    if setting is None:
+        return CHECKPOINT_K
+    if isinstance(setting, int):
+        return str(setting)
+    return "s" + "_".join(f"{k}x{first}" for first, k in setting)
 
 
 def _env(spec: SpeculativeDeploymentSpec) -> list[dict[str, Any]]:
@@ -177,16 +188,16 @@ def _probes() -> dict[str, Any]:
 
 
 def render_deployment(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str = DEFAULT_SIM_IMAGE
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str = DEFAULT_SIM_IMAGE
 ) -> dict[str, Any]:
     """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
-    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: _k_label(k)}
+    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: k_label(k)}
     pod_annotations = {
         **spec.pod_annotations,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(spec.service.port),
         "prometheus.io/path": "/metrics",
-        ANNOTATION_K: _k_label(k),
+        ANNOTATION_K: k_label(k),
         ANNOTATION_METHOD: method_name(spec),
     }
     return {
@@ -213,7 +224,7 @@ def render_deployment(
     }
 
 
-def _pod_spec(spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str) -> dict[str, Any]:
+def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str) -> dict[str, Any]:
     """The pod: one vLLM container, its volumes and the user's scheduling fields."""
     volumes, mounts = _volumes(spec)
     pod_spec: dict[str, Any] = {
@@ -234,7 +245,7 @@ def _pod_spec(spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str) ->
 
 
 def _container(
-    spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str, mounts: list[dict[str, Any]]
+    spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str, mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """``vllm serve`` with the rendered arguments, or the simulator with the same ones (and no GPU)."""
     sim = spec.simulation.enabled
@@ -282,7 +293,7 @@ def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, A
 
 
 def render_all(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: int | None, sim_image: str = DEFAULT_SIM_IMAGE
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str = DEFAULT_SIM_IMAGE
 ) -> list[dict[str, Any]]:
     """Every object the operator owns for this SpeculativeDeployment, running draft length k."""
     return [render_deployment(owner, spec, k, sim_image), render_service(owner, spec)]

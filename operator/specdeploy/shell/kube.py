@@ -13,7 +13,9 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, PLURAL, VERSION, SpeculativeDeploymentSpec
-from ..core.render import CHECKPOINT_K, DEFAULT_SIM_IMAGE, MANAGER
+from ..core.reconcile import recorded_setting
+from ..core.render import DEFAULT_SIM_IMAGE, MANAGER
+from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
 
@@ -109,6 +111,5 @@ def prometheus_token(clients: Clients, namespace: str, spec: SpeculativeDeployme
 
 
 def k_label(cr: dict[str, Any]) -> str:
-    """The ``specdeploy_k`` label value of the resource's current pods (the k in status)."""
-    k = (cr.get("status") or {}).get("k")
-    return CHECKPOINT_K if k is None else str(k)
+    """The ``specdeploy_k`` label value of the resource's current pods (the setting in status)."""
+    return pod_k_label(recorded_setting(cr.get("status") or {}))

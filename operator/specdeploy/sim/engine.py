@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core.model import Profile, check_acceptance, extend_acceptance, step_time_ms
+from ..core.model import Profile, Setting, check_acceptance, extend_acceptance, k_at, step_time_ms, top_k
 
 # vLLM 0.33 histogram buckets (vllm/v1/metrics/loggers.py).
 ITL_BUCKETS = (
@@ -104,15 +104,16 @@ class Counters:
 
 
 class Engine:
-    """One simulated engine at draft length k (0 = no speculation)."""
+    """One simulated engine at draft length k (0 = no speculation), or a per-batch-size schedule: each step drafts
+    the k of its batch size, as vLLM's dynamic speculative decoding does (``k`` is then the largest)."""
 
-    def __init__(self, profile: Profile, k: int, seed: int = 0, drift_per_hour: float = 0.0):
-        self.profile, self.k = profile, k
+    def __init__(self, profile: Profile, k: Setting, seed: int = 0, drift_per_hour: float = 0.0):
+        self.profile, self.setting, self.k = profile, k, top_k(k)
         self.rng = random.Random(seed)
         self.now = 0.0
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
-        self.c = Counters(per_pos=[0] * k)
+        self.c = Counters(per_pos=[0] * self.k)
         self.qps = 0.0
         self.drift_per_hour = drift_per_hour
         self._base_acceptance = profile.acceptance
@@ -166,7 +167,8 @@ class Engine:
             self.running.append(req)
         if not self.running:
             return 0.0
-        b, k = len(self.running), self.k
+        b = len(self.running)
+        k = k_at(self.setting, b)
         ctx = sum(r.prompt_tokens + r.generated for r in self.running) / b
         dt = (step_time_ms(prof, b, k, ctx) + prof.prefill_ms_per_ktok * prefill / 1000) / 1000
         self.now += dt

@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from ..core.model import Profile
+from ..core.model import Profile, Setting, from_vllm_schedule, schedule_label
 from .engine import Engine, Histogram, Request
 
 log = logging.getLogger("specdeploy.sim")
@@ -58,11 +58,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
-def draft_length(model: str, spec_config: str | None) -> tuple[int, str]:
-    """k and method from ``--speculative-config``; a speculators checkpoint alone runs its default k (3)."""
+def draft_length(model: str, spec_config: str | None) -> tuple[Setting, str]:
+    """k (or the per-batch-size schedule, clamped to k as vLLM does) and method from ``--speculative-config``; a
+    speculators checkpoint alone runs its default k (3)."""
     if spec_config:
         cfg = json.loads(spec_config)
-        return int(cfg["num_speculative_tokens"]), str(cfg.get("method", "draft_model"))
+        k, method = int(cfg["num_speculative_tokens"]), str(cfg.get("method", "draft_model"))
+        bands = cfg.get("num_speculative_tokens_per_batch_size")
+        if bands:
+            return tuple((first, min(band_k, k)) for first, band_k in from_vllm_schedule(bands)), method
+        return k, method
     if "speculator" in model.lower():
         return 3, "speculators"
     return 0, "none"
@@ -224,7 +229,10 @@ class SimServer:
 
     async def get_load(self, _: web.Request) -> web.Response:
         e = self.engine
-        return web.json_response({"qps": e.qps, "acceptance": e.acceptance(), "k": e.k, "method": self.method})
+        setting = schedule_label(e.setting)
+        return web.json_response(
+            {"qps": e.qps, "acceptance": e.acceptance(), "k": e.k, "setting": setting, "method": self.method}
+        )
 
     async def post_load(self, request: web.Request) -> web.Response:
         try:
@@ -297,7 +305,8 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
-    log.info("simulating %s with k=%d (%s) on %s:%d", server.model_name, server.k, server.method, args.host, args.port)
+    setting = schedule_label(server.k)
+    log.info("simulating %s with k=%s (%s) on %s:%d", server.model_name, setting, server.method, args.host, args.port)
     await server.run_engine()
 
 
