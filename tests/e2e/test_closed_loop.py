@@ -11,9 +11,11 @@ import copy
 import json
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import kubernetes
 import pytest
@@ -21,6 +23,9 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from specdeploy.api import parse_time
+from specdeploy.core.model import vllm_schedule
+from specdeploy.core.reconcile import recorded_setting
+from specdeploy.core.render import k_label
 
 from ..conftest import ROOT
 from ..integration.conftest import kubectl_apply, running, wait_for
@@ -36,6 +41,9 @@ NAME = "llama-8b"
 # serves 20 req/s without speculation, 17.4 at k=1, 13.2 at k=3.
 PROFILE = {"t_mem_ms": 15, "n_knee": 16, "t_tok_ms": 1.5, "max_num_seqs": 32, "output_tokens": 32,
            "prompt_tokens": 128, "prefill_ms_per_ktok": 20, "t_kv_ms_per_ktok": 0.1}  # fmt: skip
+MAX_RESTARTS = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text())["spec"]["adaptive"][
+    "maxRestartsPerHour"
+]
 LOW, HIGH = 8.0, 37.0  # total req/s over 2 replicas: HIGH is past what any k > 0 serves
 
 
@@ -113,9 +121,25 @@ def evaluated(api: Any, ns: str, times: int, after: float) -> dict[str, Any]:
     return wait_for(done, timeout=times * 5 + 60, interval=1, what=f"{times} evaluations")
 
 
-def test_speculation_goes_off_under_load_and_back_on_and_survives_prometheus_loss(
+def drafts_per_token(prometheus: Prometheus, ns: str, setting: Any) -> float:
+    """Drafts per generated token over the last 15 s on the pods of this setting, read back through Prometheus:
+    1 / E(k) while every step drafts, 0 while none does."""
+    sel = f'{{namespace="{ns}",deployment="{NAME}",specdeploy_k="{k_label(setting)}"}}'
+    query = (
+        f"sum(rate(vllm:spec_decode_num_drafts_total{sel}[15s])) / sum(rate(vllm:generation_tokens_total{sel}[15s]))"
+    )
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{urlencode({'query': query})}", timeout=5) as r:
+        result = json.load(r)["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometheus_loss(
     api: Any, namespace: str, operator: Any, prometheus: Prometheus, kubelet: FakeKubelet
 ) -> None:
+    """Under a load no k serves, the policy stops drafting: speculation off, or (eagle3 can run vLLM's
+    per-batch-size k) a schedule drafting nothing at the batch sizes that load runs. The Deployment carries the
+    setting, and the pods' own metrics show it: no drafts at high load; with a schedule, drafts again at low load
+    without another restart."""
     kubelet.set_load(namespace, NAME, LOW)
     kubectl_apply(resource(prometheus), namespace)
     st = wait_for(
@@ -124,20 +148,38 @@ def test_speculation_goes_off_under_load_and_back_on_and_survives_prometheus_los
         what="metrics in status",
     )
     assert st["metrics"]["perPositionAcceptance"][0] == pytest.approx(0.75, abs=0.1)  # first, short window
-    table = json.dumps(st["metrics"])
-    assert st["k"] >= 1, table
+    assert st["k"] >= 1, json.dumps(st["metrics"])
 
     kubelet.set_load(namespace, NAME, HIGH)
-    st = wait_k(api, namespace, lambda k: k == 0, "speculation off under high load")
-    off = st["decisions"][-1]
-    assert off["toK"] == 0 and off["applied"] is True and off["action"] == "turn-off"
-    dep = api.apps.read_namespaced_deployment(NAME, namespace)
-    assert "--speculative-config" not in dep.spec.template.spec.containers[0].args
+    st = wait_k(api, namespace, lambda k: k == 0 or bool(status(api, namespace).get("schedule")), "drafting stops")
+    last = st["decisions"][-1]
+    assert last["applied"] is True and last["setting"] == (st.get("schedule") or "0")
+    args = api.apps.read_namespaced_deployment(NAME, namespace).spec.template.spec.containers[0].args
+    setting = recorded_setting(st)
+    if setting == 0:
+        assert "--speculative-config" not in args
+    else:
+        cfg = json.loads(args[args.index("--speculative-config") + 1])
+        assert cfg["num_speculative_tokens"] == st["k"]
+        assert cfg["num_speculative_tokens_per_batch_size"] == vllm_schedule(setting)
+        assert setting[-1][1] == 0  # no drafts at the largest batches
+    ratio = wait_for(lambda: (r := drafts_per_token(prometheus, namespace, setting)) < 0.05 and (r,), timeout=60,
+                     interval=1, what="pods draft nothing at high load")  # fmt: skip
+    assert ratio[0] < 0.05
+    restarts = sum(1 for d in st["decisions"] if d["applied"])
 
     kubelet.set_load(namespace, NAME, LOW)
-    st = wait_k(api, namespace, lambda k: k >= 1, "speculation back on when load falls", timeout=180)
-    assert st["decisions"][-1]["action"] == "turn-on"
-    assert st["restartBudgetRemaining"] == 2 - sum(1 for d in st["decisions"] if d["applied"])
+    if setting == 0:
+        st = wait_k(api, namespace, lambda k: k >= 1, "speculation back on when load falls", timeout=180)
+        assert st["decisions"][-1]["action"] == "turn-on"
+        restarts += 1
+    else:  # the schedule drafts again at the small batches of a low load: no restart
+        wait_for(lambda: drafts_per_token(prometheus, namespace, setting) > 0.2, timeout=90, interval=1,
+                 what="pods draft again at low load")  # fmt: skip
+        st = status(api, namespace)
+        assert recorded_setting(st) == setting
+    assert sum(1 for d in st["decisions"] if d["applied"]) == restarts
+    assert st["restartBudgetRemaining"] == MAX_RESTARTS - restarts
 
     # Prometheus goes away: the operator keeps running, says so, and changes nothing.
     generation = api.apps.read_namespaced_deployment(NAME, namespace).metadata.generation
