@@ -275,6 +275,7 @@ class Load:
     rise: float  # the trend of a gradual rise, req/s per second (0 when falling, flat or jumping)
     horizon: float  # how long the load is expected to stay as it is, seconds
     queued: bool = False  # measured saturation: requests wait and their queue grew over the last interval
+    measured_ms: float | None = None  # the running setting's per-token latency this window (ITL / tokens per step)
 
 
 def _learn_load(
@@ -499,6 +500,8 @@ def learn(
             floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
+    if obs.itl_mean_s and top_k(current_k) == obs.k_running and not load.queued:
+        load = replace(load, measured_ms=obs.itl_mean_s * 1000 / (1 + sum(obs.per_position)))
     return st, load, waiting
 
 
@@ -528,21 +531,25 @@ def predict(
 ) -> Prediction:
     """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible.
     Candidates: speculation off (if allowed), every k within bounds, the running setting, and, where vLLM can
-    run one, the schedule the model finds best at every load up to the one the widest setting serves (its k
-    limited to the positions measured). At equal cost a schedule wins: it meets a change of load without a
-    restart."""
+    run one, the schedule the model finds best at every load up to the one the widest setting serves. With a
+    schedule at hand, a k beyond the positions measured is tried only inside one, at the small batches of a low
+    load, where trying is cheap and the large batches keep a measured k. At equal cost a schedule wins: it meets
+    a change of load without a restart."""
     p, measured_len = effective_acceptance(st, now, settings.max_tokens, profile)
     ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
     candidates: list[Setting] = list(ks)
     if schedules:
-        within = [k for k in ks if k <= max(measured_len, top_k(current_k))]
-        widest = max(capacity_qps(profile, k, upto(p, k)) for k in within)
+        known = max(measured_len, top_k(current_k))
+        candidates = [k for k in ks if k <= known]
+        widest = max(capacity_qps(profile, k, upto(p, k)) for k in ks)
         loads = [widest * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
-        schedule = best_schedule(profile, p, within, loads)
+        schedule = best_schedule(profile, p, ks, loads)
         candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
     candidates.append(current_k)
     q = load.forecast
     latency = {k: predict_ms(profile, q, k, upto(p, k)) for k in dict.fromkeys(candidates)}
+    if load.measured_ms is not None:  # what the running setting does is measured, not predicted
+        latency[current_k] = load.measured_ms
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served)
     horizon = {
@@ -568,7 +575,9 @@ def gate(
     horizon), never beyond dwell, cooldown, the hourly budget or the mode; leaving a setting that cannot serve
     the load overrides hysteresis, payback and dwell."""
     target, cur, gain, forecast = pred.best, pred.latency_ms[current_k], round(pred.gain, 4), load.forecast
-    exploring = top_k(target) > max(pred.measured_len, 1) and top_k(target) > top_k(current_k)
+    # Moving to a k beyond the positions measured is a bet; a schedule bets only at the small batches of a low
+    # load (cheap and reversible), so only a static k counts as exploring.
+    exploring = isinstance(target, int) and top_k(target) > max(pred.measured_len, 1) and target > top_k(current_k)
     if exploring and (held := _exploration_held(pred, st, now)):
         return Decision(KEEP, current_k, held, gain, pred.latency_ms, st)
 
