@@ -166,20 +166,22 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     ratio = wait_for(lambda: (r := drafts_per_token(prometheus, namespace, setting)) < 0.05 and (r,), timeout=60,
                      interval=1, what="pods draft nothing at high load")  # fmt: skip
     assert ratio[0] < 0.05
-    restarts = sum(1 for d in st["decisions"] if d["applied"])
 
     kubelet.set_load(namespace, NAME, LOW)
     if setting == 0:
         st = wait_k(api, namespace, lambda k: k >= 1, "speculation back on when load falls", timeout=180)
         assert st["decisions"][-1]["action"] == "turn-on"
-        restarts += 1
-    else:  # the schedule drafts again at the small batches of a low load: no restart
-        wait_for(lambda: drafts_per_token(prometheus, namespace, setting) > 0.2, timeout=90, interval=1,
-                 what="pods draft again at low load")  # fmt: skip
-        st = status(api, namespace)
-        assert recorded_setting(st) == setting
-    assert sum(1 for d in st["decisions"] if d["applied"]) == restarts
-    assert st["restartBudgetRemaining"] == MAX_RESTARTS - restarts
+
+    # The pods draft again at low load: a schedule does at its small batches without a restart, unless the policy
+    # finds a better one for the low load (a higher k at small batches); speculation off must be turned back on.
+    def drafting() -> dict[str, Any] | None:
+        s = status(api, namespace)
+        ok = s.get("rollout") == "Complete" and drafts_per_token(prometheus, namespace, recorded_setting(s)) > 0.2
+        return s if ok else None
+
+    st = wait_for(drafting, timeout=180, interval=1, what="pods draft again at low load")
+    applied = sum(1 for d in st["decisions"] if d["applied"])
+    assert applied <= MAX_RESTARTS and st["restartBudgetRemaining"] == MAX_RESTARTS - applied
 
     # Prometheus goes away: the operator keeps running, says so, and changes nothing.
     generation = api.apps.read_namespaced_deployment(NAME, namespace).metadata.generation
