@@ -57,11 +57,10 @@ def test_simulate_json_has_every_controller() -> None:
     )
     res = json.loads(out.stdout)
     keys = {"mean_token_latency_ms", "goodput", "slo_attained", "restarts"}
-    for name in ("policy", "always_off", "best_static", "oracle"):
+    for name in ("policy", "always_off", "best_static", "hold", "best_schedule", "oracle"):
         assert keys <= set(res[name]), name
     assert set(res["static"]) == {str(k) for k in range(1, 9)}
-    assert "k" in res["best_static"]
-    assert res["oracle"]["mean_token_latency_ms"] <= res["best_static"]["mean_token_latency_ms"]
+    assert res["hold"] == res["static"][str(res["start_k"])]
     assert res["policy"]["mean_token_latency_ms"] < res["always_off"]["mean_token_latency_ms"]
     assert res["policy"]["goodput"] >= res["always_off"]["goodput"]
 
