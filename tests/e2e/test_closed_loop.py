@@ -94,16 +94,20 @@ def cond(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def wait_k(api: Any, ns: str, pred: Any, what: str, timeout: float = 150) -> dict[str, Any]:
+    """Wait for a status (one read) whose k satisfies ``pred(k, status)`` with its rollout complete."""
+
     def done() -> dict[str, Any] | None:
         s = status(api, ns)
-        ok = s.get("k") is not None and pred(s["k"]) and s.get("rollout") == "Complete"
+        ok = s.get("k") is not None and pred(s["k"], s) and s.get("rollout") == "Complete"
         return s if ok else None
 
     try:
         return wait_for(done, timeout=timeout, interval=1, what=what)
     except AssertionError as exc:
         st = {
-            k: v for k, v in status(api, ns).items() if k in ("k", "rollout", "lastEvaluation", "decisions", "metrics")
+            k: v
+            for k, v in status(api, ns).items()
+            if k in ("k", "schedule", "rollout", "lastEvaluation", "decisions", "metrics")
         }
         raise AssertionError(f"{exc}\nstatus: {json.dumps(st, indent=1)}") from None
 
@@ -151,7 +155,15 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     assert st["k"] >= 1, json.dumps(st["metrics"])
 
     kubelet.set_load(namespace, NAME, HIGH)
-    st = wait_k(api, namespace, lambda k: k == 0 or bool(status(api, namespace).get("schedule")), "drafting stops")
+    high = time.time() - 1  # status times have second precision
+
+    def stops_drafting(k: int, s: dict[str, Any]) -> bool:
+        """A decision made under the high load, to a setting that drafts nothing at large batches."""
+        setting, decisions = recorded_setting(s), s.get("decisions") or []
+        decided = bool(decisions) and parse_time(decisions[-1]["time"]).timestamp() >= high
+        return decided and (setting == 0 or (not isinstance(setting, int) and setting[-1][1] == 0))
+
+    st = wait_k(api, namespace, stops_drafting, "drafting stops under high load")
     last = st["decisions"][-1]
     assert last["applied"] is True and last["setting"] == (st.get("schedule") or "0")
     args = api.apps.read_namespaced_deployment(NAME, namespace).spec.template.spec.containers[0].args
@@ -169,7 +181,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
 
     kubelet.set_load(namespace, NAME, LOW)
     if setting == 0:
-        st = wait_k(api, namespace, lambda k: k >= 1, "speculation back on when load falls", timeout=180)
+        st = wait_k(api, namespace, lambda k, _: k >= 1, "speculation back on when load falls", timeout=180)
         assert st["decisions"][-1]["action"] == "turn-on"
 
     # The pods draft again at low load: a schedule does at its small batches without a restart, unless the policy
@@ -213,7 +225,7 @@ def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
         lambda: cond(status(api, namespace), "MetricsAvailable").get("status") == "True", timeout=90, what="metrics"
     )
     kubelet.set_load(namespace, NAME, LOW, acceptance=[round(x * 0.3, 4) for x in base])
-    st = wait_k(api, namespace, lambda k: k < 5, "k lowered after acceptance drifted down")
+    st = wait_k(api, namespace, lambda k, _: k < 5, "k lowered after acceptance drifted down")
     assert st["decisions"][-1]["fromK"] == 5
 
     # Load flapping around the crossover for two minutes, a flip every two evaluations: never more restarts
