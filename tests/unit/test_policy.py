@@ -305,3 +305,14 @@ def test_metrics_unavailable_condition() -> None:
     cond = next(c for c in patch["conditions"] if c["type"] == "MetricsAvailable")
     assert cond["status"] == "False" and cond["message"] == "Prometheus down"
     assert "k" not in patch
+
+
+def test_at_light_load_a_schedule_as_fast_is_taken_for_the_headroom_it_buys() -> None:
+    """k=3 at 2 req/s per replica: a schedule drafting as much at these small batches and less at large ones is as fast
+    now and carries far more, and a restart costs nothing at this load: taken before any burst shows. Past half of
+    k=3's capacity the restart is no longer cheap, and k=3 stays."""
+    light = run(obs(2, 3), 3, settled(3), schedules=True)
+    assert light.action == SET_K and not isinstance(light.to_k, int) and "more capacity" in light.reason
+    assert dict(light.to_k)[1] >= 3 > light.to_k[-1][1]  # as much drafting at small batches, less at large
+    busy = run(obs(12, 3), 3, settled(3), schedules=True)
+    assert busy.action == KEEP

@@ -72,9 +72,11 @@ BURST_MIN_GAP_S = 600.0  # windows of one burst: a burst starting sooner after t
 BURSTS_KEPT = 5  # jumps remembered, for their recurrence
 RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to recur: jitter in their timing
 QUEUE_MIN = 1.0  # requests waiting per replica that show a setting serves all it can (a capacity ceiling)
+HEADROOM_MIN = 0.2  # a schedule taken for headroom alone must carry this much more load: less restarts for little
+HEADROOM_LOAD_SHARE = 0.5  # ... and the load be below this share of the current capacity: a restart is cheap there
 SCHEDULE_LOADS = 20  # loads a candidate schedule is fitted at: more places its bands finer, and costs more
 TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
-TREND_MIN_WINDOWS = 5  # windows before a trend counts at all
+TREND_MIN_WINDOWS = 10  # windows before a trend counts at all: fewer, and a short noisy history forces changes
 TREND_Z = 1.0  # a trend counts less this many standard errors: more waits for surer rises (0 chased noise on diurnal)
 TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two evaluations is a jump, not a trend
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
@@ -382,11 +384,13 @@ def _feasible(
         return max(load.peak, load.forecast + min(TREND_MAX_SHARE * load.forecast, load.rise * lead))
 
     def serves(k: Setting, qps: float) -> bool:
-        return served.get(k, 0.0) >= qps or not steady_state(profile, qps, k, upto(p, k)).saturated
+        full = k_at(k, profile.max_num_seqs)  # a setting's capacity is that of the k it drafts at full batch
+        return served.get(full, 0.0) >= qps or not steady_state(profile, qps, k, upto(p, k)).saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
     ok = [k for k in ks if serves(k, need_keep if k == current_k else need_change)]
-    return ok or [max(ks, key=lambda k: max(served.get(k, 0.0), capacity_qps(profile, k, upto(p, k))))]
+    full = {k: k_at(k, profile.max_num_seqs) for k in ks}
+    return ok or [max(ks, key=lambda k: max(served.get(full[k], 0.0), capacity_qps(profile, k, upto(p, k))))]
 
 
 def decide(
@@ -595,14 +599,13 @@ def gate(
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
     if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
-    # The band is on the steady latency the two settings predict (what flaps near a threshold); what the restart
-    # itself costs is in the horizon costs, whose difference must pay it back.
-    steady_gain = (cur - pred.latency_ms[target]) / cur
-    if steady_gain <= settings.hysteresis and not forced:
-        return keep(f"{why}: {steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}")
-    payback, restart = pred.gain * load.horizon, restart_cost_seconds(rollout)
-    if payback <= restart and not forced:
-        return keep(f"{why}: gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)")
+    # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
+    # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
+    headroom = _headroom(pred, load, profile, rollout, current_k, target)
+    if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, cur, target)):
+        return keep(f"{why}: {unpaid}")
+    if headroom and not forced:
+        why = f"{why}, with {headroom:.0%} more capacity"
     p = pred.p
     narrower = capacity_qps(profile, target, upto(p, target)) < capacity_qps(profile, current_k, upto(p, current_k))
     held = _limits(st, settings, now, forced, narrower)
@@ -621,6 +624,36 @@ def gate(
         since=now,
     )
     return Decision(action, target, why, gain, pred.latency_ms, st)
+
+
+def _unpaid(
+    pred: Prediction, load: Load, settings: Adaptive, rollout: Rollout, cur: float, target: Setting
+) -> str | None:
+    """Why a change does not pay: within the hysteresis band of the steady latency (what flaps near a threshold),
+    or a gain over the horizon short of what the restart costs."""
+    steady_gain = (cur - pred.latency_ms[target]) / cur
+    if steady_gain <= settings.hysteresis:
+        return f"{steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}"
+    payback, restart = pred.gain * load.horizon, restart_cost_seconds(rollout)
+    if payback <= restart:
+        return f"gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)"
+    return None
+
+
+def _headroom(
+    pred: Prediction, load: Load, profile: Profile, rollout: Rollout, current_k: Setting, target: Setting
+) -> float:
+    """The extra capacity a move to the schedule ``target`` buys (0 when it is no such move): the schedule must be
+    no slower at the load now, carry :data:`HEADROOM_MIN` more, and the load be light enough
+    (:data:`HEADROOM_LOAD_SHARE` of the current capacity) that the restart queues nothing."""
+    if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k]:
+        return 0.0
+    p = pred.p
+    here, there = capacity_qps(profile, current_k, upto(p, current_k)), capacity_qps(profile, target, upto(p, target))
+    light = load.forecast <= HEADROOM_LOAD_SHARE * here and load.peak <= HEADROOM_LOAD_SHARE * here
+    cheap = rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) == 0
+    gain = there / here - 1 if here > 0 else 0.0
+    return gain if light and cheap and gain >= HEADROOM_MIN else 0.0
 
 
 def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:
