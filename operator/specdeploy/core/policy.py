@@ -73,7 +73,6 @@ BURSTS_KEPT = 5  # jumps remembered, for their recurrence
 RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to recur: jitter in their timing
 QUEUE_MIN = 1.0  # requests waiting per replica that show a setting serves all it can (a capacity ceiling)
 HEADROOM_MIN = 0.2  # a schedule taken for headroom alone must carry this much more load: less restarts for little
-HEADROOM_AHEAD = 0.8  # ... or be faster at this share of the capacity both share: the busiest load either carries well
 HEADROOM_LOAD_SHARE = 0.5  # ... and the load be below this share of the current capacity: a restart is cheap there
 SCHEDULE_LOADS = 20  # loads a candidate schedule is fitted at: more places its bands finer, and costs more
 TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
@@ -602,11 +601,11 @@ def gate(
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    headroom = _headroom(pred, load, settings, profile, rollout, current_k, target)
+    headroom = _headroom(pred, load, profile, rollout, current_k, target)
     if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, cur, target)):
         return keep(f"{why}: {unpaid}")
     if headroom and not forced:
-        why = f"{why}, and {headroom}"
+        why = f"{why}, with {headroom:.0%} more capacity"
     p = pred.p
     narrower = capacity_qps(profile, target, upto(p, target)) < capacity_qps(profile, current_k, upto(p, current_k))
     held = _limits(st, settings, now, forced, narrower)
@@ -642,36 +641,19 @@ def _unpaid(
 
 
 def _headroom(
-    pred: Prediction,
-    load: Load,
-    settings: Adaptive,
-    profile: Profile,
-    rollout: Rollout,
-    current_k: Setting,
-    target: Setting,
-) -> str | None:
-    """What a move to the schedule ``target`` buys for loads to come, when it costs nothing now (None when it is no
-    such move): the load is light (:data:`HEADROOM_LOAD_SHARE` of the current capacity, so the restart queues
-    nothing) and the schedule is no slower now, and either carries :data:`HEADROOM_MIN` more, or is faster beyond
-    the hysteresis band at the load both would carry near their capacity (a schedule set before the acceptance
-    was measured drafts too little at large batches)."""
+    pred: Prediction, load: Load, profile: Profile, rollout: Rollout, current_k: Setting, target: Setting
+) -> float:
+    """The extra capacity a move to the schedule ``target`` buys (0 when it is no such move): the schedule must be
+    no slower at the load now, carry :data:`HEADROOM_MIN` more, and the load be light enough
+    (:data:`HEADROOM_LOAD_SHARE` of the current capacity) that the restart queues nothing."""
     if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k]:
-        return None
+        return 0.0
     p = pred.p
     here, there = capacity_qps(profile, current_k, upto(p, current_k)), capacity_qps(profile, target, upto(p, target))
     light = load.forecast <= HEADROOM_LOAD_SHARE * here and load.peak <= HEADROOM_LOAD_SHARE * here
-    if not light or rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) > 0:
-        return None
-    if there >= (1 + HEADROOM_MIN) * here:
-        return f"{there / here - 1:.0%} more capacity"
-    ahead = HEADROOM_AHEAD * min(here, there)
-    now_ms, then_ms = (
-        predict_ms(profile, ahead, current_k, upto(p, current_k)),
-        predict_ms(profile, ahead, target, upto(p, target)),
-    )
-    if then_ms < (1 - settings.hysteresis) * now_ms:
-        return f"{1 - then_ms / now_ms:.0%} faster at {ahead:.1f} req/s per replica"
-    return None
+    cheap = rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) == 0
+    gain = there / here - 1 if here > 0 else 0.0
+    return gain if light and cheap and gain >= HEADROOM_MIN else 0.0
 
 
 def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:
