@@ -1,0 +1,53 @@
+"""Every shipped trace from every starting setting, as `hack/bench_policy.py` runs them (about 5 minutes on 2
+cores): a ratchet on the adaptive-policy criteria. The policy meets some of them everywhere; where it does not
+yet (README, "Benchmarks"), these runs may not get worse than they are, and no other run may join them."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from ..conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "hack"))
+import bench_policy
+
+# The runs that break "never worse than holding the start by more than 2%" today, and why (README):
+# low-load windows cannot show an MoE's large-batch cost; restarts near capacity queue where prefill dominates.
+KNOWN_WORSE_THAN_HOLD = {"moe_bursty@0", "moe_bursty@1", "rag_prefill_ramp@3"}
+MEAN_SCORE_FLOOR = 0.84  # oracle / policy latency over all 44 runs today: 0.841
+WITHIN_BEST_FAILURES = 19  # runs beyond 1.05x of the best fixed setting in hindsight today
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict[str, Any]]:
+    jobs = [(str(p), k) for p in sorted(bench_policy.TRACES.glob("*.yaml")) for k in bench_policy.starts(
+        bench_policy.load_trace(p))]  # fmt: skip
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(bench_policy.run, jobs))
+
+
+def test_every_trace_runs_from_off_k1_the_users_k_and_the_largest(results: list[dict[str, Any]]) -> None:
+    assert len(results) == 44
+    assert {r["start_k"] for r in results} == {0, 1, 3, 8}
+
+
+def test_the_policy_never_serves_less_than_always_off(results: list[dict[str, Any]]) -> None:
+    failing = dict(bench_policy.criteria(results))
+    assert failing["never less goodput than always-off"] == []
+
+
+def test_no_run_gets_worse_than_holding_its_start_beyond_the_known_ones(results: list[dict[str, Any]]) -> None:
+    worse = next(failed for text, failed in bench_policy.criteria(results) if text.startswith("never worse"))
+    assert set(worse) <= KNOWN_WORSE_THAN_HOLD, worse
+
+
+def test_the_scores_do_not_fall(results: list[dict[str, Any]]) -> None:
+    scores = [bench_policy.ms(r, "oracle") / bench_policy.ms(r, "policy") for r in results]
+    assert statistics.mean(scores) >= MEAN_SCORE_FLOOR
+    beyond = [r for r in results if bench_policy.ms(r, "policy") > 1.05 * r["best_schedule"]["mean_token_latency_ms"]]
+    assert len(beyond) <= WITHIN_BEST_FAILURES
