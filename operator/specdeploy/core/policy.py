@@ -427,9 +427,9 @@ def decide(
     assert isinstance(obs, Observation)
     st, load, waiting = learn(obs, stop, settings, rollout, current_k, now)
     samples, capacity = [Sample.from_list(s) for s in st.samples], Capacity.from_state(st.floors, st.ceilings)
-    p, _ = effective_acceptance(st, now, settings.max_tokens, profile)
-    model = learned_profile(replace(profile, acceptance=tuple(p)), samples, capacity, now)
-    pred = predict(st, load, waiting, settings, rollout, model, current_k, now, schedules)
+    accepted = effective_acceptance(st, now, settings.max_tokens, profile)
+    model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
+    pred = predict(st, accepted, load, waiting, settings, rollout, model, current_k, now, schedules)
     return gate(pred, st, load, settings, rollout, model, current_k, now)
 
 
@@ -524,6 +524,7 @@ class Prediction:
 
 def predict(
     st: PolicyState,
+    accepted: tuple[list[float], int],
     load: Load,
     waiting: float,
     settings: Adaptive,
@@ -534,12 +535,12 @@ def predict(
     schedules: bool = False,
 ) -> Prediction:
     """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible.
-    Candidates: speculation off (if allowed), every k within bounds, the running setting, and, where vLLM can
-    run one, the schedule the model finds best at every load up to the one the widest setting serves. With a
-    schedule at hand, a k beyond the positions measured is tried only inside one, at the small batches of a low
-    load, where trying is cheap and the large batches keep a measured k. At equal cost a schedule wins: it meets
-    a change of load without a restart."""
-    p, measured_len = effective_acceptance(st, now, settings.max_tokens, profile)
+    ``accepted``: the acceptance to plan with and how many of its positions were measured
+    (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
+    setting, and, where vLLM can run one, the schedule the model finds best at every load up to the one the
+    widest setting serves. With a schedule at hand, a k beyond the positions measured is tried only inside one,
+    never as a static setting. At equal cost a schedule wins: it meets a change of load without a restart."""
+    p, measured_len = accepted
     ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
     candidates: list[Setting] = list(ks)
     if schedules:
