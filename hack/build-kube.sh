@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build (once) the Kubernetes control-plane binaries this project tests against, and print their directory.
+# Build (once) the Kubernetes binaries this project tests against, and print the cache directory holding them:
+# kube-apiserver, kube-controller-manager (the control plane), kube-scheduler, kubelet, kube-proxy (the node).
 #
 # Order of preference:
-#   1. $KUBEBUILDER_ASSETS, if it holds kube-apiserver and etcd (what envtest users already have);
-#   2. the cache ($SPECDEPLOY_CACHE, default ~/.cache/specdeploy/kube-v1.20.2);
+#   1. $KUBEBUILDER_ASSETS for the control plane, if it holds kube-apiserver and etcd (what envtest users
+#      already have; hack/cluster.py uses those binaries first); the node binaries still come from the cache;
+#   2. the cache ($SPECDEPLOY_CACHE, default ~/.cache/specdeploy/kube-v1.20.2-rN);
 #   3. a build of Debian's `kubernetes` source package (v1.20.2 with vendor/) using Debian's Go 1.19,
-#      about 5 minutes on 2 cores, stored in the cache. Two fixes make v1.20.2 work with Go >= 1.18:
+#      about 5 minutes per group on 2 cores, stored in the cache. Two fixes make v1.20.2 work with Go >= 1.18:
 #      - the vendored github.com/modern-go/reflect2 v1.0.1 crashes (SIGSEGV in mapiterinit as soon as a
 #        custom resource is encoded); Debian's v1.0.2, the release that fixed exactly that, replaces it;
 #      - go-openapi's type validator compares reflect.Zero(T) with reflect.ValueOf(data) by DeepEqual, which
@@ -23,14 +25,15 @@ REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 log() { echo "build-kube: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-  if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
-    echo "$KUBEBUILDER_ASSETS"; exit 0
-  fi
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; falling back to the cache"
+WANT=(kube-scheduler kubelet kube-proxy)
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+  :
+else
+  [ -z "${KUBEBUILDER_ASSETS:-}" ] || log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; using the cache"
+  WANT+=(kube-apiserver kube-controller-manager)
 fi
-
-have_all() { [ -x "$CACHE/kube-apiserver" ] && [ -x "$CACHE/kube-controller-manager" ] && [ -x "$CACHE/etcd" ]; }
+missing() { local b; for b in "${WANT[@]}"; do [ -x "$CACHE/$b" ] || echo "$b"; done; }
+have_all() { [ -z "$(missing)" ] && [ -x "$CACHE/etcd" ]; }
 if have_all; then echo "$CACHE"; exit 0; fi
 
 mkdir -p "$CACHE"
@@ -58,7 +61,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 ln -sf /usr/bin/etcd "$CACHE/etcd"
 
-if [ ! -x "$CACHE/kube-apiserver" ] || [ ! -x "$CACHE/kube-controller-manager" ]; then
+todo=$(missing)
+if [ -n "$todo" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   if [ ! -f "$CACHE/src.tar.gz" ]; then
@@ -66,7 +70,7 @@ if [ ! -x "$CACHE/kube-apiserver" ] || [ ! -x "$CACHE/kube-controller-manager" ]
     (cd "$work" && apt-get source --download-only kubernetes >&2)
     cp "$(ls "$work"/kubernetes_*.orig.tar.gz | head -n1)" "$CACHE/src.tar.gz"
   fi
-  log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (several minutes)"
+  log "building $(echo $todo) $KUBE_VERSION (several minutes)"
   mkdir -p "$work/src"
   tar -xzf "$CACHE/src.tar.gz" -C "$work/src" --strip-components=1
   vendored="$work/src/vendor/github.com/modern-go/reflect2"
@@ -80,11 +84,11 @@ if [ ! -x "$CACHE/kube-apiserver" ] || [ ! -x "$CACHE/kube-controller-manager" ]
   (
     cd "$work/src"
     export PATH=/usr/lib/go-1.19/bin:$PATH GOCACHE="$work/gocache"
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" \
+    make WHAT="$(for b in $todo; do printf 'cmd/%s ' "$b"; done)" \
       KUBE_GIT_VERSION=$KUBE_VERSION KUBE_GIT_TREE_STATE=clean KUBE_GIT_COMMIT=$KUBE_COMMIT >&2
   )
   out=$(find "$work/src/_output" -type d -path '*/bin/linux/*' | head -n1)
-  install -m 0755 "$out/kube-apiserver" "$out/kube-controller-manager" "$CACHE/"
+  for b in $todo; do install -m 0755 "$out/$b" "$CACHE/"; done
 fi
 have_all
 echo "$CACHE"

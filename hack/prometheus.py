@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Debian's Prometheus on loopback, scraping simulator processes listed in a file_sd JSON file.
+"""Debian's Prometheus, scraping either the pods of the local cluster (``kubernetes_sd_configs`` against its
+apiserver, with the scrape configuration derived from ``manifests/monitoring/podmonitor.yaml`` as the
+prometheus-operator derives it, so the PodMonitor is what gets tested) or simulator processes listed in a
+file_sd JSON file (tests of the simulator alone).
 
-Used by the tests and the demo. The targets file carries the labels a PodMonitor would give real pods
-(namespace, pod, deployment, specdeploy_k), so the operator's queries are the same here and in a cluster.
-
-    python hack/prometheus.py --dir /tmp/prom   # runs until interrupted, prints its URL
+    python hack/prometheus.py --dir /tmp/prom   # file_sd; runs until interrupted, prints its URL
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -17,9 +18,51 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import free_port, stop
+
+PODMONITOR = Path(__file__).resolve().parent.parent / "manifests" / "monitoring" / "podmonitor.yaml"
+
+
+def _meta_label(label: str) -> str:
+    """A Kubernetes label name as Prometheus's service discovery spells it (non-alphanumerics become _)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def podmonitor_jobs(sd: dict[str, Any], interval: str | None = None) -> list[dict[str, Any]]:
+    """The scrape jobs the prometheus-operator generates for our PodMonitor: keep pods matching its selector and
+    port name, drop finished pods, then the PodMonitor's own relabelings. ``sd`` is the kubernetes_sd_config
+    (apiserver, credentials) minus the role; ``interval`` overrides the endpoint's (tests scrape faster)."""
+    pm = yaml.safe_load(PODMONITOR.read_text())
+    spec, jobs = pm["spec"], []
+    selector = spec["selector"]["matchLabels"]
+    own = {"namespaces": {"names": [pm["metadata"].get("namespace", "default")]}}
+    namespaces = {} if spec.get("namespaceSelector", {}).get("any") else own
+    for i, ep in enumerate(spec["podMetricsEndpoints"]):
+        relabel: list[dict[str, Any]] = [
+            {"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{_meta_label(k)}"], "regex": v}
+            for k, v in selector.items()
+        ]
+        relabel += [
+            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": ep["port"]},
+            {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"},
+        ]
+        relabel += [
+            {"source_labels": r["sourceLabels"], "target_label": r["targetLabel"]} for r in ep.get("relabelings", [])
+        ]
+        jobs.append({
+            "job_name": f"podMonitor/{pm['metadata']['name']}/{i}",
+            "scrape_interval": interval or ep.get("interval", "30s"),
+            "scrape_timeout": interval or ep.get("interval", "30s"),
+            "metrics_path": ep.get("path", "/metrics"),
+            "kubernetes_sd_configs": [{"role": "pod", **namespaces, **sd}],
+            "relabel_configs": relabel,
+        })  # fmt: skip
+    return jobs
 
 
 @dataclass
@@ -27,17 +70,20 @@ class Prometheus:
     workdir: Path
     scrape_interval: str = "1s"
     port: int = 0
+    host: str = "127.0.0.1"
+    jobs: list[dict[str, Any]] | None = None  # scrape jobs; None: the file_sd job over targets_file
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def targets_file(self) -> Path:
         return self.workdir / "targets.json"
 
-    def start(self, timeout: float = 30) -> Prometheus:
+    def argv(self) -> list[str]:
+        """Write the configuration and return Prometheus's command line (the cluster spawns it as a daemon)."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus not found: apt-get install prometheus (hack/setup.sh does)")
@@ -45,31 +91,35 @@ class Prometheus:
         if not self.targets_file.exists():
             self.targets_file.write_text("[]")
         config = self.workdir / "prometheus.yml"
-        config.write_text(
-            f"global: {{scrape_interval: {self.scrape_interval}, evaluation_interval: {self.scrape_interval}}}\n"
-            "scrape_configs:\n"
-            "  - job_name: vllm\n"
-            f"    scrape_timeout: {self.scrape_interval}\n"
-            f"    file_sd_configs: [{{files: ['{self.targets_file}'], refresh_interval: 1s}}]\n"
-        )
+        jobs = self.jobs or [
+            {"job_name": "vllm", "scrape_timeout": self.scrape_interval,
+             "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}]}
+        ]  # fmt: skip
+        interval = {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval}
+        config.write_text(yaml.safe_dump({"global": interval, "scrape_configs": jobs}, sort_keys=False))
         self.port = self.port or free_port()
+        return [binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}", "--storage.tsdb.retention.time=2h",
+                "--query.lookback-delta=30s", "--log.level=warn"]  # fmt: skip
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 30) -> Prometheus:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "prometheus.log", "wb")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2h",
-             "--query.lookback-delta=30s", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.workdir / "prometheus.log").read_text()[-2000:])
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
+            if self.ready():
+                return self
+            time.sleep(0.2)
         raise TimeoutError(f"Prometheus not ready in {timeout}s")
 
     def stop(self) -> None:

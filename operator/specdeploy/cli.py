@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .api import KIND, SpecError, validate_manifest
-from .core.render import Owner, render_all, spec_k
+from .core.render import Owner, Platform, render_all, spec_k
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -71,7 +71,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         meta = doc["metadata"]
         owner = Owner(meta["name"], meta.get("namespace", "default"), meta.get("uid", PLACEHOLDER_UID))
         k = spec_k(spec) if args.k is None else args.k
-        objects += render_all(owner, spec, k, sim_image=args.sim_image)
+        objects += render_all(owner, spec, k, sim_image=args.sim_image, platform=Platform(args.platform))
     if args.output == "json":
         print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
     else:
@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespaces=args.namespace,
             standalone=True,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(sim_image=args.sim_image, namespaces=args.namespace),
+            memo=kopf.Memo(sim_image=args.sim_image, namespaces=args.namespace, platform=args.platform),
         )
     )
     return 0
@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     p.add_argument("--k", type=int, default=None, help="render this draft length instead of the spec's (0 = off)")
     _add_sim_image(p)
+    p.add_argument(
+        "--platform",
+        choices=[p.value for p in Platform],
+        default=Platform.KUBERNETES.value,
+        help="who assigns the pods' UID: the pod spec (kubernetes) or the SCC (openshift)",
+    )
     p.set_defaults(func=cmd_render)
 
     sub.add_parser("sim-server", help="vLLM-compatible simulator; takes `vllm serve` arguments", add_help=False)
@@ -170,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--platform",
+        choices=["auto", *(p.value for p in Platform)],
+        default="auto",
+        help="auto: openshift when the cluster serves the security.openshift.io API group",
+    )
     _add_sim_image(p)
     p.set_defaults(func=cmd_run)
     return parser

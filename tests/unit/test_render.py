@@ -11,8 +11,10 @@ from specdeploy.api import validate_manifest, validate_spec
 from specdeploy.cli import main
 from specdeploy.core.render import (
     ANNOTATION_K,
+    DEFAULT_UID,
     LABEL_K,
     Owner,
+    Platform,
     render_all,
     render_deployment,
     spec_k,
@@ -128,18 +130,64 @@ def test_speculators_short_form_serves_the_speculator() -> None:
     assert spec_k(spec) is None
 
 
-def test_security_context_passes_restricted_v2() -> None:
-    dep = render_deployment(OWNER, validate_manifest(SAMPLE), 3)
-    pod = dep["spec"]["template"]["spec"]
-    sc = _container(dep)["securityContext"]
-    assert sc == {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    assert "runAsUser" not in pod["securityContext"] and "runAsUser" not in sc
-    assert not any("hostPath" in v for v in pod["volumes"])
+# OpenShift's restricted-v2 SCC, as far as a pod spec decides it: UID and fsGroup come from the namespace's range
+# (a pod naming its own is rejected unless it happens to fall inside), capabilities all dropped, no privilege
+# escalation, RuntimeDefault seccomp, and only these volume types.
+RESTRICTED_V2_VOLUMES = {"configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                         "secret", "csi"}  # fmt: skip
+
+
+def restricted_v2_problems(pod: dict[str, Any]) -> list[str]:
+    out = []
+    psc = pod.get("securityContext", {})
+    for c in pod["containers"]:
+        sc = {**psc, **c.get("securityContext", {})}
+        out += [f"{c['name']}: sets {f}" for f in ("runAsUser", "fsGroup", "seLinuxOptions") if f in sc]
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation must be false")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            out.append(f"{c['name']}: must drop ALL capabilities")
+        if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            out.append(f"{c['name']}: seccomp must be RuntimeDefault")
+    out += [f"volume {v['name']}" for v in pod["volumes"] if not set(v) - {"name"} <= RESTRICTED_V2_VOLUMES]
+    return out
+
+
+def kubelet_refusal(pod: dict[str, Any], image_user: int = 0) -> str | None:
+    """What the kubelet says of a container with runAsNonRoot whose image runs as ``image_user`` (vllm/vllm-openai
+    declares no USER: root), before it starts it (kubelet's verifyRunAsNonRoot)."""
+    for c in pod["containers"]:
+        sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+        uid = sc.get("runAsUser", image_user)
+        if sc.get("runAsNonRoot") and uid == 0:
+            return "container has runAsNonRoot and image will run as root"
+    return None
+
+
+def test_gpu_pods_start_on_kubernetes_and_are_admitted_by_openshift_restricted_v2() -> None:
+    spec = validate_manifest(SAMPLE)
+    kube = render_deployment(OWNER, spec, 3)["spec"]["template"]["spec"]
+    ocp = render_deployment(OWNER, spec, 3, platform=Platform.OPENSHIFT)["spec"]["template"]["spec"]
+    assert kubelet_refusal(kube) is None and kube["securityContext"]["runAsUser"] == DEFAULT_UID
+    assert kube["securityContext"]["fsGroup"] == DEFAULT_UID  # the cache volume is writable by that UID
+    assert restricted_v2_problems(ocp) == []
+    assert restricted_v2_problems(kube) == ["vllm: sets runAsUser", "vllm: sets fsGroup"]
+    # Without the explicit UID the kubelet refuses the root image, as the real node does (tests/integration).
+    assert kubelet_refusal({**kube, "securityContext": {"runAsNonRoot": True}}) is not None
+    env = {e["name"]: e.get("value") for e in _container(render_deployment(OWNER, spec, 3))["env"]}
+    assert env["HOME"] == spec.model_cache.mount_path and env["USER"]
+
+
+def test_the_users_pod_security_context_wins() -> None:
+    spec = validate_manifest({**SAMPLE, "spec": {**SAMPLE["spec"], "podSecurityContext": {"runAsUser": 4242}}})
+    pod = render_deployment(OWNER, spec, 3)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 4242 and pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_cli_render_for_openshift_sets_no_uid(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["render", "-f", str(ROOT / "manifests/samples/llama-8b.yaml"), "--platform", "openshift", "-o", "json"])
+    dep = json.loads(capsys.readouterr().out)[0]
+    assert restricted_v2_problems(dep["spec"]["template"]["spec"]) == []
 
 
 def test_owner_reference_labels_probes_and_scrape_annotations() -> None:

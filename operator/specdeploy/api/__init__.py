@@ -259,6 +259,11 @@ class SpeculativeDeploymentSpec(Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Free] = Field(default_factory=list)
     affinity: Free = Field(default_factory=dict)
+    pod_security_context: Free = Field(
+        default_factory=dict,
+        description="core/v1 PodSecurityContext; its fields replace the defaults (non-root UID/GID/fsGroup "
+        "on Kubernetes, none on OpenShift, where the SCC assigns them).",
+    )
     env: list[Free] = Field(default_factory=list, description="Extra container env (core/v1 EnvVar).")
     hf_token_secret: SecretKeyRef | None = Field(None, description="Hugging Face token, exposed as HF_TOKEN.")
     model_cache: ModelCache = Field(default_factory=ModelCache)

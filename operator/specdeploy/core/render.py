@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ..api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
@@ -24,6 +25,16 @@ ANNOTATION_METHOD = "specdeploy.io/method"
 MANAGER = "specdeploy"
 CHECKPOINT_K = "checkpoint"  # label value when k comes from a speculators checkpoint (short form)
 DEFAULT_SIM_IMAGE = "ghcr.io/specdeploy/specdeploy:0.1.0"
+# The non-root identity vLLM pods get on plain Kubernetes: any UID works (the cache is an fsGroup-owned volume and
+# HOME points at it); 1001 is the customary first non-system UID, not a user any image defines.
+DEFAULT_UID = DEFAULT_GID = 1001
+
+
+class Platform(StrEnum):
+    """Where the pods run: it decides who picks the pods' UID (the pod spec, or OpenShift's SCC)."""
+
+    KUBERNETES = "kubernetes"
+    OPENSHIFT = "openshift"
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,10 @@ def _env(spec: SpeculativeDeploymentSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": f"{cache}/huggingface"},
         {"name": "VLLM_CACHE_ROOT", "value": f"{cache}/vllm"},
-        {"name": "HOME", "value": cache},  # non-root with an arbitrary UID (OpenShift): HOME must be writable
+        # A non-root, arbitrary UID (OpenShift) has no home and no passwd entry: HOME must be writable, and USER
+        # answers getpass.getuser() (torch's compile cache asks it) without a passwd lookup that would fail.
+        {"name": "HOME", "value": cache},
+        {"name": "USER", "value": "vllm"},
     ]
     if spec.hf_token_secret:
         ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
@@ -188,7 +202,11 @@ def _probes() -> dict[str, Any]:
 
 
 def render_deployment(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str = DEFAULT_SIM_IMAGE
+    owner: Owner,
+    spec: SpeculativeDeploymentSpec,
+    k: Setting | None,
+    sim_image: str = DEFAULT_SIM_IMAGE,
+    platform: Platform = Platform.KUBERNETES,
 ) -> dict[str, Any]:
     """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
     pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: k_label(k)}
@@ -218,19 +236,30 @@ def render_deployment(
             },
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                "spec": _pod_spec(spec, k, sim_image),
+                "spec": _pod_spec(spec, k, sim_image, platform),
             },
         },
     }
 
 
-def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str) -> dict[str, Any]:
+def pod_security_context(spec: SpeculativeDeploymentSpec, platform: Platform) -> dict[str, Any]:
+    """Non-root on every platform. vllm/vllm-openai declares no USER (it would run as root, which the kubelet
+    refuses under runAsNonRoot), so plain Kubernetes gets an explicit UID and fsGroup (the cache volume is then
+    group-writable); OpenShift's restricted-v2 SCC assigns both from the namespace's range and rejects any other,
+    so none is set there. The user's ``podSecurityContext`` fields win."""
+    ctx: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if platform == Platform.KUBERNETES:
+        ctx |= {"runAsUser": DEFAULT_UID, "runAsGroup": DEFAULT_GID, "fsGroup": DEFAULT_GID}
+    return ctx | dict(spec.pod_security_context)
+
+
+def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str, platform: Platform) -> dict[str, Any]:
     """The pod: one vLLM container, its volumes and the user's scheduling fields."""
     volumes, mounts = _volumes(spec)
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, k, sim_image, mounts)],
         "volumes": volumes,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security_context(spec, platform),
         "terminationGracePeriodSeconds": 60,
     }
     if spec.node_selector:
@@ -293,7 +322,11 @@ def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, A
 
 
 def render_all(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str = DEFAULT_SIM_IMAGE
+    owner: Owner,
+    spec: SpeculativeDeploymentSpec,
+    k: Setting | None,
+    sim_image: str = DEFAULT_SIM_IMAGE,
+    platform: Platform = Platform.KUBERNETES,
 ) -> list[dict[str, Any]]:
     """Every object the operator owns for this SpeculativeDeployment, running draft length k."""
-    return [render_deployment(owner, spec, k, sim_image), render_service(owner, spec)]
+    return [render_deployment(owner, spec, k, sim_image, platform), render_service(owner, spec)]

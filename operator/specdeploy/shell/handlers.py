@@ -24,7 +24,7 @@ TICK_SECONDS = min(5.0, RESYNC_SECONDS)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Keep kopf's bookkeeping in status (never in the user's spec or metadata) and set up clients."""
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandledConfiguration")
@@ -35,7 +35,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.execution.max_workers = 8
     if "clients" not in memo:
-        memo["clients"] = make_clients(memo.get("sim_image", DEFAULT_SIM_IMAGE))
+        memo["clients"] = make_clients(memo.get("sim_image", DEFAULT_SIM_IMAGE), memo.get("platform", "auto"))
+        logger.info(f"platform: {memo['clients'].platform}")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, PLURAL, VERSION, SpeculativeDeploymentSpec
 from ..core.reconcile import recorded_setting
-from ..core.render import DEFAULT_SIM_IMAGE, MANAGER
+from ..core.render import DEFAULT_SIM_IMAGE, MANAGER, Platform
 from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
@@ -29,6 +29,16 @@ class Clients:
     core: kubernetes.client.CoreV1Api
     custom: kubernetes.client.CustomObjectsApi
     sim_image: str = DEFAULT_SIM_IMAGE
+    platform: Platform = Platform.KUBERNETES
+
+
+OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only
+
+
+def detect_platform(api: kubernetes.client.ApiClient) -> Platform:
+    """OpenShift when the cluster serves the SCC API group (its SCCs then assign the pods' UID and fsGroup)."""
+    groups = kubernetes.client.ApisApi(api).get_api_versions().groups
+    return Platform.OPENSHIFT if any(g.name == OPENSHIFT_GROUP for g in groups) else Platform.KUBERNETES
 
 
 def _load_config() -> None:
@@ -38,7 +48,7 @@ def _load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
-def make_clients(sim_image: str = DEFAULT_SIM_IMAGE) -> Clients:
+def make_clients(sim_image: str = DEFAULT_SIM_IMAGE, platform: str = "auto") -> Clients:
     _load_config()
     api = kubernetes.client.ApiClient()
     return Clients(
@@ -47,6 +57,7 @@ def make_clients(sim_image: str = DEFAULT_SIM_IMAGE) -> Clients:
         core=kubernetes.client.CoreV1Api(api),
         custom=kubernetes.client.CustomObjectsApi(api),
         sim_image=sim_image,
+        platform=detect_platform(api) if platform == "auto" else Platform(platform),
     )
 
 
