@@ -18,8 +18,9 @@ RUN /opt/specdeploy/bin/pip install --no-cache-dir --no-deps . && rm -rf build
 FROM ${BASE}
 # No build context in the final stage: only the virtual environment.
 COPY --from=build /opt/specdeploy /opt/specdeploy
-ENV PATH=/opt/specdeploy/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
-# Non-root; any UID works (OpenShift's restricted-v2 assigns one), group 0 as OpenShift expects.
+# Non-root; any UID works (OpenShift's restricted-v2 assigns one), group 0 as OpenShift expects. Such a UID has no
+# passwd entry: HOME must be writable and USER set, or getpass.getuser() (kopf asks it) raises KeyError.
+ENV PATH=/opt/specdeploy/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp USER=specdeploy
 USER 10001:0
 EXPOSE 8080
 ENTRYPOINT ["specdeploy"]

@@ -59,7 +59,7 @@ ADMISSION = (
 )
 # Order matters: started in this order, stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
-              "kube-proxy", "prometheus")  # fmt: skip
+              "kube-proxy", "pod-sd", "prometheus")  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -274,7 +274,7 @@ def containerd(pause_ref: str) -> Path:
     (P.cni / "net.d").mkdir(parents=True, exist_ok=True)
     (P.cni / "net.d" / "10-specdeploy.conflist").write_text(json.dumps({
         "cniVersion": "0.4.0", "name": "specdeploy",
-        "plugins": [{"type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "ipMasq": False,
+        "plugins": [{"type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "isDefaultGateway": True, "ipMasq": False,
                      "hairpinMode": True,
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
                               "dataDir": str(P.cni / "networks")}}],
@@ -323,7 +323,7 @@ def images(sock: Path, refs: dict[str, str]) -> dict[str, str]:
         if ref not in listed:
             log(f"loading {ref} into containerd")
             run("ctr", "--address", str(sock), "-n", "k8s.io", "images", "import", "--no-unpack", archive)
-    return {"pause": next(r for r in refs if "/pause:" in r), "specdeploy": next(r for r in refs if "specdeploy:" in r)}
+    return {kind: next(r for r in refs if f"/{kind}:" in r) for kind in ("pause", "specdeploy", "specdeploy-base")}
 
 
 def node(bindir: Path, sock: Path, pause_ref: str) -> None:
@@ -374,19 +374,18 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "specdeploy:p
 
 
 def prometheus(scrape_interval: str | None) -> str:
-    """Prometheus on the node's address (pods, the operator among them, query it), discovering pods through the
-    apiserver with the PodMonitor's scrape configuration."""
+    """Prometheus on the node's address (pods, the operator among them, query it), scraping what the PodMonitor
+    selects among the pods hack/pod_sd.py discovers through the apiserver (its own least-privilege user)."""
     sys.path.insert(0, str(HACK))
     from prometheus import Prometheus, podmonitor_jobs
 
     kubectl("apply", "-f", "-", stdin=PROMETHEUS_RBAC)
-    token = P.prometheus / "token"
+    pods_file = P.prometheus / "pods.json"
     P.prometheus.mkdir(parents=True, exist_ok=True)
-    token.write_text(TOKENS["prometheus"][0])
-    sd = {"api_server": f"https://{NODE_IP}:{API_PORT}", "tls_config": {"ca_file": str(P.pki / "ca.crt")},
-          "authorization": {"credentials_file": str(token)}}  # fmt: skip
+    spawn("pod-sd", [sys.executable, str(HACK / "pod_sd.py"), f"--kubeconfig={kubeconfig('prometheus')}",
+                     f"--out={pods_file}"])  # fmt: skip
     prom = Prometheus(P.prometheus, scrape_interval=scrape_interval or "15s", port=PROMETHEUS_PORT, host=NODE_IP,
-                      jobs=podmonitor_jobs(sd, scrape_interval))  # fmt: skip
+                      jobs=podmonitor_jobs(pods_file, scrape_interval))  # fmt: skip
     spawn("prometheus", prom.argv())
     wait(prom.ready, "Prometheus")
     return prom.url
@@ -442,7 +441,8 @@ def up(operator: bool = True, scrape_interval: str | None = None) -> dict[str, s
         install_operator(loaded["specdeploy"])
     (P.root / "env").write_text(f"KUBECONFIG={P.root / 'kubeconfig'}\nPROMETHEUS_URL={url}\n"
                                 f"SPECDEPLOY_IMAGE={loaded['specdeploy']}\n")  # fmt: skip
-    return {"kubeconfig": str(P.root / "kubeconfig"), "prometheus": url, "image": loaded["specdeploy"]}
+    return {"kubeconfig": str(P.root / "kubeconfig"), "prometheus": url, "image": loaded["specdeploy"],
+            "root_image": loaded["specdeploy-base"]}  # fmt: skip
 
 
 def _remove_pods() -> None:
@@ -495,12 +495,24 @@ def down() -> None:
     shutil.rmtree(P.root)
 
 
+def running() -> bool:
+    """Every component of a cluster brought up here is alive."""
+    pids = _pids()
+    return set(pids) == set(COMPONENTS) and all(_alive(p) for p in pids.values())
+
+
+def scale_operator(replicas: int) -> None:
+    """Scale the installed operator (if any): tests run their own, never two at once."""
+    if "deployment" in kubectl("get", "deployment", "-n", OPERATOR_NAMESPACE, "-o", "name", "--ignore-not-found"):
+        kubectl("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR_DEPLOYMENT}", f"--replicas={replicas}")
+
+
 def status() -> int:
     pids = _pids()
     for name in COMPONENTS:
         state = "running" if name in pids and _alive(pids[name]) else "stopped"
         print(f"{name:24} {state}")
-    return 0 if pids and all(_alive(p) for p in pids.values()) else 1
+    return 0 if running() else 1
 
 
 def main() -> int:

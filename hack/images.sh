@@ -4,7 +4,8 @@
 #   - localhost/specdeploy:<content hash>: the project's own Dockerfile, built by Debian's buildah on a Debian
 #     bookworm root filesystem made by mmdebstrap from Debian's packages (BASE build arg); the operator and the
 #     simulator pods run from it;
-#   - localhost/pause:3.2: the pod sandbox, Kubernetes' own build/pause/linux/pause.c compiled statically.
+#   - localhost/pause:3.2: the pod sandbox, Kubernetes' own build/pause/linux/pause.c compiled statically;
+#   - the base itself (no USER, so it runs as root, like vllm/vllm-openai): tests run it under vLLM's pod spec.
 # Everything is cached under $SPECDEPLOY_CACHE (default ~/.cache/specdeploy): the base root filesystem once, the
 # project image per content hash of what the Dockerfile copies. Needs root (buildah, mmdebstrap).
 set -euo pipefail
@@ -26,14 +27,14 @@ exec 9>"$IMAGES/.lock"; flock 9
 
 have_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 save() {  # reference, archive: a docker-archive tarball containerd imports (ctr images import)
-  [ -f "$2" ] || { rm -f "$2.tmp"; "${BUILDAH[@]}" push -q "$1" "docker-archive:$2.tmp:$1" >&2 && mv "$2.tmp" "$2"; }
+  [ -f "$2" ] || { rm -f "$2.partial"; "${BUILDAH[@]}" push -q "$1" "docker-archive:$2.partial:$1" >&2 && mv "$2.partial" "$2"; }
 }
 
 if [ ! -f "$BASE_TAR" ]; then
   log "making the Debian bookworm root filesystem (mmdebstrap, about a minute)"
   mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates --aptopt='Acquire::Retries "3"' \
-    bookworm "$BASE_TAR.tmp" "$MIRROR" >&2
-  mv "$BASE_TAR.tmp" "$BASE_TAR"
+    bookworm "$IMAGES/.partial-base.tar" "$MIRROR" >&2  # the format follows the name's .tar
+  mv "$IMAGES/.partial-base.tar" "$BASE_TAR"
 fi
 if ! have_image "$BASE_REF"; then
   c=$("${BUILDAH[@]}" from scratch)
@@ -41,12 +42,14 @@ if ! have_image "$BASE_REF"; then
   "${BUILDAH[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
   "${BUILDAH[@]}" commit -q --rm "$c" "$BASE_REF" >/dev/null
 fi
+save "$BASE_REF" "$IMAGES/base-bookworm-r$BASE_RECIPE.image.tar"
+echo "$BASE_REF $IMAGES/base-bookworm-r$BASE_RECIPE.image.tar"
 
 pause_tar=$IMAGES/pause-3.2.tar
 if [ ! -f "$pause_tar" ]; then
   work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   src=$(hack/build-kube.sh)/src.tar.gz
-  tar -xzf "$src" -C "$work" --strip-components=3 kubernetes-1.20.2/build/pause/linux/pause.c
+  tar -xzf "$src" -C "$work" --strip-components=4 kubernetes-1.20.2/build/pause/linux/pause.c
   gcc -Os -Wall -Werror -static -DVERSION=v3.2-specdeploy -o "$work/pause" "$work/pause.c"
   c=$("${BUILDAH[@]}" from scratch)
   "${BUILDAH[@]}" copy "$c" "$work/pause" /pause >/dev/null

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Debian's Prometheus, scraping either the pods of the local cluster (``kubernetes_sd_configs`` against its
-apiserver, with the scrape configuration derived from ``manifests/monitoring/podmonitor.yaml`` as the
-prometheus-operator derives it, so the PodMonitor is what gets tested) or simulator processes listed in a
-file_sd JSON file (tests of the simulator alone).
+"""Debian's Prometheus, scraping either the pods of the local cluster (the scrape configuration derived from
+``manifests/monitoring/podmonitor.yaml`` as the prometheus-operator derives it, so the PodMonitor is what gets
+tested; pods discovered by hack/pod_sd.py, since Debian builds Prometheus without the Kubernetes discovery) or
+simulator processes listed in a file_sd JSON file (tests of the simulator alone).
 
     python hack/prometheus.py --dir /tmp/prom   # file_sd; runs until interrupted, prints its URL
 """
@@ -33,17 +33,22 @@ def _meta_label(label: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
-def podmonitor_jobs(sd: dict[str, Any], interval: str | None = None) -> list[dict[str, Any]]:
+def podmonitor_jobs(pods_file: Path, interval: str | None = None) -> list[dict[str, Any]]:
     """The scrape jobs the prometheus-operator generates for our PodMonitor: keep pods matching its selector and
-    port name, drop finished pods, then the PodMonitor's own relabelings. ``sd`` is the kubernetes_sd_config
-    (apiserver, credentials) minus the role; ``interval`` overrides the endpoint's (tests scrape faster)."""
+    port name, drop finished pods, then the PodMonitor's own relabelings. ``pods_file`` is hack/pod_sd.py's
+    target list (what kubernetes_sd_configs' pod role would discover); ``interval`` overrides the endpoint's
+    (tests scrape faster). Namespace selection is the one part of the PodMonitor applied by relabeling here."""
     pm = yaml.safe_load(PODMONITOR.read_text())
     spec, jobs = pm["spec"], []
     selector = spec["selector"]["matchLabels"]
-    own = {"namespaces": {"names": [pm["metadata"].get("namespace", "default")]}}
-    namespaces = {} if spec.get("namespaceSelector", {}).get("any") else own
+    names = spec.get("namespaceSelector", {}).get("matchNames") or [pm["metadata"].get("namespace", "default")]
+    namespaces = (
+        []
+        if spec.get("namespaceSelector", {}).get("any")
+        else [{"action": "keep", "source_labels": ["__meta_kubernetes_namespace"], "regex": "|".join(names)}]
+    )
     for i, ep in enumerate(spec["podMetricsEndpoints"]):
-        relabel: list[dict[str, Any]] = [
+        relabel: list[dict[str, Any]] = namespaces + [
             {"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{_meta_label(k)}"], "regex": v}
             for k, v in selector.items()
         ]
@@ -59,7 +64,7 @@ def podmonitor_jobs(sd: dict[str, Any], interval: str | None = None) -> list[dic
             "scrape_interval": interval or ep.get("interval", "30s"),
             "scrape_timeout": interval or ep.get("interval", "30s"),
             "metrics_path": ep.get("path", "/metrics"),
-            "kubernetes_sd_configs": [{"role": "pod", **namespaces, **sd}],
+            "file_sd_configs": [{"files": [str(pods_file)], "refresh_interval": "1s"}],
             "relabel_configs": relabel,
         })  # fmt: skip
     return jobs

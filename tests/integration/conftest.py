@@ -1,18 +1,17 @@
-"""Fixtures for tests against the real local control plane (hack/controlplane.py) and the real operator process."""
+"""Fixtures for tests against the local single-node cluster (hack/cluster.py: control plane, kubelet, containerd,
+kube-proxy, Prometheus) and the operator, as a process or installed in-cluster from manifests/."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +21,8 @@ import pytest
 from ..conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
-from controlplane import ControlPlane
-from kubelet_standin import FakeKubelet
+import cluster as local_cluster
+from load import PodLoad
 from procs import free_port, stop
 
 T = TypeVar("T")
@@ -45,35 +44,48 @@ def wait_for(fn: Callable[[], T], timeout: float = 20, interval: float = 0.2, wh
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    image: str  # the project image built from this tree, loaded into the node's containerd
+    root_image: str  # its base: no USER, so it runs as root (as vllm/vllm-openai does)
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[ControlPlane]:
-    work = Path(tempfile.mkdtemp(prefix="specdeploy-test-cp-"))
-    cp = ControlPlane(work).start()
-    os.environ["KUBECONFIG"] = str(cp.kubeconfig)
-    subprocess.run(["kubectl", "apply", "-k", str(ROOT / "crds")], check=True, capture_output=True)
-    subprocess.run(
-        ["kubectl", "wait", "--for=condition=Established", "crd/speculativedeployments.specdeploy.io"],
-        check=True,
-        capture_output=True,
-    )
-    kubernetes.config.load_kube_config(str(cp.kubeconfig))
-    yield cp
-    cp.stop()
-    shutil.rmtree(work, ignore_errors=True)
+def cluster() -> Iterator[Cluster]:
+    """The local cluster: reused when already up (hack/cluster.sh up), else brought up and down for the session.
+    The tests run their own operator, so an installed one is scaled to zero."""
+    started = not local_cluster.running()
+    info = local_cluster.up(operator=False)
+    os.environ["KUBECONFIG"] = info["kubeconfig"]
+    kubernetes.config.load_kube_config(info["kubeconfig"])
+    local_cluster.scale_operator(0)
+    yield Cluster(Path(info["kubeconfig"]), info["image"], info["root_image"])
+    if started and not os.environ.get("SPECDEPLOY_KEEP_CLUSTER"):
+        local_cluster.down()
 
 
 class Operator:
     """The operator as users run it: `specdeploy run` in its own process."""
 
-    def __init__(self, kubeconfig: Path, log: Path, env: dict[str, str] | None = None):
-        self.kubeconfig, self.log, self.env = kubeconfig, log, env or {}
+    def __init__(self, kubeconfig: Path, log: Path, image: str, env: dict[str, str] | None = None):
+        self.kubeconfig, self.log, self.image, self.env = kubeconfig, log, image, env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "SPECDEPLOY_RESYNC_SECONDS": "3", **self.env}
         port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "specdeploy.cli", "run", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+            [
+                sys.executable,
+                "-m",
+                "specdeploy.cli",
+                "run",
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+                "--sim-image",
+                self.image,
+            ],  # fmt: skip
             env=env,
             stdout=open(self.log, "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
@@ -87,16 +99,18 @@ class Operator:
         return self.proc is not None and self.proc.poll() is None
 
 
-@pytest.fixture(scope="session")
-def operator(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator as a process on this machine (admin credentials), for one test module at a time: never
+    alongside the in-cluster one (tests/e2e)."""
+    op = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", cluster.image)
     op.start()
     yield op
     op.stop()
 
 
 @pytest.fixture
-def api(cluster: ControlPlane) -> Any:
+def api(cluster: Cluster) -> Any:
     class Api:
         core = kubernetes.client.CoreV1Api()
         apps = kubernetes.client.AppsV1Api()
@@ -114,24 +128,13 @@ def namespace(api: Any) -> Iterator[str]:
         api.core.delete_namespace(name)
 
 
-@contextlib.contextmanager
-def running(kl: FakeKubelet) -> Iterator[FakeKubelet]:
-    """Run a stand-in kubelet in a thread for the duration of the block."""
-    stop = threading.Event()
-    thread = threading.Thread(target=kl.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield kl
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-
-
 @pytest.fixture
-def kubelet(api: Any, namespace: str) -> Iterator[FakeKubelet]:
-    """Plays the kubelet's part for this test's namespace: marks pods Ready (no real node exists)."""
-    with running(FakeKubelet(api.core, namespace=namespace)) as kl:
-        yield kl
+def load(api: Any) -> Iterator[PodLoad]:
+    """Offered load for this test's simulated pods (posted to each ready pod's /sim/load)."""
+    pl = PodLoad(api.core)
+    stop_event = pl.start()
+    yield pl
+    stop_event.set()
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:

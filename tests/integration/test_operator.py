@@ -1,7 +1,8 @@
-"""The operator against the real kube-apiserver and kube-controller-manager (no mocked Kubernetes API).
+"""The operator against the local cluster: real apiserver (production admission plugins), Deployment controller,
+garbage collector, scheduler and a kubelet running pods under containerd.
 
-Where pods must become Ready the `kubelet` fixture plays the kubelet's part (there is no node here): it
-patches pod status as KWOK does. Everything else is the real Deployment controller and garbage collector.
+Pods that must become Ready are simulated ones (the project image, loaded into the node); the GPU sample's pods
+are scheduled onto the node's GPUs but never start (its vLLM image is not on this machine: imagePullPolicy Never).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import urllib.request
 from typing import Any
 
 import pytest
+import yaml
 
-from ..conftest import SAMPLE
+from ..conftest import ROOT, SAMPLE
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -23,9 +25,19 @@ GROUP, VERSION, PLURAL = "specdeploy.io", "v1alpha1", "speculativedeployments"
 
 
 def sample(**spec_changes: Any) -> dict[str, Any]:
+    """The GPU sample; its vLLM image is never pulled here (no registry access), so its pods wait for it."""
     doc = copy.deepcopy(SAMPLE)
     del doc["metadata"]["namespace"]
+    doc["spec"]["imagePullPolicy"] = "Never"
     doc["spec"].update(spec_changes)
+    return doc
+
+
+def simulated(**spec_changes: Any) -> dict[str, Any]:
+    """The simulated sample: real pods from the project image that pass their real readiness probes."""
+    doc = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text())
+    del doc["metadata"]["namespace"]
+    doc["spec"].update({"adaptive": {"mode": "Off"}, **spec_changes})
     return doc
 
 
@@ -98,9 +110,11 @@ def test_operator_never_writes_spec_or_metadata(api: Any, namespace: str, operat
             assert entry.get("subresource", "status") == "status" or "f:spec" not in json.dumps(entry["fieldsV1"])
 
 
-def test_editing_k_rolls_pods_and_reports_progress(api: Any, namespace: str, operator: Operator, kubelet: Any) -> None:
-    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
-    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=30, what="Ready")
+def test_editing_k_rolls_pods_and_reports_progress(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(simulated(), namespace)
+    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=90, what="Ready")
+    for pod in api.core.list_namespaced_pod(namespace).items:  # started by containerd, not by the test
+        assert pod.status.container_statuses[0].container_id.startswith("containerd://")
     first = {rs.metadata.name for rs in replicasets(api, namespace)}
     assert len(first) == 1
     kubectl(
@@ -121,11 +135,11 @@ def test_editing_k_rolls_pods_and_reports_progress(api: Any, namespace: str, ope
     old_name = next(iter(first))
     wait_for(
         lambda: api.apps.read_namespaced_replica_set(old_name, namespace).spec.replicas == 0,
-        timeout=40,
+        timeout=120,
         what="old ReplicaSet scaled down",
     )
     sd = wait_for(
-        lambda: (o := get_sd(api, namespace))["status"].get("rollout") == "Complete" and o, timeout=30, what="Complete"
+        lambda: (o := get_sd(api, namespace))["status"].get("rollout") == "Complete" and o, timeout=60, what="Complete"
     )
     assert sd["status"]["k"] == 2 and sd["status"]["updatedReplicas"] == 2
     assert cond(sd, "Ready")["status"] == "True"
@@ -213,11 +227,9 @@ def test_rollout_past_its_deadline_is_degraded(api: Any, namespace: str, operato
     assert "progress" in cond(sd, "Degraded")["message"].lower()
 
 
-def test_restarting_the_operator_changes_nothing(
-    api: Any, namespace: str, operator: Operator, kubelet: Any, tmp_path: Any
-) -> None:
-    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
-    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=30, what="Ready")
+def test_restarting_the_operator_changes_nothing(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(simulated(), namespace)
+    wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=90, what="Ready")
     dep = api.apps.read_namespaced_deployment("llama-8b", namespace)
     status = get_sd(api, namespace)["status"]
     operator.stop()

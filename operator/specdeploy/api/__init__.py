@@ -262,7 +262,7 @@ class SpeculativeDeploymentSpec(Model):
     pod_security_context: Free = Field(
         default_factory=dict,
         description="core/v1 PodSecurityContext; its fields replace the defaults (non-root UID/GID/fsGroup "
-        "on Kubernetes, none on OpenShift, where the SCC assigns them).",
+        "on Kubernetes, none on OpenShift, where the SCC assigns them); a field set to null drops its default.",
     )
     env: list[Free] = Field(default_factory=list, description="Extra container env (core/v1 EnvVar).")
     hf_token_secret: SecretKeyRef | None = Field(None, description="Hugging Face token, exposed as HF_TOKEN.")

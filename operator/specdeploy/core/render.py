@@ -246,11 +246,11 @@ def pod_security_context(spec: SpeculativeDeploymentSpec, platform: Platform) ->
     """Non-root on every platform. vllm/vllm-openai declares no USER (it would run as root, which the kubelet
     refuses under runAsNonRoot), so plain Kubernetes gets an explicit UID and fsGroup (the cache volume is then
     group-writable); OpenShift's restricted-v2 SCC assigns both from the namespace's range and rejects any other,
-    so none is set there. The user's ``podSecurityContext`` fields win."""
+    so none is set there. The user's ``podSecurityContext`` fields win; a field set to null drops a default."""
     ctx: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     if platform == Platform.KUBERNETES:
         ctx |= {"runAsUser": DEFAULT_UID, "runAsGroup": DEFAULT_GID, "fsGroup": DEFAULT_GID}
-    return ctx | dict(spec.pod_security_context)
+    return {k: v for k, v in (ctx | dict(spec.pod_security_context)).items() if v is not None}
 
 
 def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str, platform: Platform) -> dict[str, Any]:

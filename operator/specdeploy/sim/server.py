@@ -55,6 +55,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="model-load time before the server listens",
     )
     p.add_argument("--sim-drift-per-hour", type=float, default=0.0, help="relative acceptance change per hour")
+    p.add_argument(
+        "--sim-fail-settings",
+        default=os.environ.get("SPECDEPLOY_SIM_FAIL_SETTINGS", ""),
+        help="space-separated settings (k or schedule labels, as in status) that crash at start, as a draft "
+        "length that does not fit in GPU memory would",
+    )
     return p.parse_known_args(argv)
 
 
@@ -300,12 +306,14 @@ def _words(n: int) -> str:
 
 async def serve(args: argparse.Namespace) -> None:
     server = SimServer(args)
+    setting = schedule_label(server.k)
+    if setting in args.sim_fail_settings.split():
+        raise SystemExit(f"simulated start failure for setting {setting} (--sim-fail-settings)")
     if args.sim_startup_seconds:
         await asyncio.sleep(args.sim_startup_seconds)  # model load: nothing listens yet, as with vLLM
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
-    setting = schedule_label(server.k)
     log.info("simulating %s with k=%s (%s) on %s:%d", server.model_name, setting, server.method, args.host, args.port)
     await server.run_engine()
 
