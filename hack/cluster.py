@@ -274,8 +274,8 @@ def containerd(pause_ref: str) -> Path:
     (P.cni / "net.d").mkdir(parents=True, exist_ok=True)
     (P.cni / "net.d" / "10-specdeploy.conflist").write_text(json.dumps({
         "cniVersion": "0.4.0", "name": "specdeploy",
-        "plugins": [{"type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "isDefaultGateway": True, "ipMasq": False,
-                     "hairpinMode": True,
+        "plugins": [{"type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "isDefaultGateway": True,
+                     "ipMasq": False, "hairpinMode": True,
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
                               "dataDir": str(P.cni / "networks")}}],
     }, indent=1))  # fmt: skip

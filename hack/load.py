@@ -6,6 +6,7 @@ Test support and demo only; not part of the shipped package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import urllib.request
@@ -48,10 +49,9 @@ class PodLoad:
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(POLL_SECONDS):
             for (namespace, deployment), load in list(self.loads.items()):
-                try:
+                # A namespace going away or the apiserver restarting: the next poll tries again.
+                with contextlib.suppress(kubernetes.client.ApiException):
                     self._share(namespace, deployment, load)
-                except kubernetes.client.ApiException:
-                    pass  # namespace going away, apiserver restarting: next poll
 
     def start(self) -> threading.Event:
         """Run in a daemon thread until the returned event is set."""

@@ -85,7 +85,7 @@ class Operator:
                 f"http://127.0.0.1:{port}/healthz",
                 "--sim-image",
                 self.image,
-            ],  # fmt: skip
+            ],
             env=env,
             stdout=open(self.log, "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
