@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Reconcile latency on the local control plane: time from creating N SpeculativeDeployments (as fast as the
-API takes them) to each one's Deployment existing, p50/p99, and the operator's peak RSS.
+"""Reconcile latency on the local cluster (hack/cluster.py; the operator runs as a process, the installed one is
+scaled to zero): time from creating N SpeculativeDeployments (as fast as the API takes them) to each one's
+Deployment existing, p50/p99, and the operator's peak RSS.
 
     .venv/bin/python hack/bench_reconcile.py [--sizes 1 50 200]
 """
@@ -21,7 +22,7 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
-from controlplane import ControlPlane  # noqa: E402
+import cluster  # noqa: E402
 from procs import free_port  # noqa: E402
 
 SPEC = {
@@ -31,7 +32,7 @@ SPEC = {
         "model": "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3",
         "numSpeculativeTokens": 3,
     },
-    "replicas": 1,
+    "replicas": 0,  # the Deployment is what is timed; no pods, so the node's GPUs are not the bottleneck
 }
 
 
@@ -68,6 +69,7 @@ def run(n: int, custom: kubernetes.client.CustomObjectsApi, apps: kubernetes.cli
         custom.create_namespaced_custom_object("specdeploy.io", "v1alpha1", ns, "speculativedeployments", body)
     t.join(timeout=600)
     stop.set()
+    kubernetes.client.CoreV1Api().delete_namespace(ns)
     return [seen[k] - created[k] for k in created if k in seen]
 
 
@@ -76,10 +78,10 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 50, 200])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="specdeploy-bench-"))
-    cp = ControlPlane(work).start()
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
-    subprocess.run(["kubectl", "apply", "-k", str(ROOT / "crds")], env=env, check=True, capture_output=True)
-    time.sleep(2)
+    started = not cluster.running()
+    kubeconfig = cluster.up(operator=False)["kubeconfig"]
+    cluster.scale_operator(0)
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
     op = subprocess.Popen(
         [sys.executable, "-m", "specdeploy.cli", "run", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
         env=env,
@@ -87,7 +89,7 @@ def main() -> int:
         stderr=subprocess.STDOUT,
     )
     try:
-        kubernetes.config.load_kube_config(str(cp.kubeconfig))
+        kubernetes.config.load_kube_config(kubeconfig)
         custom, apps = kubernetes.client.CustomObjectsApi(), kubernetes.client.AppsV1Api()
         time.sleep(5)
         print(f"{'resources':>10}{'created':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'operator RSS MiB':>18}")
@@ -102,7 +104,8 @@ def main() -> int:
     finally:
         op.terminate()
         op.wait(timeout=20)
-        cp.stop()
+        if started:
+            cluster.down()
     return 0
 
 

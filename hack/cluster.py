@@ -42,6 +42,8 @@ SERVICE_CIDR, KUBERNETES_SERVICE_IP = "10.213.128.0/24", "10.213.128.1"
 API_PORT, ETCD_PORT, ETCD_PEER_PORT = 16443, 12379, 12380
 KCM_PORT, SCHEDULER_PORT, KUBELET_PORT, KUBELET_HEALTHZ = 20257, 20259, 20250, 20248
 PROXY_METRICS, PROXY_HEALTHZ, PROMETHEUS_PORT = 20249, 20256, 19090
+# The PodMonitor's 15 s, shortened so a demo's windows of 30 s hold several samples (None keeps the PodMonitor's).
+SCRAPE_INTERVAL = "5s"
 GPUS = 8  # nvidia.com/gpu the node advertises, so GPU pods are scheduled as on a GPU node
 OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT = "specdeploy-system", "specdeploy-operator"
 # Static tokens for the control plane's users (loopback and private-bridge only; a test cluster's credentials).
@@ -386,7 +388,10 @@ def prometheus(scrape_interval: str | None) -> str:
                      f"--out={pods_file}"])  # fmt: skip
     prom = Prometheus(P.prometheus, scrape_interval=scrape_interval or "15s", port=PROMETHEUS_PORT, host=NODE_IP,
                       jobs=podmonitor_jobs(pods_file, scrape_interval))  # fmt: skip
-    spawn("prometheus", prom.argv())
+    argv, pid = prom.argv(), _pids().get("prometheus")
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGHUP)  # already running: reload the configuration just written
+    spawn("prometheus", argv)
     wait(prom.ready, "Prometheus")
     return prom.url
 
@@ -421,7 +426,7 @@ def remember_sysctls() -> None:
         f.write_text(json.dumps(values))
 
 
-def up(operator: bool = True, scrape_interval: str | None = None) -> dict[str, str]:
+def up(operator: bool = True, scrape_interval: str | None = SCRAPE_INTERVAL) -> dict[str, str]:
     if os.geteuid() != 0:
         raise SystemExit("cluster: needs root (containerd, the kubelet, bridges and iptables)")
     P.root.mkdir(parents=True, exist_ok=True)
@@ -520,7 +525,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start (or finish starting) the cluster; idempotent")
     p.add_argument("--no-operator", action="store_true", help="do not install the operator from manifests/")
-    p.add_argument("--scrape-interval", default=None, help="override the PodMonitor's interval (e.g. 2s)")
+    p.add_argument("--scrape-interval", default=SCRAPE_INTERVAL, help="the PodMonitor's interval is 15s")
     sub.add_parser("down", help="stop everything started here and remove its state")
     sub.add_parser("status", help="which components run")
     args = ap.parse_args()

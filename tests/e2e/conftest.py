@@ -1,3 +1,3 @@
-"""End-to-end tests reuse the integration fixtures: the real control plane and the operator process."""
+"""End-to-end tests reuse the integration fixtures: the local cluster, namespaces and the offered load."""
 
-from ..integration.conftest import api, cluster, namespace, operator  # noqa: F401
+from ..integration.conftest import api, cluster, load, namespace  # noqa: F401

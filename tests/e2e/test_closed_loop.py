@@ -1,8 +1,8 @@
-"""The whole loop for real: simulated vLLM pods -> Prometheus -> operator policy -> rolling restart -> new pods.
-
-Real kube-apiserver and controller-manager, real Prometheus (1 s scrape), simulator processes running each pod's
-own container command. The test plays the kubelet's part (there is no node): FakeKubelet starts the processes,
-marks pods Ready, and splits the offered load over the ready pods as their Service would.
+"""The whole loop for real, installed as a user installs it: `kubectl apply -k manifests` runs the operator
+in-cluster from the image built from this tree, under its own ServiceAccount and ClusterRole; simulated vLLM pods
+(same image) run under containerd on the node and pass their real readiness probes; Prometheus discovers and
+scrapes them with the PodMonitor's configuration (1 s here); the operator reads it, changes k, and the Deployment
+rolls with readiness gating. The test only offers load: split over the ready pods as their Service would.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from specdeploy.core.reconcile import recorded_setting
 from specdeploy.core.render import k_label
 
 from ..conftest import ROOT
-from ..integration.conftest import kubectl_apply, running, wait_for
-from ..integration.sim_helpers import Prometheus
+from ..integration.conftest import Cluster, kubectl, kubectl_apply, wait_for
 
 sys.path.insert(0, str(ROOT / "hack"))
-from kubelet_standin import FakeKubelet
+import cluster as local_cluster
+from load import PodLoad
+from prometheus import Prometheus, podmonitor_jobs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 GROUP, VERSION, PLURAL = "specdeploy.io", "v1alpha1", "speculativedeployments"
@@ -47,27 +48,22 @@ MAX_RESTARTS = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml
 LOW, HIGH = 8.0, 37.0  # total req/s over 2 replicas: HIGH is past what any k > 0 serves
 
 
+@pytest.fixture(scope="module")
+def installed_operator(cluster: Cluster) -> Iterator[None]:
+    """The operator as `hack/cluster.sh up` installs it (manifests/, the local image); scaled to zero after."""
+    local_cluster.install_operator(cluster.image)
+    yield
+    local_cluster.scale_operator(0)
+
+
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp_path / "prom").start()
+def prometheus(tmp_path: Path, cluster: Cluster) -> Iterator[Prometheus]:
+    """A Prometheus of this test's own (it is stopped mid-test), on the node's address so the operator's pod
+    reaches it, scraping the cluster's pods with the PodMonitor's configuration every second."""
+    jobs = podmonitor_jobs(local_cluster.P.prometheus / "pods.json", "1s")
+    prom = Prometheus(tmp_path / "prom", host=local_cluster.NODE_IP, jobs=jobs).start()
     yield prom
     prom.stop()
-
-
-@pytest.fixture
-def kubelet(api: Any, namespace: str, prometheus: Prometheus, tmp_path: Path) -> Iterator[FakeKubelet]:
-    (tmp_path / "loads").mkdir()
-    kl = FakeKubelet(
-        api.core,
-        namespace=namespace,
-        run_servers=True,
-        sd_file=prometheus.targets_file,
-        log_dir=tmp_path,
-        load_dir=tmp_path / "loads",
-        sim_env={"SPECDEPLOY_SIM_STARTUP_SECONDS": "1"},
-    )
-    with running(kl):
-        yield kl
 
 
 def resource(prometheus: Prometheus, **adaptive: Any) -> dict[str, Any]:
@@ -138,13 +134,13 @@ def drafts_per_token(prometheus: Prometheus, ns: str, setting: Any) -> float:
 
 
 def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometheus_loss(
-    api: Any, namespace: str, operator: Any, prometheus: Prometheus, kubelet: FakeKubelet
+    api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
 ) -> None:
     """Under a load no k serves, the policy stops drafting: speculation off, or (eagle3 can run vLLM's
     per-batch-size k) a schedule drafting nothing at the batch sizes that load runs. The Deployment carries the
     setting, and the pods' own metrics show it: no drafts at high load; with a schedule, drafts again at low load
     without another restart."""
-    kubelet.set_load(namespace, NAME, LOW)
+    load.set(namespace, NAME, LOW)
     kubectl_apply(resource(prometheus), namespace)
     st = wait_for(
         lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True" and s,
@@ -154,7 +150,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     assert st["metrics"]["perPositionAcceptance"][0] == pytest.approx(0.75, abs=0.1)  # first, short window
     assert st["k"] >= 1, json.dumps(st["metrics"])
 
-    kubelet.set_load(namespace, NAME, HIGH)
+    load.set(namespace, NAME, HIGH)
 
     def stops_drafting(k: int, s: dict[str, Any]) -> bool:
         """A setting the policy chose that drafts nothing at large batches: speculation off, or a schedule (taken
@@ -179,7 +175,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
                      interval=1, what="pods draft nothing at high load")  # fmt: skip
     assert ratio[0] < 0.05
 
-    kubelet.set_load(namespace, NAME, LOW)
+    load.set(namespace, NAME, LOW)
     if setting == 0:
         st = wait_k(api, namespace, lambda k, _: k >= 1, "speculation back on when load falls", timeout=180)
         assert st["decisions"][-1]["action"] == "turn-on"
@@ -205,26 +201,27 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
         what="MetricsAvailable=False because Prometheus is down",
     )
     assert cond(st, "MetricsAvailable")["status"] == "False"
-    kubelet.set_load(namespace, NAME, HIGH)  # even if load changes, no decision on missing data
+    load.set(namespace, NAME, HIGH)  # even if load changes, no decision on missing data
     st = evaluated(api, namespace, 3, after=time.time())
     assert "no decision without fresh metrics" in st["lastEvaluation"]["reason"]
-    assert operator.alive()
+    pod = api.core.list_namespaced_pod(local_cluster.OPERATOR_NAMESPACE).items[0]
+    assert pod.status.container_statuses[0].ready
     assert status(api, namespace)["k"] == k
     assert api.apps.read_namespaced_deployment(NAME, namespace).metadata.generation == generation
 
 
 def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
-    api: Any, namespace: str, operator: Any, prometheus: Prometheus, kubelet: FakeKubelet
+    api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
 ) -> None:
     base = [0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08]
-    kubelet.set_load(namespace, NAME, LOW)
+    load.set(namespace, NAME, LOW)
     doc = resource(prometheus, maxRestartsPerHour=2, hysteresis=0.05)
     doc["spec"]["speculator"]["numSpeculativeTokens"] = 5
     kubectl_apply(doc, namespace)
     wait_for(
         lambda: cond(status(api, namespace), "MetricsAvailable").get("status") == "True", timeout=90, what="metrics"
     )
-    kubelet.set_load(namespace, NAME, LOW, acceptance=[round(x * 0.3, 4) for x in base])
+    load.set(namespace, NAME, LOW, acceptance=[round(x * 0.3, 4) for x in base])
     st = wait_k(api, namespace, lambda k, _: k < 5, "k lowered after acceptance drifted down")
     assert st["decisions"][-1]["fromK"] == 5
 
@@ -233,7 +230,7 @@ def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
     deadline = time.monotonic() + 120
     high = True
     while time.monotonic() < deadline:
-        kubelet.set_load(namespace, NAME, HIGH if high else LOW, acceptance=base)
+        load.set(namespace, NAME, HIGH if high else LOW, acceptance=base)
         high = not high
         st = evaluated(api, namespace, 2, after=time.time())
     applied = [d for d in st.get("decisions", []) if d["applied"]]
@@ -241,3 +238,39 @@ def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
     assert st["restartBudgetRemaining"] == 2 - len(applied)
     rs = kubernetes.client.AppsV1Api().list_namespaced_replica_set(namespace).items
     assert len(rs) <= 1 + 2
+
+
+def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everything(
+    api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
+) -> None:
+    """Every setting but the starting k=3 crashes at start (as a k too large for GPU memory would): the policy's
+    change never becomes Ready, the Deployment passes its progress deadline, the operator says so in Degraded and
+    rolls back to k=3, which keeps serving throughout (maxUnavailable 0). Deleting the resource then leaves
+    nothing behind."""
+    load.set(namespace, NAME, HIGH)
+    doc = resource(prometheus)
+    doc["spec"]["env"] = [{"name": "SPECDEPLOY_SIM_FAIL_SETTINGS", "value": "!3"}]
+    doc["spec"]["rollout"] = {"progressDeadlineSeconds": 30}
+    kubectl_apply(doc, namespace)
+    degraded = wait_for(
+        lambda: (s := status(api, namespace)) and cond(s, "Degraded").get("reason") == "RolloutFailed" and s,
+        timeout=240, interval=1, what="Degraded: the policy's change did not roll out",
+    )  # fmt: skip
+    failed_setting = recorded_setting(degraded)
+    assert failed_setting != 3 and cond(degraded, "Degraded")["status"] == "True"
+    crashed = [p for p in api.core.list_namespaced_pod(namespace).items
+               if p.metadata.labels["specdeploy.io/k"] == k_label(failed_setting)]  # fmt: skip
+    assert crashed and all(not c.ready for p in crashed for c in p.status.container_statuses or [])
+    st = wait_k(api, namespace, lambda k, s: recorded_setting(s) == 3 and cond(s, "Ready")["status"] == "True",
+                "rolled back to k=3", timeout=120)  # fmt: skip
+    back = st["decisions"][-1]
+    assert back["action"] == "rollback" and "rollout failed" in back["reason"], back
+    assert cond(st, "Degraded")["status"] == "False"
+
+    kubectl("delete", "sd", NAME, "-n", namespace)
+    wait_for(
+        lambda: not api.apps.list_namespaced_deployment(namespace).items
+        and not api.core.list_namespaced_service(namespace).items
+        and not api.core.list_namespaced_pod(namespace).items,
+        timeout=120, interval=1, what="the Deployment, Service and pods garbage-collected",
+    )  # fmt: skip

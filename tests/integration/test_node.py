@@ -75,9 +75,9 @@ def test_gpu_sample_pods_are_scheduled_on_gpus(api: Any, namespace: str, operato
 
     for pod in wait_for(scheduled, timeout=60, what="both pods scheduled"):
         assert pod.spec.containers[0].resources.requests["nvidia.com/gpu"] == "1"
-    waiting = wait_for(
-        lambda: {s.state.waiting.reason for p in api.core.list_namespaced_pod(namespace).items
-                 for s in p.status.container_statuses or [] if s.state.waiting},
-        timeout=60, what="the kubelet's verdict on the image",
-    )  # fmt: skip
-    assert waiting == {"ErrImageNeverPull"}
+
+    def verdicts() -> set[str]:
+        pods = api.core.list_namespaced_pod(namespace).items
+        return {s.state.waiting.reason for p in pods for s in p.status.container_statuses or [] if s.state.waiting}
+
+    wait_for(lambda: verdicts() == {"ErrImageNeverPull"}, timeout=60, what="the kubelet's verdict on the image")

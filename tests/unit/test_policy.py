@@ -248,6 +248,21 @@ def test_rollback_after_a_failed_rollout() -> None:
     assert rollback(settled(2), T0, "deadline") is None
 
 
+def test_a_setting_whose_pods_failed_is_not_tried_again_for_a_while() -> None:
+    from specdeploy.core.policy import FAILED_HOLD_S, rollback
+
+    first = run(obs(27, 3, waiting=40), 3, settled(3))
+    assert first.action == SET_K and first.to_k == 1
+    back = rollback(first.state, T0 + 60, "deadline")
+    assert back is not None and back.to_k == 3
+    later = T0 + 3600
+    again = run(obs(27, 3, waiting=40), 3, replace(back.state, since=later - 1000), now=later)
+    assert again.to_k != 1  # another way out of the queue, or none; not the setting that crashed
+    fixed = later + FAILED_HOLD_S
+    retried = run(obs(27, 3, waiting=40), 3, replace(back.state, since=fixed - 1000, changes=[]), now=fixed)
+    assert retried.to_k == 1
+
+
 SPEC = {
     "target": {"model": "t"},
     "speculator": {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3},

@@ -109,3 +109,11 @@ def test_a_schedule_from_the_command_line_drafts_the_k_of_each_batch_size() -> N
     assert small.c.draft_tokens / small.c.drafts == pytest.approx(3, abs=0.2)
     assert large.c.draft_tokens / large.c.drafts == pytest.approx(1, abs=0.2)
     assert len(large.c.per_pos) == 3  # positions up to num_speculative_tokens, as vLLM counts them
+
+
+def test_the_simulator_can_be_told_which_settings_crash() -> None:
+    from specdeploy.sim.server import fails_at_start
+
+    assert fails_at_start("5", ["5", "3@1,1@24"]) and fails_at_start("3@1,1@24", ["5", "3@1,1@24"])
+    assert not fails_at_start("3", ["5"]) and not fails_at_start("3", [])
+    assert fails_at_start("0", ["!3"]) and fails_at_start("2@1,0@40", ["!3"]) and not fails_at_start("3", ["!3"])

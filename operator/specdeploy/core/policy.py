@@ -82,6 +82,8 @@ TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two eval
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
 MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
 TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the current load: more leaves settings early
+FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
+# budget is not spent on it again, yet a fix (memory, image) is picked up within the working day
 
 
 @dataclass
@@ -110,6 +112,7 @@ class PolicyState:
     regime_qps: float | None = None  # the load level the current regime started at (per replica)
     regime_since: float | None = None  # when the load last left the band around it
     bursts: list[float] = field(default_factory=list)  # when the load last jumped up (newest last)
+    failed: dict[str, float] = field(default_factory=dict)  # setting label -> when its rollout failed
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -550,6 +553,7 @@ def predict(
         loads = [widest * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
         schedule = best_schedule(profile, p, ks, loads)
         candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
+    candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
     q = load.forecast
     latency = {k: predict_ms(profile, q, k, upto(p, k)) for k in dict.fromkeys(candidates)}
@@ -687,9 +691,14 @@ def _limits(st: PolicyState, settings: Adaptive, now: float, forced: bool, narro
 
 
 def rollback(state: PolicyState, now: float, reason: str) -> Decision | None:
-    """After a failed rollout of a policy change: go back to the previous k (once)."""
+    """After a failed rollout of a policy change: go back to the previous k (once), and hold the failed setting
+    out of the candidates for FAILED_HOLD_S."""
     if state.pending_from is None:
         return None
     back = state.pending_from
-    st = replace(state, k=back, pending_from=None, since=now, last_change=now, changes=[*state.changes, now])
+    failed = {s: t for s, t in state.failed.items() if now - t <= FAILED_HOLD_S}
+    if state.k is not None:
+        failed[schedule_label(state.k)] = now
+    st = replace(state, k=back, pending_from=None, since=now, last_change=now, changes=[*state.changes, now],
+                 failed=failed)  # fmt: skip
     return Decision(ROLLBACK, back, f"rollout failed ({reason}); back to {label(back)}", state=st)

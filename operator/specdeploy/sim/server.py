@@ -59,7 +59,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--sim-fail-settings",
         default=os.environ.get("SPECDEPLOY_SIM_FAIL_SETTINGS", ""),
         help="space-separated settings (k or schedule labels, as in status) that crash at start, as a draft "
-        "length that does not fit in GPU memory would",
+        "length that does not fit in GPU memory would; !S: every setting but S",
     )
     return p.parse_known_args(argv)
 
@@ -304,10 +304,16 @@ def _words(n: int) -> str:
     return " ".join(["token"] * n)
 
 
+def fails_at_start(setting: str, rules: list[str]) -> bool:
+    """Whether ``--sim-fail-settings`` makes this setting crash: it is listed, or a ``!S`` rule spares only S."""
+    spared = [r[1:] for r in rules if r.startswith("!")]
+    return setting in rules or (bool(spared) and setting not in spared)
+
+
 async def serve(args: argparse.Namespace) -> None:
     server = SimServer(args)
     setting = schedule_label(server.k)
-    if setting in args.sim_fail_settings.split():
+    if fails_at_start(setting, args.sim_fail_settings.split()):
         raise SystemExit(f"simulated start failure for setting {setting} (--sim-fail-settings)")
     if args.sim_startup_seconds:
         await asyncio.sleep(args.sim_startup_seconds)  # model load: nothing listens yet, as with vLLM
