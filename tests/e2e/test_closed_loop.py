@@ -248,7 +248,7 @@ def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everyth
     rolls back to k=3, which keeps serving throughout (maxUnavailable 0). Deleting the resource then leaves
     nothing behind."""
     load.set(namespace, NAME, HIGH)
-    doc = resource(prometheus)
+    doc = resource(prometheus, maxRestartsPerHour=2)  # the change and its rollback: then the setting holds
     doc["spec"]["env"] = [{"name": "SPECDEPLOY_SIM_FAIL_SETTINGS", "value": "!3"}]
     doc["spec"]["rollout"] = {"progressDeadlineSeconds": 30}
     kubectl_apply(doc, namespace)

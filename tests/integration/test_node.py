@@ -6,16 +6,19 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import kubernetes
 import pytest
+import yaml
 
 from specdeploy.api import validate_manifest
 from specdeploy.core.render import DEFAULT_UID, Owner, render_deployment
 
-from ..conftest import SAMPLE
+from ..conftest import ROOT, SAMPLE
 from .conftest import Cluster, Operator, kubectl_apply, wait_for
 from .test_operator import sample
 
 pytestmark = pytest.mark.cluster
+OWNER = Owner("llama-8b", "x", "00000000-0000-0000-0000-000000000000")
 # A process that prints who it runs as and stays up (the root image has no vLLM to run).
 WHOAMI = [
     "python3",
@@ -30,7 +33,7 @@ def gpu_pod(image: str, pod_security_context: dict[str, Any] | None = None) -> d
     doc = copy.deepcopy(SAMPLE)
     if pod_security_context is not None:
         doc["spec"]["podSecurityContext"] = pod_security_context
-    dep = render_deployment(Owner("llama-8b", "x", "00000000-0000-0000-0000-000000000000"), validate_manifest(doc), 3)
+    dep = render_deployment(OWNER, validate_manifest(doc), 3)
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     c.update(image=image, imagePullPolicy="Never", command=WHOAMI, args=[])
@@ -81,3 +84,31 @@ def test_gpu_sample_pods_are_scheduled_on_gpus(api: Any, namespace: str, operato
         return {s.state.waiting.reason for p in pods for s in p.status.container_statuses or [] if s.state.waiting}
 
     wait_for(lambda: verdicts() == {"ErrImageNeverPull"}, timeout=60, what="the kubelet's verdict on the image")
+
+
+def test_a_simulated_pod_is_ready_through_its_probes_and_stops_on_sigterm(
+    api: Any, namespace: str, cluster: Cluster
+) -> None:
+    """The simulated sample's pod as rendered (project image, real probes) turns Ready, and a deletion ends it well
+    inside its 60 s grace period: the server, PID 1 in its container, handles SIGTERM."""
+    doc = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text())
+    dep = render_deployment(OWNER, validate_manifest(doc), 3, sim_image=cluster.image)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim"}, "spec": dep["spec"]["template"]["spec"]}
+    kubectl_apply(pod, namespace)
+
+    def ready() -> bool:
+        conditions = api.core.read_namespaced_pod("sim", namespace).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    wait_for(ready, timeout=90, what="Ready through the startup and readiness probes")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 60
+    api.core.delete_namespaced_pod("sim", namespace)
+
+    def gone() -> bool:
+        try:
+            api.core.read_namespaced_pod("sim", namespace)
+        except kubernetes.client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, timeout=30, what="the pod gone well before its grace period ends")

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -321,7 +322,15 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     log.info("simulating %s with k=%s (%s) on %s:%d", server.model_name, setting, server.method, args.host, args.port)
-    await server.run_engine()
+    # As PID 1 of a container a process gets no default SIGTERM handling: without this, every pod deletion would
+    # wait out its whole termination grace period (vLLM shuts down on SIGTERM).
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    engine = asyncio.create_task(server.run_engine())
+    await stopping.wait()
+    log.info("SIGTERM: shutting down")
+    engine.cancel()
+    await runner.cleanup()
 
 
 def main(argv: list[str]) -> int:
