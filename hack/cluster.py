@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -418,6 +419,14 @@ def install_operator(image: str) -> None:
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables")
 
 
+def remember_pod_logs() -> None:
+    """What of /var/log/pods and /var/log/containers (the kubelet's, fixed in v1.20) exists before ``up``."""
+    marker = P.root / "pod-logs.json"
+    if not marker.exists():
+        created = [str(d) for d in (Path("/var/log/pods"), Path("/var/log/containers")) if not d.exists()]
+        marker.write_text(json.dumps({"created": created, "since": time.time()}))
+
+
 def remember_sysctls() -> None:
     """The CNI bridge (gateway) and kube-proxy set a few sysctls; ``down`` puts back what was there."""
     f = P.root / "sysctls.json"
@@ -431,6 +440,7 @@ def up(operator: bool = True, scrape_interval: str | None = SCRAPE_INTERVAL) -> 
         raise SystemExit("cluster: needs root (containerd, the kubelet, bridges and iptables)")
     P.root.mkdir(parents=True, exist_ok=True)
     remember_sysctls()
+    remember_pod_logs()
     network()
     certificates()
     bindir = binaries()
@@ -478,6 +488,36 @@ def _kill_tasks() -> None:
         run(*ctr, "tasks", "delete", "-f", task, check=False)
 
 
+def _remove_kube_chains() -> None:
+    """The kubelet's own KUBE-* chains (firewall, marks, canaries), which ``kube-proxy --cleanup`` leaves: the
+    jumps into them from the built-in chains first, then the chains."""
+    for table in ("filter", "nat", "mangle"):
+        dump = run("iptables-save", "-t", table, check=False).stdout.splitlines()
+        chains = [line[1:].split()[0] for line in dump if line.startswith(":KUBE-")]
+        for line in dump:
+            if line.startswith("-A ") and " -j KUBE-" in line and not line.split()[1].startswith("KUBE-"):
+                run("iptables", "-t", table, "-D", *shlex.split(line[3:]), check=False)
+        for chain in chains:
+            run("iptables", "-t", table, "-F", chain, check=False)
+        for chain in chains:
+            run("iptables", "-t", table, "-X", chain, check=False)
+
+
+def _remove_pod_logs() -> None:
+    """The kubelet (v1.20) writes container logs under /var/log: remove what this cluster wrote there (all of it if
+    ``up`` created the directories, else what appeared since ``up``)."""
+    marker = P.root / "pod-logs.json"
+    info = json.loads(marker.read_text()) if marker.exists() else {"created": [], "since": time.time()}
+    for d in (Path("/var/log/pods"), Path("/var/log/containers")):
+        if not d.exists():
+            continue
+        for entry in d.iterdir():
+            if str(d) in info["created"] or entry.lstat().st_ctime >= info["since"]:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if str(d) in info["created"] and not any(d.iterdir()):
+            d.rmdir()
+
+
 def down() -> None:
     if not P.root.exists():
         return
@@ -486,6 +526,7 @@ def down() -> None:
     stop_all()
     bindir = binaries()
     run(str(bindir / "kube-proxy"), "--cleanup", check=False)  # removes its KUBE-* iptables chains
+    _remove_kube_chains()
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for m in sorted((m for m in mounts if m.startswith(str(P.root) + "/")), key=len, reverse=True):
         run("umount", "-l", m, check=False)
@@ -494,9 +535,7 @@ def down() -> None:
     saved = P.root / "sysctls.json"
     for key, value in (json.loads(saved.read_text()) if saved.exists() else {}).items():
         Path("/proc/sys", key).write_text(value)
-    for d in (Path("/var/log/pods"), Path("/var/log/containers")):
-        if d.exists() and not any(d.iterdir()):
-            d.rmdir()
+    _remove_pod_logs()
     shutil.rmtree(P.root)
 
 
