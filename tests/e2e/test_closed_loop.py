@@ -142,11 +142,12 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     without another restart."""
     load.set(namespace, NAME, LOW)
     kubectl_apply(resource(prometheus), namespace)
+    # Pods turn Ready one by one through their probes: acceptance is measured once both serve their share.
     st = wait_for(
-        lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True" and s,
-        timeout=90,
-        what="metrics in status",
-    )
+        lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True"
+        and s["metrics"].get("perPositionAcceptance") and s,
+        timeout=120, what="acceptance in status",
+    )  # fmt: skip
     assert st["metrics"]["perPositionAcceptance"][0] == pytest.approx(0.75, abs=0.1)  # first, short window
     assert st["k"] >= 1, json.dumps(st["metrics"])
 

@@ -97,7 +97,9 @@ def test_rolling_restart_counter_reset_and_two_pod_generations(prometheus: Prome
     assert during.request_rate == pytest.approx(2 * qps, rel=0.1)
     assert old_view.k_running == 3
     assert old_view.per_position == pytest.approx(ACCEPTANCE[:3], rel=0.04)  # the reset did not distort it
-    assert old_view.request_rate == pytest.approx(2 * qps, rel=0.1)
+    # (The simulators pace their engine against the wall clock; on 2 busy cores one that fell behind catches up in
+    # a burst, which a 20 s rate window shows: 0.15 allows that, not the stale instance counted twice, +50%.)
+    assert old_view.request_rate == pytest.approx(2 * qps, rel=0.15)
 
 
 def test_missing_series_and_prometheus_down_are_typed_no_data(prometheus: Prometheus) -> None:
