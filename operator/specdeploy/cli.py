@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from . import __version__
 from .api import KIND, SpecError, validate_manifest
 from .core.render import Owner, Platform, render_all, spec_k
 
@@ -45,35 +46,64 @@ def _manifests(path: str) -> list[dict[str, Any]]:
     return docs
 
 
-def _checked(path: str) -> list[tuple[dict[str, Any], Any]]:
-    """Validate every SpeculativeDeployment in the file; report all problems of all documents."""
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _paths(given: list[str]) -> list[str]:
+    """Files as kubectl takes them: each -f a file, ``-`` (stdin) or a directory (its manifests, sorted)."""
+    out = []
+    for path in given:
+        p = Path(path)
+        if path != "-" and p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix in MANIFEST_SUFFIXES)
+            if not found:
+                raise UsageError(f"{path}: no {', '.join(MANIFEST_SUFFIXES)} files in the directory")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def _checked(given: list[str]) -> list[tuple[str, dict[str, Any], Any]]:
+    """Validate every SpeculativeDeployment in the files; report all problems of all documents."""
     out, lines = [], []
-    for doc in _manifests(path):
-        try:
-            out.append((doc, validate_manifest(doc)))
-        except SpecError as exc:
-            name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
-            lines += [f"{path}: {KIND}/{name}: {p}" for p in exc.problems]
+    for path in _paths(given):
+        for doc in _manifests(path):
+            try:
+                out.append((path, doc, validate_manifest(doc)))
+            except SpecError as exc:
+                name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
+                lines += [f"{path}: {KIND}/{name}: {p}" for p in exc.problems]
     if lines:
         raise UsageError("\n".join(lines))
     return out
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    for doc, _ in _checked(args.file):
-        print(f"{args.file}: {KIND}/{doc['metadata']['name']}: valid")
+    for path, doc, _ in _checked(args.file):
+        print(f"{path}: {KIND}/{doc['metadata']['name']}: valid")
     return 0
+
+
+def _namespace(path: str, meta: dict[str, Any], flag: str | None) -> str:
+    """The manifest's namespace, else -n, else default; a manifest naming another than -n is refused, as by
+    kubectl."""
+    ns = meta.get("namespace")
+    if ns and flag and ns != flag:
+        raise UsageError(f"{path}: {KIND}/{meta['name']} is in namespace {ns}, not {flag} (-n): drop one of them")
+    return ns or flag or "default"
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     objects: list[dict[str, Any]] = []
-    for doc, spec in _checked(args.file):
+    for path, doc, spec in _checked(args.file):
         meta = doc["metadata"]
-        owner = Owner(meta["name"], meta.get("namespace", "default"), meta.get("uid", PLACEHOLDER_UID))
+        ns = _namespace(path, meta, args.namespace)
+        owner = Owner(meta["name"], ns, meta.get("uid", PLACEHOLDER_UID))
         k = spec_k(spec) if args.k is None else args.k
         objects += render_all(owner, spec, k, sim_image=args.sim_image, platform=Platform(args.platform))
-    if args.output == "json":
-        print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
+    if args.output == "json":  # a v1 List, as `kubectl get -o json` prints one: what kubectl apply -f takes
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
     else:
         print(yaml.safe_dump_all(objects, sort_keys=False, width=120), end="")
     return 0
@@ -131,6 +161,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_files(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f", "--file", action="append", required=True, help="YAML/JSON file, directory, or - for stdin (repeatable)"
+    )
+
+
 def _add_sim_image(p: argparse.ArgumentParser) -> None:
     from .core.render import DEFAULT_SIM_IMAGE
 
@@ -138,16 +174,21 @@ def _add_sim_image(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specdeploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="specdeploy",
+        description="Run vLLM with speculative decoding on Kubernetes, and keep its draft length worth running.",
+    )
+    parser.add_argument("--version", action="version", version=f"specdeploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check SpeculativeDeployment manifests")
-    p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
+    _add_files(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="print the objects the operator would create")
-    p.add_argument("-f", "--file", required=True, help="YAML file, or - for stdin")
-    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    _add_files(p)
+    p.add_argument("-n", "--namespace", default=None, help="namespace of manifests that name none (default: default)")
+    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="json: one v1 List")
     p.add_argument("--k", type=int, default=None, help="render this draft length instead of the spec's (0 = off)")
     _add_sim_image(p)
     p.add_argument(

@@ -88,19 +88,28 @@ def test_operator_works_with_exactly_its_cluster_role(
         operator.start()
 
 
-def test_cli_render_output_is_accepted_by_the_api_server(cluster: Any, namespace: str) -> None:
+@pytest.mark.parametrize("output", ["yaml", "json"])
+def test_cli_render_output_is_accepted_by_the_api_server(cluster: Any, namespace: str, output: str) -> None:
+    """Both outputs go straight to kubectl: YAML documents, or one JSON v1 List."""
+    sample = yaml.safe_load((ROOT / "manifests/samples/llama-8b.yaml").read_text())
+    del sample["metadata"]["namespace"]
     out = subprocess.run(
-        [sys.executable, "-m", "specdeploy.cli", "render", "-f", str(ROOT / "manifests/samples/llama-8b.yaml")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    for d in docs:
-        d["metadata"]["namespace"] = namespace
-        del d["metadata"]["ownerReferences"]  # the placeholder owner does not exist
-    result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
-    assert result.count("(server dry run)") == 2
+        [sys.executable, "-m", "specdeploy.cli", "render", "-f", "-", "-n", namespace, "-o", output],
+        input=yaml.safe_dump(sample), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    # The placeholder owner does not exist: its references go; the rest is applied in the format printed.
+    if output == "json":
+        doc = json.loads(out.stdout)
+        for item in doc["items"]:
+            del item["metadata"]["ownerReferences"]
+        text = json.dumps(doc)
+    else:
+        docs = list(yaml.safe_load_all(out.stdout))
+        for d in docs:
+            del d["metadata"]["ownerReferences"]
+        text = yaml.safe_dump_all(docs)
+    result = kubectl("apply", "--dry-run=server", "-f", "-", stdin=text)
+    assert result.count("(server dry run)") == 2, result
 
 
 def test_api_server_itself_rejects_a_bad_enum_and_k_zero(cluster: Any, namespace: str) -> None:

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from specdeploy.api import AdaptiveMode, Method, SpecError, validate_manifest, validate_spec
 
@@ -191,6 +192,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "bad adaptive mode",
         {"target": {"model": "t"}, "adaptive": {"mode": "auto"}},
         "spec.adaptive.mode: must be 'Off', 'Recommend' or 'Auto' (got 'auto')",
+    ),
+    (
+        "unquoted Off, as YAML 1.1 reads it",
+        {"target": {"model": "t"}, **yaml.safe_load("adaptive: {mode: Off}")},
+        "spec.adaptive.mode: must be 'Off', 'Recommend' or 'Auto' (got False); YAML reads an unquoted Off as false: "
+        'quote it ("Off")',
     ),
     (
         "min above max",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from specdeploy.api.crd import crd, crd_yaml
@@ -60,10 +61,28 @@ def test_gen_crd_check_mode_passes() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_cli_render_json(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_render_json_is_a_list_kubectl_applies(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["render", "-f", str(SAMPLE_PATH), "-o", "json"]) == 0
-    objs = json.loads(capsys.readouterr().out)
-    assert [o["kind"] for o in objs] == ["Deployment", "Service"]
+    out = json.loads(capsys.readouterr().out)
+    assert (out["apiVersion"], out["kind"]) == ("v1", "List")
+    assert [o["kind"] for o in out["items"]] == ["Deployment", "Service"]
+
+
+def test_cli_render_takes_a_directory_several_files_and_a_namespace(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    doc = yaml.safe_load(SAMPLE_PATH.read_text())
+    del doc["metadata"]["namespace"]
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({**doc, "metadata": {"name": "other"}}))
+    assert main(["render", "-f", str(tmp_path), "-n", "team-a", "-o", "json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in items if o["kind"] == "Deployment"] == [
+        ("llama-8b", "team-a"),
+        ("other", "team-a"),
+    ]
+    assert main(["render", "-f", str(tmp_path / "a.yaml"), "-f", str(SAMPLE_PATH)]) == 0
+    assert len(list(yaml.safe_load_all(capsys.readouterr().out))) == 4
+    assert main(["render", "-f", str(SAMPLE_PATH), "-n", "elsewhere"]) == 2
+    assert "in namespace inference, not elsewhere (-n)" in capsys.readouterr().err
 
 
 def test_cli_render_yaml_with_k_override(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -94,3 +113,14 @@ def test_cli_user_errors_never_trace(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "specdeploy.cli", *args], capture_output=True, text=True)
         assert out.returncode == 2
         assert "Traceback" not in out.stderr and out.stderr.startswith("error: ")
+
+
+def test_cli_version_and_plain_help(capsys) -> None:  # type: ignore[no-untyped-def]
+    from specdeploy import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"specdeploy {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out

@@ -186,7 +186,7 @@ def test_the_users_pod_security_context_wins() -> None:
 
 def test_cli_render_for_openshift_sets_no_uid(capsys: pytest.CaptureFixture[str]) -> None:
     main(["render", "-f", str(ROOT / "manifests/samples/llama-8b.yaml"), "--platform", "openshift", "-o", "json"])
-    dep = json.loads(capsys.readouterr().out)[0]
+    dep = json.loads(capsys.readouterr().out)["items"][0]
     assert restricted_v2_problems(dep["spec"]["template"]["spec"]) == []
 
 

@@ -446,7 +446,11 @@ def _describe(err: dict[str, Any]) -> str:
         return "required field is missing"
     got = err.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return f"{msg.replace('Input should be', 'must be')}{shown}"
+    hint = ""
+    if isinstance(got, bool) and kind == "enum":
+        # YAML 1.1 (kubectl, PyYAML) reads an unquoted Off/On/Yes/No as a boolean.
+        hint = '; YAML reads an unquoted Off as false: quote it ("Off")'
+    return f"{msg.replace('Input should be', 'must be')}{shown}{hint}"
 
 
 Found = Iterator[tuple[str, str]]  # (path below spec, message) of each problem a rule finds
