@@ -164,7 +164,7 @@ def test_invalid_spec_is_degraded_and_running_deployment_untouched(
         what="Degraded InvalidSpec",
     )
     msg = cond(sd, "Degraded")["message"]
-    assert "spec.speculator.draftTensorParallelSize: must be 1 or target.tensorParallelSize (1) (got 2)" in msg
+    assert "spec.speculator.draftTensorParallelSize: must be 1 or the target's tensor parallel size (1) (got 2)" in msg
     assert cond(sd, "Degraded")["status"] == "True"
     # The pass that wrote this condition handled the new generation, and a pass applies before it writes status:
     # a Deployment changed by the invalid spec would show it now.

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from specdeploy.api import AdaptiveMode, Method, SpecError, validate_manifest, validate_spec
+from specdeploy.core.render import vllm_args
 
 from ..conftest import SAMPLE
 
@@ -72,6 +73,20 @@ def test_speculators_short_form() -> None:
     )
     assert spec.short_form
     assert spec.served_model_name == "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3"
+
+
+def test_gpus_give_tensor_parallelism_when_it_is_not_written() -> None:
+    short = {"speculator": {"model": "RedHatAI/Llama-3.3-70B-Instruct-speculator.eagle3"}, "resources": {"gpus": 2}}
+    spec = validate_spec(short)
+    assert spec.tensor_parallel_size == 2
+    args = vllm_args(spec, None)
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert validate_spec({"target": {"model": "m"}, "resources": {"gpus": 0}}).tensor_parallel_size == 1
+    with pytest.raises(SpecError) as exc:  # written, and contradicted: refused
+        validate_spec({**short, "target": {"tensorParallelSize": 1}})
+    assert [str(p) for p in exc.value.problems] == [
+        "spec.resources.gpus: must equal target.tensorParallelSize (1) (got 2)"
+    ]
 
 
 def test_speculators_long_form() -> None:
@@ -159,7 +174,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
             "resources": {"gpus": 4},
             "speculator": {**SP, "draftTensorParallelSize": 2},
         },
-        "spec.speculator.draftTensorParallelSize: must be 1 or target.tensorParallelSize (4) (got 2)",
+        "spec.speculator.draftTensorParallelSize: must be 1 or the target's tensor parallel size (4) (got 2)",
     ),
     (
         "k missing in the long form",

@@ -92,7 +92,9 @@ class Target(Model):
 
     model: str | None = Field(None, min_length=1, description="Hugging Face id or path of the target model.")
     revision: str | None = Field(None, description="Model revision (branch, tag or commit).")
-    tensor_parallel_size: int = Field(1, ge=1, le=64, description="--tensor-parallel-size")
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="--tensor-parallel-size; defaults to resources.gpus (1 without GPUs)."
+    )
     max_model_len: int | None = Field(None, ge=1, description="--max-model-len")
     served_model_name: str | None = Field(
         None, min_length=1, description="--served-model-name; defaults to the model id."
@@ -275,6 +277,11 @@ class SpeculativeDeploymentSpec(Model):
     extra_args: list[str] = Field(default_factory=list, description="Extra `vllm serve` arguments.")
     simulation: Simulation = Field(default_factory=Simulation)
     adaptive: Adaptive = Field(default_factory=Adaptive)
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        """target.tensorParallelSize, else the GPUs each replica gets (one vLLM process spans them all)."""
+        return self.target.tensor_parallel_size or max(self.resources.gpus, 1)
 
     @property
     def short_form(self) -> bool:
@@ -511,7 +518,7 @@ def _method(spec: SpeculativeDeploymentSpec) -> Found:
 
 def _speculator(spec: SpeculativeDeploymentSpec) -> Found:
     """The speculator's own ranges: n-gram window, draft TP, schedule, extraConfig keys the typed fields own."""
-    sp, tp = spec.speculator, spec.target.tensor_parallel_size
+    sp, tp = spec.speculator, spec.tensor_parallel_size
     if sp is None:
         return
     lo, hi = sp.prompt_lookup_min, sp.prompt_lookup_max
@@ -519,7 +526,7 @@ def _speculator(spec: SpeculativeDeploymentSpec) -> Found:
         yield "speculator.promptLookupMin", f"must be <= promptLookupMax ({hi}) (got {lo})"
     dtp = sp.draft_tensor_parallel_size
     if dtp is not None and dtp not in (1, tp):
-        yield "speculator.draftTensorParallelSize", f"must be 1 or target.tensorParallelSize ({tp}) (got {dtp})"
+        yield "speculator.draftTensorParallelSize", f"must be 1 or the target's tensor parallel size ({tp}) (got {dtp})"
     k = sp.num_speculative_tokens
     for i, rule in enumerate(sp.schedule):
         if rule.min_batch_size > rule.max_batch_size:
@@ -557,10 +564,14 @@ def _adaptive(spec: SpeculativeDeploymentSpec) -> Found:
 
 def _deployment(spec: SpeculativeDeploymentSpec) -> Found:
     """The workload: a PVC cache names its claim, GPUs match tensor parallelism, a rollout can make progress."""
-    tp = spec.target.tensor_parallel_size
+    tp = spec.tensor_parallel_size
     if spec.model_cache.type == CacheType.PVC and not spec.model_cache.claim_name:
         yield "modelCache.claimName", "required when modelCache.type is persistentVolumeClaim"
-    if not spec.simulation.enabled and spec.resources.gpus not in (0, tp):
+    if (
+        not spec.simulation.enabled
+        and spec.target.tensor_parallel_size is not None
+        and spec.resources.gpus not in (0, tp)
+    ):
         yield "resources.gpus", f"must equal target.tensorParallelSize ({tp}) (got {spec.resources.gpus})"
     surge, unavailable = spec.rollout.max_surge, spec.rollout.max_unavailable
     if isinstance(surge, int) and isinstance(unavailable, int) and surge == 0 and unavailable == 0:

@@ -70,7 +70,7 @@ def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
     hints in ``adaptive.prior``."""
     model = spec.target.model or (spec.speculator.model if spec.speculator else None)
     hint = spec.adaptive.prior
-    estimate = prior_profile(model, spec.target.tensor_parallel_size, hint.gpu, hint.model_params_billions)
+    estimate = prior_profile(model, spec.tensor_parallel_size, hint.gpu, hint.model_params_billions)
     return replace(estimate, **hint.profile.model_dump(exclude_none=True))
 
 

@@ -100,7 +100,7 @@ def vllm_args(spec: SpeculativeDeploymentSpec, k: Setting | None) -> list[str]:
     if tgt.revision:
         args += ["--revision", tgt.revision]
     args += ["--served-model-name", spec.served_model_name]
-    args += ["--tensor-parallel-size", str(tgt.tensor_parallel_size)]
+    args += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
     if tgt.max_model_len is not None:
         args += ["--max-model-len", str(tgt.max_model_len)]
     if tgt.quantization:
