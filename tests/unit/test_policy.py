@@ -303,6 +303,17 @@ def test_recommend_never_acts_and_auto_does() -> None:
     assert decision is None and "k" not in patch and patch["metrics"]["requestRate"] > 0
 
 
+def test_kubectl_columns_are_rounded_and_status_keeps_precision() -> None:
+    from specdeploy.api.crd import PRINTER_COLUMNS
+    from specdeploy.core.evaluate import metrics_status
+
+    m = metrics_status(replace(obs(6.61101, 3), acceptance_rate=0.564912), 300, NOW).model_dump(by_alias=True)
+    assert m["acceptanceRate"] == 0.5649 and m["summary"] == {"acceptance": "0.565", "requestRate": "13.2"}
+    paths = {c["name"]: c["jsonPath"] for c in PRINTER_COLUMNS}
+    assert paths["Acceptance"] == ".status.metrics.summary.acceptance"
+    assert paths["QPS"] == ".status.metrics.summary.requestRate"
+
+
 def test_a_restarted_operator_resumes_without_repeating_a_restart() -> None:
     spec = validate_spec(SPEC)
     _, first = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)

@@ -346,6 +346,13 @@ class DecisionRecord(Model):
     applied: bool = False
 
 
+class MetricsSummary(Model):
+    """What ``kubectl get sd`` shows: three significant figures, as text (a printer column cannot round)."""
+
+    acceptance: str | None = Field(None, description="acceptanceRate, rounded.")
+    request_rate: str | None = Field(None, description="requestRate (requests/s), rounded.")
+
+
 class ObservedMetrics(Model):
     """The latest metrics window the operator read, as shown in status."""
 
@@ -362,6 +369,9 @@ class ObservedMetrics(Model):
     itl_p95_ms: float | None = None
     kv_cache_usage: float | None = None
     pods: int = 0
+    summary: MetricsSummary = Field(
+        default_factory=MetricsSummary, description="Rounded for people; the fields above keep full precision."
+    )
 
 
 class SpeculativeDeploymentStatus(Model):

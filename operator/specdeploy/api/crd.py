@@ -85,8 +85,8 @@ PRINTER_COLUMNS = [
     {"name": "Method", "type": "string", "jsonPath": ".status.method"},
     {"name": "K", "type": "integer", "jsonPath": ".status.k"},
     {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule", "priority": 1},  # kubectl get -o wide
-    {"name": "Acceptance", "type": "number", "jsonPath": ".status.metrics.acceptanceRate"},
-    {"name": "QPS", "type": "number", "jsonPath": ".status.metrics.requestRate"},
+    {"name": "Acceptance", "type": "string", "jsonPath": ".status.metrics.summary.acceptance"},
+    {"name": "QPS", "type": "string", "jsonPath": ".status.metrics.summary.requestRate"},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.adaptive.mode"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -17,6 +17,7 @@ from ..api import (
     Condition,
     ConditionType,
     DecisionRecord,
+    MetricsSummary,
     ObservedMetrics,
     Reason,
     SpeculativeDeploymentSpec,
@@ -51,6 +52,14 @@ def rollout_of_spec(spec: SpeculativeDeploymentSpec) -> Rollout:
     )
 
 
+SHOWN_FIGURES = 3  # significant figures in `kubectl get sd`: enough to compare, few enough to read
+
+
+def shown(x: float | None) -> str | None:
+    """A number for people: 0.5649 -> '0.565', 13.2202 -> '13.2'."""
+    return None if x is None else f"{x:.{SHOWN_FIGURES}g}"
+
+
 def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetrics:
     def r(x: float | None, n: int = 4) -> float | None:
         return None if x is None else round(x, n)
@@ -69,6 +78,7 @@ def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetr
         itl_p95_ms=r(obs.itl_p95_s and obs.itl_p95_s * 1000, 3),
         kv_cache_usage=r(obs.kv_usage),
         pods=obs.pods,
+        summary=MetricsSummary(acceptance=shown(obs.acceptance_rate), request_rate=shown(obs.request_rate)),
     )  # every field set, None included: null deletes a stale value in the merge patch
 
 
