@@ -24,6 +24,7 @@ def answers(**override: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     """Every query of one evaluation answered for 2 pods at k=3."""
     raw = {
         "request_rate": [sample(8.0)],
+        "failed_rate": [sample(0.5)],
         "running": [sample(12.0)],
         "waiting": [sample(1.5)],
         "generation_tps": [sample(2048.0)],
@@ -54,7 +55,9 @@ def test_prometheus_answers_become_one_observation() -> None:
     assert obs.acceptance_rate == pytest.approx(170 / 300)
     assert obs.mean_acceptance_length == pytest.approx(1 + 170 / 100)
     assert obs.itl_mean_s == pytest.approx(0.009)
-    assert (obs.request_rate, obs.waiting, obs.prompt_tps) == (8.0, 1.5, 4096.0)
+    assert (obs.request_rate, obs.waiting, obs.prompt_tps, obs.failed_rate) == (8.0, 1.5, 4096.0, 0.5)
+    only_failures = assemble(answers(request_rate=[]), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(only_failures, Observation) and only_failures.request_rate == 0.0
 
 
 def test_series_of_other_pods_nan_and_gaps_are_no_data_with_the_reason() -> None:

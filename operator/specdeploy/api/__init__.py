@@ -358,7 +358,8 @@ class ObservedMetrics(Model):
 
     time: str
     window_seconds: int
-    request_rate: float | None = None
+    request_rate: float | None = Field(None, description="Requests served per second (finished by stop or length).")
+    failed_request_rate: float | None = Field(None, description="Requests aborted or failed per second.")
     running: float | None = None
     waiting: float | None = None
     generation_tokens_per_second: float | None = None

@@ -68,6 +68,7 @@ def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetr
         time=now_iso(now),
         window_seconds=window,
         request_rate=r(obs.request_rate),
+        failed_request_rate=r(obs.failed_rate),
         running=r(obs.running),
         waiting=r(obs.waiting),
         generation_tokens_per_second=r(obs.generation_tps, 2),

@@ -20,6 +20,9 @@ from typing import Any
 
 GROUP = "namespace, deployment, specdeploy_k"
 SELECTOR = '{deployment!=""}'
+# vLLM's finished_reason values: a request that stopped or reached its length was served (the load the policy
+# plans for); abort (client gone, or preempted away) and error were not, and count as failures.
+SERVED_REASONS = "stop|length"
 
 
 def queries(window: str) -> dict[str, str]:
@@ -33,8 +36,10 @@ def queries(window: str) -> dict[str, str]:
         return f"sum by ({GROUP}) (avg_over_time({metric}{SELECTOR}{r}))"
 
     itl = "vllm:inter_token_latency_seconds"
+    finished = "vllm:request_success_total"
     return {
-        "request_rate": rate("vllm:request_success_total"),
+        "request_rate": f'sum by ({GROUP}) (rate({finished}{{deployment!="",finished_reason=~"{SERVED_REASONS}"}}{r}))',
+        "failed_rate": f'sum by ({GROUP}) (rate({finished}{{deployment!="",finished_reason!~"{SERVED_REASONS}"}}{r}))',
         "running": avg("vllm:num_requests_running"),
         "waiting": avg("vllm:num_requests_waiting"),
         "generation_tps": rate("vllm:generation_tokens_total"),
@@ -60,7 +65,7 @@ class Observation:
     deployment: str
     k_label: str
     pods: int
-    request_rate: float
+    request_rate: float  # requests served (finished by stop or length) per second
     running: float
     waiting: float
     generation_tps: float
@@ -72,6 +77,7 @@ class Observation:
     itl_p50_s: float | None = None
     itl_p95_s: float | None = None
     kv_usage: float | None = None
+    failed_rate: float = 0.0  # requests aborted or failed per second
 
     @property
     def k_running(self) -> int:
@@ -100,12 +106,14 @@ def assemble(
     """Pure: query results -> one Observation (or NoData) per wanted deployment."""
     by_key: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
     positions: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    gaps: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # queries answered NaN (not: without a series)
     for name, samples in raw.items():
         for s in samples:
             m = s.get("metric", {})
             key = (m.get("namespace", ""), m.get("deployment", ""), m.get("specdeploy_k", ""))
             v = _num(s)
             if v is None:
+                gaps[key].add(name)
                 continue
             if name == "per_pos":
                 positions[key][int(m.get("position", "0"))] = v
@@ -120,33 +128,38 @@ def assemble(
             hint = f" (series only for k={', '.join(others)}: old pods)" if others else ""
             out[(ns, dep)] = NoData(f"no series for pods with specdeploy_k={k_label} in the window{hint}")
             continue
+        if "failed_rate" in vals and "request_rate" not in gaps[key]:  # no request was ever served: none now
+            vals.setdefault("request_rate", 0.0)
         if "request_rate" not in vals or "running" not in vals:
             out[(ns, dep)] = NoData("incomplete series (request rate or batch size missing)")
             continue
-        drafts, accepted = vals.get("drafts"), vals.get("accepted")
-        pos = positions.get(key, {})
-        per_position: tuple[float, ...] = ()
-        if drafts and pos:
-            per_position = tuple(pos.get(i, 0.0) / drafts for i in range(max(pos) + 1))
-        itl_mean = vals["itl_sum"] / vals["itl_count"] if vals.get("itl_count") else None
-        out[(ns, dep)] = Observation(
-            namespace=ns,
-            deployment=dep,
-            k_label=k_label,
-            pods=int(vals["pods"]),
-            request_rate=vals["request_rate"],
-            running=vals["running"],
-            waiting=vals.get("waiting", 0.0),
-            generation_tps=vals.get("generation_tps", 0.0),
-            prompt_tps=vals.get("prompt_tps", 0.0),
-            acceptance_rate=accepted / vals["draft_tokens"]
-            if accepted is not None and vals.get("draft_tokens")
-            else None,
-            mean_acceptance_length=1 + accepted / drafts if accepted is not None and drafts else None,
-            per_position=per_position,
-            itl_mean_s=itl_mean,
-            itl_p50_s=vals.get("itl_p50"),
-            itl_p95_s=vals.get("itl_p95"),
-            kv_usage=vals.get("kv_usage"),
-        )
+        out[(ns, dep)] = _observation(ns, dep, k_label, vals, positions.get(key, {}))
     return out
+
+
+def _observation(ns: str, dep: str, k_label: str, vals: dict[str, float], pos: dict[int, float]) -> Observation:
+    """One deployment's answers (rates summed over its pods) as an Observation."""
+    drafts, accepted = vals.get("drafts"), vals.get("accepted")
+    per_position: tuple[float, ...] = ()
+    if drafts and pos:
+        per_position = tuple(pos.get(i, 0.0) / drafts for i in range(max(pos) + 1))
+    itl_mean = vals["itl_sum"] / vals["itl_count"] if vals.get("itl_count") else None
+    return Observation(
+        namespace=ns,
+        deployment=dep,
+        k_label=k_label,
+        pods=int(vals["pods"]),
+        request_rate=vals["request_rate"],
+        running=vals["running"],
+        waiting=vals.get("waiting", 0.0),
+        generation_tps=vals.get("generation_tps", 0.0),
+        prompt_tps=vals.get("prompt_tps", 0.0),
+        acceptance_rate=accepted / vals["draft_tokens"] if accepted is not None and vals.get("draft_tokens") else None,
+        mean_acceptance_length=1 + accepted / drafts if accepted is not None and drafts else None,
+        per_position=per_position,
+        itl_mean_s=itl_mean,
+        itl_p50_s=vals.get("itl_p50"),
+        itl_p95_s=vals.get("itl_p95"),
+        kv_usage=vals.get("kv_usage"),
+        failed_rate=vals.get("failed_rate", 0.0),
+    )
