@@ -154,10 +154,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """What the policy would decide now on live metrics, without acting (reads the resources' status)."""
+    import kubernetes
+    import urllib3
+
+    from .shell.evaluation import Endpoint
     from .shell.recommend import recommend
 
-    for line in recommend(args.prometheus, args.namespace, args.name):
-        print(line)
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"--token-file {args.token_file}: cannot read: {exc.strerror}") from None
+    endpoint = Endpoint(args.prometheus, token, not args.insecure_skip_verify)
+    try:
+        for line in recommend(endpoint, args.namespace, args.name):
+            print(line)
+    except kubernetes.config.ConfigException as exc:
+        raise UsageError(f"no Kubernetes configuration ({exc}): set KUBECONFIG, or run inside a pod") from None
+    except kubernetes.client.ApiException as exc:
+        raise UsageError(f"the Kubernetes API refused: {exc.status} {exc.reason}") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise UsageError(f"cannot reach the Kubernetes API: {exc}") from None
     return 0
 
 
@@ -209,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recommend", help="the decision the policy would take now, without acting")
     p.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    p.add_argument("--token-file", help="bearer token for Prometheus (as spec.adaptive.prometheus.bearerTokenSecret)")
+    p.add_argument(
+        "--insecure-skip-verify",
+        action="store_true",
+        help="do not verify Prometheus' TLS certificate (a CA bundle: set REQUESTS_CA_BUNDLE)",
+    )
     p.add_argument("-n", "--namespace", default=None, help="namespace (default: all)")
     p.add_argument("name", nargs="?", help="a SpeculativeDeployment (default: all)")
     p.set_defaults(func=cmd_recommend)

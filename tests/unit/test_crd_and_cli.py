@@ -124,3 +124,18 @@ def test_cli_version_and_plain_help(capsys) -> None:  # type: ignore[no-untyped-
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_recommend_without_a_kubeconfig_says_so_without_a_traceback(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    out = subprocess.run(
+        [sys.executable, "-m", "specdeploy.cli", "recommend", "--prometheus", "http://127.0.0.1:1"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: no Kubernetes configuration") and "set KUBECONFIG" in out.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "specdeploy.cli", "recommend", "--prometheus", "http://p", "--token-file", "/nope"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "--token-file /nope: cannot read" in missing.stderr

@@ -13,7 +13,7 @@ from .evaluation import Endpoint, observe, valid
 from .kube import make_clients
 
 
-def recommend(prometheus: str, namespace: str | None, name: str | None) -> Iterator[str]:
+def recommend(prometheus: Endpoint, namespace: str | None, name: str | None) -> Iterator[str]:
     """One line per SpeculativeDeployment: its k and what the policy would do, read from ``prometheus``."""
     clients = make_clients()
     if namespace:
@@ -32,7 +32,7 @@ def recommend(prometheus: str, namespace: str | None, name: str | None) -> Itera
     resources = valid(items, invalid)
     yield from problems
     now = datetime.now(UTC)
-    for cr, spec, obs in observe(resources, lambda _: Endpoint(prometheus)):
+    for cr, spec, obs in observe(resources, lambda _: prometheus):
         yield line(cr, as_recommend(spec), obs, now)
 
 
