@@ -139,3 +139,19 @@ def test_recommend_without_a_kubeconfig_says_so_without_a_traceback(tmp_path: Pa
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert missing.returncode == 2 and "--token-file /nope: cannot read" in missing.stderr
+
+
+def test_every_field_of_the_crd_has_a_description() -> None:
+    """What `kubectl explain speculativedeployment.spec...` prints for each field comes from the models."""
+    missing = []
+
+    def walk(node: dict, path: str) -> None:  # type: ignore[type-arg]
+        for name, sub in (node.get("properties") or {}).items():
+            if not sub.get("description"):
+                missing.append(f"{path}.{name}")
+            walk(sub, f"{path}.{name}")
+            if "items" in sub:
+                walk(sub["items"], f"{path}.{name}[]")
+
+    walk(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "")
+    assert missing == []

@@ -105,8 +105,8 @@ class Target(Model):
 class BatchSizeRule(Model):
     """One entry of vLLM's ``num_speculative_tokens_per_batch_size``: k for an inclusive batch-size range."""
 
-    min_batch_size: int = Field(ge=1)
-    max_batch_size: int = Field(ge=1)
+    min_batch_size: int = Field(ge=1, description="Smallest batch size (running requests) of the range.")
+    max_batch_size: int = Field(ge=1, description="Largest batch size of the range (inclusive).")
     num_speculative_tokens: int = Field(ge=0, le=MAX_K, description="0 turns drafting off in this range.")
 
 
@@ -137,29 +137,29 @@ class Speculator(Model):
 
 
 class SecretKeyRef(Model):
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="Secret in the resource's namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret's data.")
 
 
 class ModelCache(Model):
     """Where weights are downloaded; a PVC keeps them across restarts, which makes restarts cheaper."""
 
-    type: CacheType = CacheType.EMPTY_DIR
+    type: CacheType = Field(CacheType.EMPTY_DIR, description="emptyDir (per pod) or persistentVolumeClaim (kept).")
     claim_name: str | None = Field(None, description="PVC name when type is persistentVolumeClaim.")
-    size_limit: Quantity | None = None
-    mount_path: str = Field("/model-cache", pattern=r"^/")
+    size_limit: Quantity | None = Field(None, description="emptyDir size limit (a quantity, e.g. 100Gi).")
+    mount_path: str = Field("/model-cache", pattern=r"^/", description="Where the cache is mounted; HOME too.")
 
 
 class Resources(Model):
     gpus: int = Field(1, ge=0, le=64, description="GPUs per replica (should equal tensorParallelSize).")
-    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1)
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of a GPU.")
     requests: dict[str, Quantity] = Field(default_factory=dict, description="cpu, memory, ...")
     limits: dict[str, Quantity] = Field(default_factory=dict, description="cpu, memory, ...")
 
 
 class ServiceSpec(Model):
-    port: int = Field(8000, ge=1, le=65535)
-    type: ServiceType = ServiceType.CLUSTER_IP
+    port: int = Field(8000, ge=1, le=65535, description="vLLM's port, on the pods and the Service.")
+    type: ServiceType = Field(ServiceType.CLUSTER_IP, description="Service type.")
 
 
 class Rollout(Model):
@@ -175,7 +175,7 @@ class Rollout(Model):
 class Simulation(Model):
     """Run the project's vLLM-compatible simulator instead of vLLM: same args, no GPU."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Serve from the simulator (no GPU) instead of vLLM.")
     image: str | None = Field(None, description="Image with the specdeploy package; defaults to the operator's.")
     profile: Free = Field(default_factory=dict, description="Simulator performance-model overrides.")
 
@@ -185,7 +185,7 @@ class PrometheusSpec(Model):
     bearer_token_secret: SecretKeyRef | None = Field(
         None, description="Secret holding a bearer token (OpenShift's Thanos querier needs one)."
     )
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: bool = Field(False, description="Do not verify Prometheus' TLS certificate.")
 
 
 class GpuType(StrEnum):
@@ -227,16 +227,18 @@ class PriorSpec(Model):
 class Adaptive(Model):
     """How the operator adapts k to load. Defaults are conservative: a restart is expensive."""
 
-    mode: AdaptiveMode = AdaptiveMode.OFF
-    prometheus: PrometheusSpec | None = None
+    mode: AdaptiveMode = Field(AdaptiveMode.OFF, description="Off: never change; Recommend: report; Auto: act.")
+    prometheus: PrometheusSpec | None = Field(None, description="Where the metrics are (required unless Off).")
     min_tokens: int = Field(1, ge=1, le=MAX_K, description="Smallest k the operator may choose.")
     max_tokens: int = Field(8, ge=1, le=MAX_K, description="Largest k the operator may choose.")
     allow_disable: bool = Field(True, description="May the operator turn speculation off under load?")
-    evaluation_interval_seconds: int = Field(60, ge=5, le=3600)
+    evaluation_interval_seconds: int = Field(60, ge=5, le=3600, description="How often the policy decides.")
     window_seconds: int = Field(300, ge=30, le=86400, description="Metrics window per evaluation.")
     min_dwell_seconds: int = Field(900, ge=0, description="Least time a setting runs before it may change.")
     cooldown_seconds: int = Field(600, ge=0, description="Quiet time after a change before the next.")
-    max_restarts_per_hour: int = Field(2, ge=0, le=60)
+    max_restarts_per_hour: int = Field(
+        2, ge=0, le=60, description="Most rolling restarts the policy may cause per hour."
+    )
     hysteresis: float = Field(
         0.1, ge=0, le=1, description="Relative gain band: act only beyond this expected improvement."
     )
@@ -253,14 +255,16 @@ class Adaptive(Model):
 class SpeculativeDeploymentSpec(Model):
     target: Target = Field(default_factory=Target)
     speculator: Speculator | None = Field(None, description="Leave out to run vLLM without speculation.")
-    replicas: int = Field(1, ge=0, le=1000)
-    image: str = Field(DEFAULT_IMAGE, min_length=1)
-    image_pull_policy: str = Field("IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    resources: Resources = Field(default_factory=Resources)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Free] = Field(default_factory=list)
-    affinity: Free = Field(default_factory=dict)
+    replicas: int = Field(1, ge=0, le=1000, description="vLLM replicas (pods).")
+    image: str = Field(DEFAULT_IMAGE, min_length=1, description="vLLM image.")
+    image_pull_policy: str = Field(
+        "IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$", description="Always | IfNotPresent | Never."
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets to pull the image with.")
+    resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory of each replica.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[Free] = Field(default_factory=list, description="Pod tolerations (core/v1 Toleration).")
+    affinity: Free = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
     pod_security_context: Free = Field(
         default_factory=dict,
         description="core/v1 PodSecurityContext; its fields replace the defaults (non-root UID/GID/fsGroup "
@@ -268,12 +272,12 @@ class SpeculativeDeploymentSpec(Model):
     )
     env: list[Free] = Field(default_factory=list, description="Extra container env (core/v1 EnvVar).")
     hf_token_secret: SecretKeyRef | None = Field(None, description="Hugging Face token, exposed as HF_TOKEN.")
-    model_cache: ModelCache = Field(default_factory=ModelCache)
+    model_cache: ModelCache = Field(default_factory=ModelCache, description="Where weights are downloaded.")
     shm_size: Quantity = Field("8Gi", description="Size of /dev/shm (tensor parallelism needs it).")
-    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of the replicas.")
     rollout: Rollout = Field(default_factory=Rollout)
-    pod_labels: dict[str, str] = Field(default_factory=dict)
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the pods.")
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on the pods.")
     extra_args: list[str] = Field(default_factory=list, description="Extra `vllm serve` arguments.")
     simulation: Simulation = Field(default_factory=Simulation)
     adaptive: Adaptive = Field(default_factory=Adaptive)
@@ -325,25 +329,25 @@ class Reason(StrEnum):
 class Condition(Model):
     """Kubernetes API convention condition."""
 
-    type: str
-    status: str = Field(pattern=r"^(True|False|Unknown)$")
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
+    type: str = Field(description="Ready, Progressing, Degraded, SpeculationActive or MetricsAvailable.")
+    status: str = Field(pattern=r"^(True|False|Unknown)$", description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field("", description="What happened, for people.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="The spec generation this condition describes.")
 
 
 class DecisionRecord(Model):
     """One policy decision, as kept in the bounded history in status."""
 
-    time: str
-    action: str
-    from_k: int | None = None
-    to_k: int | None = None
+    time: str = Field(description="When (RFC 3339).")
+    action: str = Field(description="keep, set-k, turn-off, turn-on or rollback.")
+    from_k: int | None = Field(None, description="k before.")
+    to_k: int | None = Field(None, description="k decided (the largest k of a schedule).")
     setting: str | None = Field(None, description="The setting decided: k, or a schedule as k@first batch size.")
-    reason: str = ""
-    expected_gain: float | None = None
-    applied: bool = False
+    reason: str = Field("", description="Why, with the predicted latencies.")
+    expected_gain: float | None = Field(None, description="Predicted relative per-token latency improvement.")
+    applied: bool = Field(False, description="Carried out (Auto), or only recommended.")
 
 
 class MetricsSummary(Model):
@@ -356,47 +360,51 @@ class MetricsSummary(Model):
 class ObservedMetrics(Model):
     """The latest metrics window the operator read, as shown in status."""
 
-    time: str
-    window_seconds: int
+    time: str = Field(description="End of the window (RFC 3339).")
+    window_seconds: int = Field(description="Length of the window.")
     request_rate: float | None = Field(None, description="Requests served per second (finished by stop or length).")
     failed_request_rate: float | None = Field(None, description="Requests aborted or failed per second.")
-    running: float | None = None
-    waiting: float | None = None
-    generation_tokens_per_second: float | None = None
-    acceptance_rate: float | None = None
-    mean_acceptance_length: float | None = None
-    per_position_acceptance: list[float] = Field(default_factory=list)
-    itl_p50_ms: float | None = None
-    itl_p95_ms: float | None = None
-    kv_cache_usage: float | None = None
-    pods: int = 0
+    running: float | None = Field(None, description="Requests in the batch (mean, summed over pods).")
+    waiting: float | None = Field(None, description="Requests queued (mean, summed over pods).")
+    generation_tokens_per_second: float | None = Field(None, description="Generated tokens per second.")
+    acceptance_rate: float | None = Field(None, description="Accepted draft tokens over drafted tokens.")
+    mean_acceptance_length: float | None = Field(
+        None, description="Tokens per verification step (1 + accepted per draft)."
+    )
+    per_position_acceptance: list[float] = Field(default_factory=list, description="Acceptance at each draft position.")
+    itl_p50_ms: float | None = Field(None, description="Median inter-token latency (ms).")
+    itl_p95_ms: float | None = Field(None, description="95th percentile inter-token latency (ms).")
+    kv_cache_usage: float | None = Field(None, description="KV cache used (0..1, mean over pods).")
+    pods: int = Field(0, description="Pods of the current setting in the window.")
     summary: MetricsSummary = Field(
         default_factory=MetricsSummary, description="Rounded for people; the fields above keep full precision."
     )
 
 
 class SpeculativeDeploymentStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    method: str | None = None
+    observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded, SpeculationActive, MetricsAvailable."
+    )
+    method: str | None = Field(None, description="Speculative decoding method running.")
     k: int | None = Field(None, description="Effective draft length; 0 = speculation off.")
     schedule: str | None = Field(
         None,
         description="The per-batch-size k the policy runs, as k@first batch size (3@1,1@24,0@120); k is its largest.",
     )
     spec_k: int | None = Field(None, description="The spec's k when last reconciled (a change resets k to it).")
-    recommended_k: int | None = None
-    speculation_active: bool | None = None
-    deployment: str | None = None
-    replicas: int | None = None
-    ready_replicas: int | None = None
-    updated_replicas: int | None = None
+    recommended_k: int | None = Field(None, description="The k the policy recommends (Recommend mode).")
+    speculation_active: bool | None = Field(None, description="Whether the pods run with a draft (k > 0).")
+    deployment: str | None = Field(None, description="The Deployment the operator owns.")
+    replicas: int | None = Field(None, description="Pods of the Deployment.")
+    ready_replicas: int | None = Field(None, description="Ready pods.")
+    updated_replicas: int | None = Field(None, description="Pods of the current template.")
     rollout: str | None = Field(None, description="Progressing | Complete | Failed")
     metrics: ObservedMetrics | None = None
     policy: Free | None = Field(None, description="Policy state that survives operator restarts.")
     decisions: list[DecisionRecord] = Field(default_factory=list, description="Recent changes and recommendations.")
     last_evaluation: Free | None = Field(None, description="Time and reason of the latest policy evaluation.")
-    restart_budget_remaining: int | None = None
+    restart_budget_remaining: int | None = Field(None, description="Restarts the policy may still cause this hour.")
     kopf: Free | None = Field(None, description="Operator bookkeeping (kopf's progress); not for users.")
 
 

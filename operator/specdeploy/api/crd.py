@@ -126,9 +126,9 @@ def crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "vLLM with speculative decoding, its draft length adapted to load.",
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "description": "specdeploy.io/v1alpha1"},
+                                "kind": {"type": "string", "description": "SpeculativeDeployment"},
+                                "metadata": {"type": "object", "description": "Standard object metadata."},
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
