@@ -123,3 +123,15 @@ def test_api_server_itself_rejects_a_bad_enum_and_k_zero(cluster: Any, namespace
     assert out.returncode != 0
     assert 'spec.speculator.method: Unsupported value: "eagle4"' in out.stderr
     assert "spec.speculator.numSpeculativeTokens in body should be greater than or equal to 1" in out.stderr
+
+
+def test_kubectl_refuses_a_typo_in_a_pod_field(cluster: Any, namespace: str) -> None:
+    """The CRD carries the Kubernetes types of the pod fields: a typo is refused before it reaches the operator."""
+    bad = {
+        "apiVersion": "specdeploy.io/v1alpha1",
+        "kind": "SpeculativeDeployment",
+        "metadata": {"name": "typo", "namespace": namespace},
+        "spec": {"target": {"model": "t"}, "tolerations": [{"operatr": "Exists"}]},
+    }
+    out = subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(bad), capture_output=True, text=True)
+    assert out.returncode != 0 and 'unknown field "operatr"' in out.stderr, out.stdout + out.stderr

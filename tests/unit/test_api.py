@@ -89,6 +89,30 @@ def test_gpus_give_tensor_parallelism_when_it_is_not_written() -> None:
     ]
 
 
+def test_pod_fields_are_held_to_the_kubernetes_types_and_quantities_may_be_numbers() -> None:
+    raw = {
+        "target": {"model": "m"},
+        "tolerations": [{"operatr": "Exists"}],
+        "env": [{"name": "A", "valu": "b"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": "h100"}]}]}}},
+        "podSecurityContext": {"runAsUser": "1000"},
+    }  # fmt: skip
+    with pytest.raises(SpecError) as exc:
+        validate_spec(raw)
+    terms = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+    assert [str(p) for p in exc.value.problems] == [
+        "spec.tolerations[0].operatr: unknown field; did you mean operator? known fields: effect, key, operator, "
+        "tolerationSeconds, value",
+        "spec.env[0].valu: unknown field; did you mean value? known fields: name, value, valueFrom",
+        f"{terms}.matchExpressions[0].values: must be a list",
+        "spec.podSecurityContext.runAsUser: must be an integer (got '1000')",
+    ]
+    fine = validate_spec({"target": {"model": "m"}, "tolerations": [{"operator": "Exists"}],
+                          "resources": {"requests": {"cpu": 4, "memory": "8Gi"}, "limits": {"cpu": 4.5}}})  # fmt: skip
+    assert fine.resources.requests == {"cpu": "4", "memory": "8Gi"} and fine.resources.limits == {"cpu": "4.5"}
+
+
 def test_speculators_long_form() -> None:
     spec = validate_spec(
         {

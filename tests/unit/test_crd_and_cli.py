@@ -48,7 +48,14 @@ def test_crd_carries_enums_bounds_defaults_and_columns() -> None:
     assert spec["adaptive"]["properties"]["mode"]["default"] == "Off"
     assert spec["adaptive"]["properties"]["mode"]["enum"] == ["Off", "Recommend", "Auto"]
     assert spec["rollout"]["properties"]["maxSurge"]["x-kubernetes-int-or-string"] is True
-    assert spec["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    # Pod fields carry the Kubernetes API's types: the API server (kubectl's validation) knows their fields.
+    assert spec["tolerations"]["items"]["properties"]["operator"]["type"] == "string"
+    assert spec["env"]["items"]["properties"]["valueFrom"]["type"] == "object"
+    assert spec["podSecurityContext"]["properties"]["runAsUser"] == {
+        "type": "integer",
+        "description": spec["podSecurityContext"]["properties"]["runAsUser"]["description"],
+        "nullable": True,  # null drops the operator's default, and must reach the operator
+    }
     assert version["subresources"] == {"status": {}}
     cols = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert cols == ["Method", "K", "Acceptance", "QPS", "Mode", "Ready", "Age"]

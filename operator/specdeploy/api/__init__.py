@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from . import kubetypes
 
 GROUP = "specdeploy.io"
 VERSION = "v1alpha1"
@@ -83,8 +85,33 @@ class CacheType(StrEnum):
 
 
 IntOrString = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
-Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P|E|Ei)?$")]
+
+
+def _number_as_text(value: Any) -> Any:
+    """Kubernetes takes a quantity as a number too (cpu: 4): keep it as the string the pod spec gets."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    Field(
+        pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P|E|Ei)?$",
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+    ),
+]
 Free = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+# Pod fields passed through as written, typed as the Kubernetes API types them (checked in _pod_fields).
+POD_FIELDS = {
+    "tolerations": "List[V1Toleration]",
+    "env": "List[V1EnvVar]",
+    "affinity": "V1Affinity",
+    "podSecurityContext": "V1PodSecurityContext",
+}
+
+
+def _kube(type_name: str, nullable: bool = False) -> dict[str, Any]:
+    return kubetypes.schema(type_name, nullable=nullable)
 
 
 class Target(Model):
@@ -263,14 +290,25 @@ class SpeculativeDeploymentSpec(Model):
     image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets to pull the image with.")
     resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory of each replica.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
-    tolerations: list[Free] = Field(default_factory=list, description="Pod tolerations (core/v1 Toleration).")
-    affinity: Free = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
-    pod_security_context: Free = Field(
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Pod tolerations (core/v1 Toleration).",
+        json_schema_extra=_kube(POD_FIELDS["tolerations"]),
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="Pod affinity (core/v1 Affinity).", json_schema_extra=_kube("V1Affinity")
+    )
+    pod_security_context: dict[str, Any] = Field(
+        json_schema_extra=_kube("V1PodSecurityContext", nullable=True),
         default_factory=dict,
         description="core/v1 PodSecurityContext; its fields replace the defaults (non-root UID/GID/fsGroup "
         "on Kubernetes, none on OpenShift, where the SCC assigns them); a field set to null drops its default.",
     )
-    env: list[Free] = Field(default_factory=list, description="Extra container env (core/v1 EnvVar).")
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra container env (core/v1 EnvVar).",
+        json_schema_extra=_kube(POD_FIELDS["env"]),
+    )
     hf_token_secret: SecretKeyRef | None = Field(None, description="Hugging Face token, exposed as HF_TOKEN.")
     model_cache: ModelCache = Field(default_factory=ModelCache, description="Where weights are downloaded.")
     shm_size: Quantity = Field("8Gi", description="Size of /dev/shm (tensor parallelism needs it).")
@@ -491,7 +529,15 @@ def semantic_problems(spec: SpeculativeDeploymentSpec) -> list[Problem]:
         ]
     else:
         found = [*_form(spec), *_method(spec), *_speculator(spec), *_adaptive(spec), *_deployment(spec)]
+        found += _pod_fields(spec)
     return [Problem(path=f"spec.{path}", message=message) for path, message in found]
+
+
+def _pod_fields(spec: SpeculativeDeploymentSpec) -> Found:
+    """Fields passed to the pod as written: unknown fields and wrong types, by the Kubernetes API's own types."""
+    raw = spec.model_dump(by_alias=True, include={"tolerations", "env", "affinity", "pod_security_context"})
+    for name, type_name in POD_FIELDS.items():
+        yield from kubetypes.problems(raw[name], type_name, name)
 
 
 def _form(spec: SpeculativeDeploymentSpec) -> Found:

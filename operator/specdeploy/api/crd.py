@@ -36,6 +36,7 @@ _KEEP = {
     "format",
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
+    "nullable",
 }
 
 
