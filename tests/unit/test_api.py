@@ -11,7 +11,7 @@ import yaml
 from specdeploy.api import AdaptiveMode, Method, SpecError, validate_manifest, validate_spec
 from specdeploy.core.render import vllm_args
 
-from ..conftest import SAMPLE
+from ..conftest import ROOT, SAMPLE
 
 
 def spec_of(**overrides: Any) -> dict[str, Any]:
@@ -337,3 +337,9 @@ def test_manifest_envelope_is_checked() -> None:
         "kind: must be SpeculativeDeployment (got 'Pod')",
         "metadata.name: required field is missing",
     ]
+
+
+def test_the_readme_example_is_the_sample_the_tests_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert example == (ROOT / "manifests/samples/llama-8b.yaml").read_text()
