@@ -89,7 +89,7 @@ def test_gpu_sample_pods_are_scheduled_on_gpus(api: Any, namespace: str, operato
 def test_a_simulated_pod_is_ready_through_its_probes_and_stops_on_sigterm(
     api: Any, namespace: str, cluster: Cluster
 ) -> None:
-    """The simulated sample's pod as rendered (project image, real probes) turns Ready, and a deletion ends it well
+    """The simulated sample's pod as rendered (project image, real probes) turns Ready, and a deletion ends it
     inside its 60 s grace period: the server, PID 1 in its container, handles SIGTERM."""
     doc = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text())
     dep = render_deployment(OWNER, validate_manifest(doc), 3, sim_image=cluster.image)
@@ -111,4 +111,5 @@ def test_a_simulated_pod_is_ready_through_its_probes_and_stops_on_sigterm(
             return exc.status == 404
         return False
 
-    wait_for(gone, timeout=30, what="the pod gone well before its grace period ends")
+    # Ignoring SIGTERM, it would be killed at 60 s; 50 leaves the kubelet of a busy 2-core machine its time.
+    wait_for(gone, timeout=50, what="the pod gone before its grace period ends")
