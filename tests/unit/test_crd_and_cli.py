@@ -161,4 +161,4 @@ def test_every_field_of_the_crd_has_a_description() -> None:
                 walk(sub["items"], f"{path}.{name}[]")
 
     walk(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "")
-    assert missing == []
+    assert missing == [".metadata"]  # the API server refuses anything but the type there

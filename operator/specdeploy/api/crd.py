@@ -129,7 +129,7 @@ def crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "specdeploy.io/v1alpha1"},
                                 "kind": {"type": "string", "description": "SpeculativeDeployment"},
-                                "metadata": {"type": "object", "description": "Standard object metadata."},
+                                "metadata": {"type": "object"},  # the API server allows nothing more here
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
