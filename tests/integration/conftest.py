@@ -56,7 +56,12 @@ def cluster() -> Iterator[Cluster]:
     """The local cluster: reused when already up (hack/cluster.sh up), else brought up and down for the session.
     The tests run their own operator, so an installed one is scaled to zero."""
     started = not local_cluster.running()
-    info = local_cluster.up(operator=False)
+    try:
+        info = local_cluster.up(operator=False)
+    except BaseException:
+        if started:  # leave nothing half-started behind
+            local_cluster.down()
+        raise
     os.environ["KUBECONFIG"] = info["kubeconfig"]
     kubernetes.config.load_kube_config(info["kubeconfig"])
     local_cluster.scale_operator(0)
