@@ -257,16 +257,20 @@ def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everyth
         lambda: (s := status(api, namespace)) and cond(s, "Degraded").get("reason") == "RolloutFailed" and s,
         timeout=240, interval=1, what="Degraded: the policy's change did not roll out",
     )  # fmt: skip
-    failed_setting = recorded_setting(degraded)
-    assert failed_setting != 3 and cond(degraded, "Degraded")["status"] == "True"
-    crashed = [p for p in api.core.list_namespaced_pod(namespace).items
-               if p.metadata.labels["specdeploy.io/k"] == k_label(failed_setting)]  # fmt: skip
-    assert crashed and all(not c.ready for p in crashed for c in p.status.container_statuses or [])
-    st = wait_k(api, namespace, lambda k, s: recorded_setting(s) == 3 and cond(s, "Ready")["status"] == "True",
-                "rolled back to k=3", timeout=120)  # fmt: skip
-    back = st["decisions"][-1]
-    assert back["action"] == "rollback" and "rollout failed" in back["reason"], back
+    assert cond(degraded, "Degraded")["status"] == "True"
+
+    def rolled_back(k: int, s: dict[str, Any]) -> bool:
+        last = (s.get("decisions") or [{}])[-1]
+        return recorded_setting(s) == 3 and last.get("action") == "rollback" and cond(s, "Ready")["status"] == "True"
+
+    st = wait_k(api, namespace, rolled_back, "rolled back to k=3", timeout=120)
+    change, back = st["decisions"][-2:]
+    assert change["applied"] and change["setting"] != "3" and "rollout failed" in back["reason"], st["decisions"]
     assert cond(st, "Degraded")["status"] == "False"
+    # The failed setting's pods never served: its ReplicaSet never had a ready pod, and is scaled away.
+    others = [rs for rs in api.apps.list_namespaced_replica_set(namespace).items
+              if rs.spec.template.metadata.labels["specdeploy.io/k"] != "3"]  # fmt: skip
+    assert others and all(not rs.status.ready_replicas and not rs.spec.replicas for rs in others)
 
     kubectl("delete", "sd", NAME, "-n", namespace)
     wait_for(
