@@ -253,19 +253,16 @@ def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everyth
     doc["spec"]["env"] = [{"name": "SPECDEPLOY_SIM_FAIL_SETTINGS", "value": "!3"}]
     doc["spec"]["rollout"] = {"progressDeadlineSeconds": 30}
     kubectl_apply(doc, namespace)
-    degraded = wait_for(
-        lambda: (s := status(api, namespace)) and cond(s, "Degraded").get("reason") == "RolloutFailed" and s,
-        timeout=240, interval=1, what="Degraded: the policy's change did not roll out",
-    )  # fmt: skip
-    assert cond(degraded, "Degraded")["status"] == "True"
 
+    # Degraded=RolloutFailed lasts only until the next evaluation rolls back (seconds): the decision records it.
     def rolled_back(k: int, s: dict[str, Any]) -> bool:
         last = (s.get("decisions") or [{}])[-1]
         return recorded_setting(s) == 3 and last.get("action") == "rollback" and cond(s, "Ready")["status"] == "True"
 
-    st = wait_k(api, namespace, rolled_back, "rolled back to k=3", timeout=120)
+    st = wait_k(api, namespace, rolled_back, "the change rolled back to k=3", timeout=360)
     change, back = st["decisions"][-2:]
-    assert change["applied"] and change["setting"] != "3" and "rollout failed" in back["reason"], st["decisions"]
+    assert change["applied"] and change["setting"] != "3", st["decisions"]
+    assert "rollout failed (new pods did not become ready before the progress deadline)" in back["reason"]
     assert cond(st, "Degraded")["status"] == "False"
     # The failed setting's pods never served: its ReplicaSet never had a ready pod, and is scaled away.
     others = [rs for rs in api.apps.list_namespaced_replica_set(namespace).items
