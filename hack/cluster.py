@@ -304,8 +304,13 @@ def containerd(pause_ref: str) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.toml").write_text(_toml(cfg))
     spawn("containerd", ["containerd", "--config", str(d / "config.toml")])
-    wait(lambda: run("ctr", "--address", str(sock), "version").returncode == 0, "containerd")
+    wait(lambda: ctr("version", check=False).returncode == 0, "containerd")
     return sock
+
+
+def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """containerd's own client on this cluster's socket, in the CRI's k8s.io namespace."""
+    return run("ctr", "--address", str(P.containerd / "containerd.sock"), "-n", "k8s.io", *args, check=check)
 
 
 def _toml(value: dict[str, Any], prefix: str = "") -> str:
@@ -319,13 +324,13 @@ def _toml(value: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def images(sock: Path, refs: dict[str, str]) -> dict[str, str]:
+def images(refs: dict[str, str]) -> dict[str, str]:
     """Load the images hack/images.sh built (reference -> archive) into containerd's k8s.io namespace."""
-    listed = run("ctr", "--address", str(sock), "-n", "k8s.io", "images", "ls", "-q").stdout.split()
+    listed = ctr("images", "ls", "-q").stdout.split()
     for ref, archive in refs.items():
         if ref not in listed:
             log(f"loading {ref} into containerd")
-            run("ctr", "--address", str(sock), "-n", "k8s.io", "images", "import", "--no-unpack", archive)
+            ctr("images", "import", "--no-unpack", archive)
     return {kind: next(r for r in refs if f"/{kind}:" in r) for kind in ("pause", "specdeploy", "specdeploy-base")}
 
 
@@ -448,7 +453,7 @@ def up(operator: bool = True, scrape_interval: str | None = SCRAPE_INTERVAL) -> 
     refs = dict(line.split(" ", 1) for line in run(str(HACK / "images.sh")).stdout.splitlines() if line.strip())
     pause = next(r for r in refs if "/pause:" in r)
     sock = containerd(pause)
-    loaded = images(sock, refs)
+    loaded = images(refs)
     node(bindir, sock, pause)
     kubectl("apply", "-k", str(ROOT / "crds"))
     url = prometheus(scrape_interval)
@@ -471,21 +476,17 @@ def _remove_pods() -> None:
         return
     try:
         kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false")
-        sock = str(P.containerd / "containerd.sock")
-        wait(lambda: not run("ctr", "--address", sock, "-n", "k8s.io", "tasks", "ls", "-q").stdout.strip(),
-             "pods to stop", timeout=60)  # fmt: skip
+        wait(lambda: not ctr("tasks", "ls", "-q").stdout.strip(), "pods to stop", timeout=60)
     except (RuntimeError, TimeoutError) as exc:
         log(f"pods did not all stop through the kubelet ({exc}); killing what is left")
 
 
 def _kill_tasks() -> None:
-    sock = P.containerd / "containerd.sock"
-    if not sock.exists():
+    if not (P.containerd / "containerd.sock").exists():
         return
-    ctr = ("ctr", "--address", str(sock), "-n", "k8s.io")
-    for task in run(*ctr, "tasks", "ls", "-q", check=False).stdout.split():
-        run(*ctr, "tasks", "kill", "-s", "SIGKILL", task, check=False)
-        run(*ctr, "tasks", "delete", "-f", task, check=False)
+    for task in ctr("tasks", "ls", "-q", check=False).stdout.split():
+        ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
+        ctr("tasks", "delete", "-f", task, check=False)
 
 
 def _remove_kube_chains() -> None:

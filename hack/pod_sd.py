@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,11 +19,10 @@ from typing import Any
 
 import kubernetes
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prometheus import meta_label
+
 POLL_SECONDS = 1.0  # how soon a new pod is scraped; one pod list per poll
-
-
-def _name(label: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
 def pod_targets(pod: Any) -> list[dict[str, Any]]:
@@ -47,11 +45,11 @@ def pod_targets(pod: Any) -> list[dict[str, Any]]:
         "__meta_kubernetes_pod_controller_name": owner.name if owner else "",
     }
     for k, v in (meta.labels or {}).items():
-        labels[f"__meta_kubernetes_pod_label_{_name(k)}"] = v
-        labels[f"__meta_kubernetes_pod_labelpresent_{_name(k)}"] = "true"
+        labels[f"__meta_kubernetes_pod_label_{meta_label(k)}"] = v
+        labels[f"__meta_kubernetes_pod_labelpresent_{meta_label(k)}"] = "true"
     for k, v in (meta.annotations or {}).items():
-        labels[f"__meta_kubernetes_pod_annotation_{_name(k)}"] = v
-        labels[f"__meta_kubernetes_pod_annotationpresent_{_name(k)}"] = "true"
+        labels[f"__meta_kubernetes_pod_annotation_{meta_label(k)}"] = v
+        labels[f"__meta_kubernetes_pod_annotationpresent_{meta_label(k)}"] = "true"
     out = []
     for c in pod.spec.containers:
         for p in c.ports or []:

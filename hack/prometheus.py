@@ -28,7 +28,7 @@ from procs import free_port, stop
 PODMONITOR = Path(__file__).resolve().parent.parent / "manifests" / "monitoring" / "podmonitor.yaml"
 
 
-def _meta_label(label: str) -> str:
+def meta_label(label: str) -> str:
     """A Kubernetes label name as Prometheus's service discovery spells it (non-alphanumerics become _)."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
@@ -49,7 +49,7 @@ def podmonitor_jobs(pods_file: Path, interval: str | None = None) -> list[dict[s
     )
     for i, ep in enumerate(spec["podMetricsEndpoints"]):
         relabel: list[dict[str, Any]] = namespaces + [
-            {"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{_meta_label(k)}"], "regex": v}
+            {"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{meta_label(k)}"], "regex": v}
             for k, v in selector.items()
         ]
         relabel += [

@@ -23,7 +23,7 @@ OWNER = Owner("llama-8b", "x", "00000000-0000-0000-0000-000000000000")
 WHOAMI = [
     "python3",
     "-c",
-    "import os, time; print('uid', os.getuid(), 'gid', os.getgid(), flush=True); time.sleep(600)",
+    "import os, signal; print('uid', os.getuid(), 'gid', os.getgid(), flush=True); signal.pause()",
 ]
 
 
