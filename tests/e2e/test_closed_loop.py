@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 from specdeploy.api import parse_time
 from specdeploy.core.model import vllm_schedule
 from specdeploy.core.reconcile import recorded_setting
-from specdeploy.core.render import k_label
+from specdeploy.core.render import LABEL_K, k_label
 
 from ..conftest import ROOT
 from ..integration.conftest import Cluster, kubectl, kubectl_apply, wait_for
@@ -105,7 +105,21 @@ def wait_k(api: Any, ns: str, pred: Any, what: str, timeout: float = 150) -> dic
             for k, v in status(api, ns).items()
             if k in ("k", "schedule", "rollout", "lastEvaluation", "decisions", "metrics")
         }
-        raise AssertionError(f"{exc}\nstatus: {json.dumps(st, indent=1)}") from None
+        raise AssertionError(f"{exc}\nstatus: {json.dumps(st, indent=1)}\n{workloads(api, ns)}") from None
+
+
+def workloads(api: Any, ns: str) -> str:
+    """What the cluster shows of the namespace's Deployment and pods, for a failure message."""
+    lines = []
+    for d in api.apps.list_namespaced_deployment(ns).items:
+        conds = [(c.type, c.status, c.reason, str(c.last_update_time)) for c in d.status.conditions or []]
+        lines.append(f"deployment {d.metadata.name} gen {d.metadata.generation}/{d.status.observed_generation} {conds}")
+    for p in api.core.list_namespaced_pod(ns).items:
+        states = [(c.name, c.ready, c.restart_count, str(c.state)) for c in p.status.container_statuses or []]
+        lines.append(f"pod {p.metadata.name} {p.status.phase} {p.metadata.labels.get(LABEL_K)} {states}")
+    logs = kubectl("-n", local_cluster.OPERATOR_NAMESPACE, "logs", f"deployment/{local_cluster.OPERATOR_DEPLOYMENT}",
+                   "--tail=60", check=False)  # fmt: skip
+    return "\n".join([*lines, "operator log:", logs])
 
 
 def evaluated(api: Any, ns: str, times: int, after: float) -> dict[str, Any]:
