@@ -159,7 +159,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     # Pods turn Ready one by one through their probes: acceptance is measured once both serve their share.
     st = wait_for(
         lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True"
-        and s["metrics"].get("perPositionAcceptance") and s,
+        and s["metrics"].get("perPositionAcceptance") and s["metrics"].get("pods") == 2 and s,
         timeout=120, what="acceptance in status",
     )  # fmt: skip
     assert st["metrics"]["perPositionAcceptance"][0] == pytest.approx(0.75, abs=0.1)  # first, short window

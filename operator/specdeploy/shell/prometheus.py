@@ -6,6 +6,7 @@ exception: the operator never decides on stale data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,11 +37,13 @@ class Reader:
         wanted = list(wanted)
         if not wanted:
             return {}
-        client, raw = self._client(), {}
+        # One evaluation instant for the whole batch: queries sent one after another would otherwise see
+        # different scrapes, and a ratio of two (accepted per position / drafts) could mix pod sets.
+        client, raw, at = self._client(), {}, {"time": f"{time.time():.3f}"}
         try:
             for name, query in queries(f"{window_seconds}s").items():
                 self.queries_sent += 1
-                raw[name] = client.custom_query(query)
+                raw[name] = client.custom_query(query, params=at)
         except (PrometheusApiClientException, RequestException, ValueError) as exc:
             reason = f"Prometheus at {self.url} unavailable: {type(exc).__name__}: {str(exc)[:200]}"
             return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
