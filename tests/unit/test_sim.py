@@ -3,47 +3,55 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from specdeploy.core.model import Profile, capacity_qps, extend_acceptance, steady_state, tokens_per_step
 from specdeploy.sim.engine import Engine
-from specdeploy.sim.server import Metrics, draft_length
+from specdeploy.sim.server import draft_length
 
 from ..conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "hack"))
+import vllm_check
 
 FIXTURE = json.loads((ROOT / "tests/fixtures/vllm_metrics.json").read_text())
 
 
-def exposition(k: int) -> dict[str, tuple[str, set[tuple[str, ...]], list[float]]]:
-    engine = Engine(Profile(output_tokens=16), k, seed=1)
-    engine.set_load(qps=20)
-    engine.run_for(5)
-    from prometheus_client import CollectorRegistry
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(Metrics(engine, "m"))  # type: ignore[arg-type]
-    out = {}
-    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
-        labels = {tuple(sorted(k for k in s.labels if k != "le")) for s in fam.samples}
-        bounds = sorted({float(s.labels["le"]) for s in fam.samples if "le" in s.labels and s.labels["le"] != "+Inf"})
-        out[fam.name] = (fam.type, labels, bounds)
-    return out
+def vllm_families(k: int) -> dict[str, object]:
+    """vLLM 0.33's families (tests/fixtures/vllm_metrics.json, generated from vLLM), with or without speculation."""
+    return {n: m for n, m in FIXTURE["metrics"].items() if k or n not in FIXTURE["only_with_speculation"]}
 
 
 @pytest.mark.parametrize("k", [0, 3])
 def test_metrics_match_vllm_names_types_labels_and_buckets(k: int) -> None:
-    expected = {n: m for n, m in FIXTURE["metrics"].items() if k or n not in FIXTURE["only_with_speculation"]}
-    got = exposition(k)
-    assert set(got) == set(expected)
-    for name, meta in expected.items():
-        kind, labelsets, bounds = got[name]
-        assert kind == meta["type"], name
-        assert labelsets == {tuple(meta["labels"])}, name
-        if "buckets" in meta:
-            assert bounds == meta["buckets"], name
+    required = vllm_check.read_families() if k else set()
+    assert vllm_check.metric_differences(vllm_families(k), vllm_check.simulator_families(k), required) == []
+
+
+def test_a_wrong_family_type_label_bucket_or_value_is_a_difference() -> None:
+    sim = vllm_check.simulator_families(3)
+    wrong = {
+        "vllm:num_requests_running": {**sim["vllm:num_requests_running"], "type": "counter"},
+        "vllm:request_success": {**sim["vllm:request_success"], "labels": ["engine", "model", "finished_reason"]},
+        "vllm:inter_token_latency_seconds": {**sim["vllm:inter_token_latency_seconds"], "buckets": [0.01, 1.0]},
+        "vllm:spec_decode_num_accepted_tokens_per_pos": {
+            **sim["vllm:spec_decode_num_accepted_tokens_per_pos"], "values": {"position": ["1", "2", "3"]}},
+        "vllm:num_preemptions_total": {"type": "counter", "labels": ["engine", "model_name"], "values": {}},
+    }  # fmt: skip
+    sim.pop("vllm:generation_tokens")
+    got = vllm_check.metric_differences(vllm_families(3), {**sim, **wrong}, vllm_check.read_families())
+    assert got == [
+        "vllm:inter_token_latency_seconds: buckets [0.01, 1.0] where vLLM has "
+        f"{FIXTURE['metrics']['vllm:inter_token_latency_seconds']['buckets']}",
+        "vllm:num_preemptions_total: the simulator exports it, vLLM does not",
+        "vllm:num_requests_running: type counter where vLLM has gauge",
+        "vllm:request_success: labels ['engine', 'model', 'finished_reason'] where vLLM has "
+        "['engine', 'finished_reason', 'model_name']",
+        "vllm:spec_decode_num_accepted_tokens_per_pos: position values ['3'] vLLM never exports",
+        "vllm:generation_tokens: the operator reads it, the simulator does not export it",
+    ]
 
 
 def test_engine_counters_follow_vllm_semantics() -> None:
