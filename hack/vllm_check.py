@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from specdeploy.api import KIND, validate_manifest
-from specdeploy.core.model import Setting
+from specdeploy.api import KIND, METHODS_WITH_SCHEDULE, validate_manifest
+from specdeploy.core.model import Setting, parse_schedule
 from specdeploy.core.observation import queries
 from specdeploy.core.render import Owner, render_deployment, spec_k
 from specdeploy.sim.engine import Engine, Profile
@@ -66,20 +67,30 @@ def resources(paths: list[Path]) -> list[tuple[str, Any]]:
     return out
 
 
+def policy_schedule(top: int) -> Setting:
+    """A schedule shaped as the policy renders them (the demo's, topped at the spec's largest k)."""
+    return parse_schedule(f"{top}@1,{max(top - 1, 1)}@7,1@55,0@131")
+
+
 def settings(spec: Any) -> list[Setting | None]:
-    """The spec's own setting and every k the operator may render for it: its adaptive range, and off."""
+    """The spec's own setting and every one the operator may render for it: each k of its adaptive range, off,
+    and (where the method runs vLLM's per-batch-size k) a schedule shaped as the policy makes them."""
     own = spec_k(spec)
     if spec.speculator is None or spec.short_form:
         return [own]
     ad = spec.adaptive
-    return [own, *range(ad.min_tokens, ad.max_tokens + 1), *([0] if ad.allow_disable else [])]
+    ks = range(ad.min_tokens, ad.max_tokens + 1)
+    schedule = [] if spec.speculator.method not in METHODS_WITH_SCHEDULE else [policy_schedule(ad.max_tokens)]
+    return [own, *ks, *([0] if ad.allow_disable else []), *schedule]
 
 
-def containers(named_specs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """The vLLM container of each rendered Deployment, at each setting: what the judge parses."""
+def containers(
+    named_specs: list[tuple[str, Any]], settings_of: Callable[[Any], list[Setting | None]] = settings
+) -> list[dict[str, Any]]:
+    """The vLLM container of each rendered Deployment, at each of its settings: what the judge parses."""
     out, seen = [], set()
     for name, spec in named_specs:
-        for k in settings(spec):
+        for k in settings_of(spec):
             c = render_deployment(Owner(name.split("/")[-1], "ns", "uid"), spec, k)["spec"]["template"]["spec"]
             c = c["containers"][0]
             command = ["vllm", "serve"] if c["command"] == SIM_COMMAND else c["command"]

@@ -5,12 +5,15 @@ Prometheus logger lists the families the simulator must match, and the fixtures 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from specdeploy.api import Method, validate_manifest
+from specdeploy.api import MAX_K, METHODS_WITH_SCHEDULE, Method, SpecError, validate_manifest, validate_spec
 from specdeploy.core import render
 from specdeploy.sim import server
 
@@ -77,3 +80,80 @@ def test_the_fixtures_the_unit_tests_read_are_what_vllm_generates() -> None:
         if json.loads((vllm_check.FIXTURES / name).read_text()) != json.loads(json.dumps(doc))
     ]
     assert stale == [], "regenerate with: hack/vllm-check.sh --fixtures"
+
+
+LLAMA, QWEN = "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-8B"
+PAIRS = {  # method -> target and speculator model, from the models hack/vllm/hf-configs.json holds
+    Method.DRAFT_MODEL: (LLAMA, "meta-llama/Llama-3.2-1B-Instruct"),
+    Method.EAGLE: (LLAMA, "yuhuili/EAGLE-LLaMA3.1-Instruct-8B"),
+    Method.EAGLE3: (LLAMA, "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3"),
+    Method.DFLASH: (QWEN, "RedHatAI/Qwen3-8B-speculator.dflash"),
+    Method.MTP: ("deepseek-ai/DeepSeek-V3", None),
+    Method.NGRAM: (LLAMA, None),
+    Method.NGRAM_GPU: (LLAMA, None),
+    Method.SUFFIX: (LLAMA, None),
+    Method.DSPARK: (QWEN, None),
+}
+small = st.none() | st.integers(1, 8)
+
+
+@st.composite
+def raw_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A spec as a user might write one: any method, k, window, schedule, range, context and GPU count."""
+    method = draw(st.sampled_from(sorted(PAIRS)))
+    target, model = PAIRS[method]
+    speculator: dict[str, Any] = {"method": method.value, "numSpeculativeTokens": draw(st.integers(1, MAX_K))}
+    if model:
+        speculator["model"] = model
+    if method in (Method.NGRAM, Method.NGRAM_GPU):
+        speculator |= {k: v for k, v in (("promptLookupMin", draw(small)), ("promptLookupMax", draw(small))) if v}
+    if method in METHODS_WITH_SCHEDULE and draw(st.booleans()):
+        firsts = [1, *sorted(draw(st.sets(st.integers(2, 256), max_size=3)))]
+        ends = [f - 1 for f in firsts[1:]] + [512]
+        n = len(firsts)
+        ks = draw(st.lists(st.integers(0, speculator["numSpeculativeTokens"]), min_size=n, max_size=n))
+        bands = zip(firsts, ends, ks, strict=True)
+        speculator["schedule"] = [
+            {"minBatchSize": a, "maxBatchSize": b, "numSpeculativeTokens": k} for a, b, k in bands
+        ]
+    lo = draw(st.integers(1, MAX_K))
+    return {
+        "target": {"model": target, "maxModelLen": draw(st.sampled_from([None, 2048, 8192, 32768]))},
+        "speculator": speculator,
+        "resources": {"gpus": draw(st.sampled_from([1, 2, 4, 8]))},
+        "adaptive": {"minTokens": lo, "maxTokens": draw(st.integers(lo, MAX_K)), "allowDisable": draw(st.booleans())},
+    }
+
+
+def own_and_largest(spec: Any) -> list[Any]:
+    """The spec's setting and the largest k the operator may choose for it (the full range costs minutes)."""
+    return [*vllm_check.settings(spec)[:1], spec.adaptive.max_tokens]
+
+
+def test_every_spec_validation_accepts_renders_commands_vllm_accepts() -> None:
+    """Hypothesis writes specs (validation must refuse field by field, never with a traceback); every one it
+    accepts is rendered, and the batch is judged in one vLLM process (a process per example would cost 10 s)."""
+    accepted: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    # The same examples every run unless SPECDEPLOY_EXPLORE is set: then new ones each time.
+    @settings(
+        max_examples=60, derandomize="SPECDEPLOY_EXPLORE" not in os.environ, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )  # fmt: skip
+    @given(raw_specs())
+    def validate(raw: dict[str, Any]) -> None:
+        try:
+            spec = validate_spec(raw)
+        except SpecError as exc:
+            assert exc.problems and all(str(p).startswith("spec.") for p in exc.problems), exc.problems
+            return
+        accepted[json.dumps(raw, sort_keys=True)] = (raw, spec)
+
+    validate()
+    named = [(f"generated-{i}", spec) for i, (_, spec) in enumerate(accepted.values())]
+    raws = {f"generated-{i}": raw for i, (raw, _) in enumerate(accepted.values())}
+    items = vllm_check.containers(named, own_and_largest)
+    print(f"{len(named)} generated specs accepted; {len(items)} commands judged")
+    assert len(named) >= 30, "the generator should mostly write valid specs"
+    refused = vllm_check.refusals(vllm_check.judge("commands", items))
+    assert refused == [], "\n".join(f"{r}\n  spec: {raws[r.split()[0]]}" for r in refused)
