@@ -7,7 +7,7 @@ from hack/vllm_judge.py, run in the vLLM venv hack/vllm-venv.sh builds).
                                         then the simulator's metric families against vLLM's logger
     hack/vllm-check.sh --fixtures       regenerate tests/fixtures/vllm_*.json from vLLM
 
-Exit 0 when vLLM accepts everything, 1 with one line per refusal.
+Exit 0 when vLLM accepts everything, 1 with one line per refusal, 2 when a file is unreadable or invalid.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from specdeploy.api import KIND, METHODS_WITH_SCHEDULE, validate_manifest
+from specdeploy.api import KIND, METHODS_WITH_SCHEDULE, SpecError, validate_manifest
 from specdeploy.core.model import Setting, parse_schedule
 from specdeploy.core.observation import queries
 from specdeploy.core.render import Owner, render_deployment, spec_k
@@ -42,11 +42,11 @@ IDENTITY_LABELS = ("model_name", "engine")  # every series carries them; their v
 
 def judge(subcommand: str, payload: Any) -> Any:
     """Run hack/vllm_judge.py in the vLLM venv (built on first use) and return its JSON answer."""
-    python = subprocess.run(
-        [str(ROOT / "hack" / "vllm-venv.sh")], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    venv = subprocess.run([str(ROOT / "hack" / "vllm-venv.sh")], capture_output=True, text=True)
+    if venv.returncode != 0:
+        raise RuntimeError(f"hack/vllm-venv.sh could not build the vLLM venv:\n{venv.stderr[-3000:]}")
     out = subprocess.run(
-        [python, str(ROOT / "hack" / "vllm_judge.py"), subcommand],
+        [venv.stdout.strip(), str(ROOT / "hack" / "vllm_judge.py"), subcommand],
         input=json.dumps(payload),
         capture_output=True,
         text=True,
@@ -63,7 +63,12 @@ def resources(paths: list[Path]) -> list[tuple[str, Any]]:
     for f in files:
         for doc in yaml.safe_load_all(f.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == KIND:
-                out.append((f"{f.name}/{doc['metadata']['name']}", validate_manifest(doc)))
+                name = f"{f.name}/{doc['metadata']['name']}"
+                try:
+                    out.append((name, validate_manifest(doc)))
+                except SpecError as exc:
+                    where = f"{f}: {KIND}/{doc['metadata']['name']}"
+                    raise ValueError("; ".join(f"{where}: {p}" for p in exc.problems)) from None
     return out
 
 
@@ -213,7 +218,11 @@ def main(argv: list[str]) -> int:
             print(f"wrote tests/fixtures/{name}")
         return 0
     paths = [Path(a) for a in argv] or DEFAULT_RESOURCES
-    items = containers(resources(paths))
+    try:
+        items = containers(resources(paths))
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        print(f"vllm-check: {exc}", file=sys.stderr)
+        return 2
     problems = refusals(judge("commands", items))
     print(f"vllm-check: {len(items) - len(problems)} of {len(items)} rendered commands accepted by vLLM 0.33")
     metric_problems = simulator_differences()
