@@ -146,7 +146,8 @@ def read_families() -> set[str]:
 
 
 def metric_differences(vllm: dict[str, Any], sim: dict[str, Any], required: set[str]) -> list[str]:
-    """Every simulator family must be vLLM's, with its type, label names, bucket bounds and label values; the
+    """Every simulator family must be vLLM's, with its type, label names, bucket bounds and label values (all of
+    them from the start, as vLLM exports them); the
     ``required`` families (what the operator reads) must be in both."""
     out = []
     for name, got in sorted(sim.items()):
@@ -157,10 +158,9 @@ def metric_differences(vllm: dict[str, Any], sim: dict[str, Any], required: set[
         for field in ("type", "labels", "buckets"):
             if got.get(field) != want.get(field):
                 out.append(f"{name}: {field} {got.get(field)} where vLLM has {want.get(field)}")
-        for label, values in got.get("values", {}).items():
-            extra = set(values) - set(want.get("values", {}).get(label, []))
-            if extra:
-                out.append(f"{name}: {label} values {sorted(extra)} vLLM never exports")
+        for label, values in got.get("values", {}).items():  # vLLM exports every value before any request
+            if values != want.get("values", {}).get(label):
+                out.append(f"{name}: {label} values {values} where vLLM has {want.get('values', {}).get(label)}")
     out += [f"{n}: the operator reads it, vLLM does not export it" for n in sorted(required - set(vllm))]
     out += [f"{n}: the operator reads it, the simulator does not export it" for n in sorted(required - set(sim))]
     return out

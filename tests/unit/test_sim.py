@@ -49,7 +49,7 @@ def test_a_wrong_family_type_label_bucket_or_value_is_a_difference() -> None:
         "vllm:num_requests_running: type counter where vLLM has gauge",
         "vllm:request_success: labels ['engine', 'model', 'finished_reason'] where vLLM has "
         "['engine', 'finished_reason', 'model_name']",
-        "vllm:spec_decode_num_accepted_tokens_per_pos: position values ['3'] vLLM never exports",
+        "vllm:spec_decode_num_accepted_tokens_per_pos: position values ['1', '2', '3'] where vLLM has ['0', '1', '2']",
         "vllm:generation_tokens: the operator reads it, the simulator does not export it",
     ]
 

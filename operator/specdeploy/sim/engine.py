@@ -88,11 +88,16 @@ class Request:
     on_tokens: Callable[[int], None] | None = None  # HTTP streaming hook
 
 
+# vLLM 0.33's finish reasons: it exports vllm:request_success for each from the start, so a rate() over a window
+# never misses a reason's first increments.
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
+
+
 @dataclass
 class Counters:
     prompt_tokens: int = 0
     generation_tokens: int = 0
-    success: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
+    success: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISH_REASONS, 0))
     drafts: int = 0
     draft_tokens: int = 0
     accepted: int = 0
