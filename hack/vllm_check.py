@@ -147,8 +147,8 @@ def read_families() -> set[str]:
 
 def metric_differences(vllm: dict[str, Any], sim: dict[str, Any], required: set[str]) -> list[str]:
     """Every simulator family must be vLLM's, with its type, label names, bucket bounds and label values (all of
-    them from the start, as vLLM exports them); the
-    ``required`` families (what the operator reads) must be in both."""
+    them from the start, as vLLM exports them); the ``required`` families (what the operator reads) must be in
+    both."""
     out = []
     for name, got in sorted(sim.items()):
         want = vllm.get(name)
@@ -159,8 +159,9 @@ def metric_differences(vllm: dict[str, Any], sim: dict[str, Any], required: set[
             if got.get(field) != want.get(field):
                 out.append(f"{name}: {field} {got.get(field)} where vLLM has {want.get(field)}")
         for label, values in got.get("values", {}).items():  # vLLM exports every value before any request
-            if values != want.get("values", {}).get(label):
-                out.append(f"{name}: {label} values {values} where vLLM has {want.get('values', {}).get(label)}")
+            expected = want.get("values", {}).get(label)
+            if values != expected:
+                out.append(f"{name}: {label} values {values} where vLLM has {expected}")
     out += [f"{n}: the operator reads it, vLLM does not export it" for n in sorted(required - set(vllm))]
     out += [f"{n}: the operator reads it, the simulator does not export it" for n in sorted(required - set(sim))]
     return out
@@ -184,12 +185,9 @@ def vllm_metrics(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def sample_containers() -> dict[str, dict[str, Any]]:
-    """The README sample's container at its own k=3 and with speculation off."""
-    items = containers(resources([SAMPLE]))
-    return {
-        "on": next(c for c in items if c["name"].endswith("k=3")),
-        "off": next(c for c in items if c["name"].endswith("k=0")),
-    }
+    """The README sample's container at its own k (3) and with speculation off."""
+    on, off = containers(resources([SAMPLE]), lambda spec: [spec_k(spec), 0])
+    return {"on": on, "off": off}
 
 
 def fixtures() -> dict[str, Any]:

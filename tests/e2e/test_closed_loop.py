@@ -280,7 +280,7 @@ def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everyth
     assert cond(st, "Degraded")["status"] == "False"
     # The failed setting's pods never served: its ReplicaSet never had a ready pod, and is scaled away.
     others = [rs for rs in api.apps.list_namespaced_replica_set(namespace).items
-              if rs.spec.template.metadata.labels["specdeploy.io/k"] != "3"]  # fmt: skip
+              if rs.spec.template.metadata.labels[LABEL_K] != "3"]  # fmt: skip
     assert others and all(not rs.status.ready_replicas and not rs.spec.replicas for rs in others)
 
     kubectl("delete", "sd", NAME, "-n", namespace)

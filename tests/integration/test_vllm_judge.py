@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from specdeploy.api import MAX_K, METHODS_WITH_SCHEDULE, Method, SpecError, validate_manifest, validate_spec
 from specdeploy.core import render
+from specdeploy.core.render import spec_k
 from specdeploy.sim import server
 
 from ..conftest import ROOT, SAMPLE
@@ -127,7 +128,7 @@ def raw_specs(draw: st.DrawFn) -> dict[str, Any]:
 
 def own_and_largest(spec: Any) -> list[Any]:
     """The spec's setting and the largest k the operator may choose for it (the full range costs minutes)."""
-    return [*vllm_check.settings(spec)[:1], spec.adaptive.max_tokens]
+    return [spec_k(spec), spec.adaptive.max_tokens]
 
 
 def test_every_spec_validation_accepts_renders_commands_vllm_accepts() -> None:
