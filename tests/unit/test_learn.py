@@ -7,9 +7,18 @@ import random
 import pytest
 
 from specdeploy.api import validate_spec
-from specdeploy.core.learn import Capacity, Sample, learned_profile, remember_capacity, solve
+from specdeploy.core.learn import (
+    ENVELOPE_GROWTH,
+    Capacity,
+    Sample,
+    envelope_limit,
+    learned_profile,
+    remember_capacity,
+    remember_envelope,
+    solve,
+)
 from specdeploy.core.model import Profile, capacity_qps, steady_state
-from specdeploy.core.prior import params_of, prior_of_spec, prior_profile
+from specdeploy.core.prior import batch_cap, params_of, prior_of_spec, prior_profile
 
 # Worlds the default prior (8B + EAGLE-3 on an H100) does not describe.
 L4 = Profile.from_dict({"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2,
@@ -65,6 +74,24 @@ def test_a_queue_caps_the_capacity_and_a_load_served_without_one_floors_it() -> 
     assert ceilings2["3"] == [7.0, 500.0]
 
 
+def test_a_floor_is_what_a_noisy_window_surely_served() -> None:
+    """The most of many noisy windows, taken as counted, overstates what a setting served: near capacity that
+    made the policy roll out into a setting that could not carry the load (rag_prefill_ramp)."""
+    floors, _ = remember_capacity({}, {}, 3, 6.0, 0.05, False, 100.0)  # counted 6.0, known to within 5%
+    assert floors["3"][0] == pytest.approx(6.0 * (1 - 2 * 0.05))
+    floors, _ = remember_capacity(floors, {}, 3, 6.3, 0.05, False, 200.0)  # a higher count raises it
+    assert floors["3"] == [pytest.approx(6.3 * 0.9), 200.0]
+
+
+def test_the_envelope_is_what_the_prior_knows_or_a_multiple_of_what_was_measured() -> None:
+    measured = remember_envelope(None, 4.0, 2, 100.0)  # 4 sequences verifying 3 tokens each
+    assert measured == [12.0, 100.0]
+    assert remember_envelope(measured, 2.0, 1, 200.0) == measured  # smaller: the larger one still holds
+    assert remember_envelope(measured, 2.0, 1, 100.0 + 7 * 3600)[0] == 4.0  # ... for six hours
+    assert envelope_limit(measured, 10.0) == ENVELOPE_GROWTH * 12.0
+    assert envelope_limit(None, 10.0) == 10.0
+
+
 def test_the_prior_scales_with_model_size_tensor_parallelism_and_gpu() -> None:
     assert params_of("meta-llama/Llama-3.1-70B-Instruct") == (70.0, 70.0)
     assert params_of("Qwen/Qwen3-30B-A3B") == (30.0, 3.0)
@@ -80,6 +107,26 @@ def test_the_prior_scales_with_model_size_tensor_parallelism_and_gpu() -> None:
                           "profile": {"tMemMs": 5.0}}}})  # fmt: skip
     assert prior_of_spec(spec).t_mem_ms == 5.0  # a measured figure replaces the estimate
     assert prior_of_spec(spec).t_tok_ms == prior_profile("Qwen/Qwen3-30B-A3B", 1, "A100").t_tok_ms
+
+
+def test_an_moe_prior_knows_the_cost_of_few_tokens_per_step_and_a_dense_one_of_all() -> None:
+    """Verifying more tokens per step makes an MoE read more experts, as their routing decides: the roofline
+    cannot price that, so the policy must measure before it drafts much past ``total / active`` tokens."""
+    assert prior_profile("Qwen/Qwen3-30B-A3B").known_tokens_per_step == pytest.approx(10.0)
+    assert prior_profile("meta-llama/Llama-3.1-70B-Instruct").known_tokens_per_step == float("inf")
+    benchmarked = validate_spec({"target": {"model": "Qwen/Qwen3-30B-A3B"}, "adaptive": {"prior": {"profile": {
+        "tTokMs": 0.3, "nKnee": 48}}}})  # fmt: skip
+    assert prior_of_spec(benchmarked).known_tokens_per_step == float("inf")  # measured elsewhere: known
+
+
+def test_the_batch_cap_comes_from_the_serve_arguments() -> None:
+    assert batch_cap(["--max-num-seqs", "64"]) == 64
+    assert batch_cap(["--enforce-eager", "--max-num-seqs=32"]) == 32
+    assert batch_cap(["--max-num-seqs"]) is None and batch_cap(["--max-num-seqs", "many"]) is None
+    spec = validate_spec({"target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},
+                          "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
+    assert prior_of_spec(spec).max_num_seqs == 64
+    assert prior_of_spec(validate_spec({"target": {"model": "m"}})).max_num_seqs == Profile().max_num_seqs
 
 
 def test_the_fit_finds_the_compute_knee() -> None:

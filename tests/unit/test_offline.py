@@ -24,6 +24,16 @@ def test_trace_errors_name_the_problem() -> None:
         parse_trace({"points": []})
     with pytest.raises(ValueError, match=r"points\[1\]: qps is required"):
         parse_trace({"points": [{"qps": 1}, {"acceptance": P}]})
+    with pytest.raises(ValueError, match=r"deployment: unknown keys \['gpus'\]"):
+        parse_trace({"points": [{"qps": 1}], "deployment": {"gpus": 1}})
+
+
+def test_the_prior_is_what_the_deployment_says_never_the_world() -> None:
+    t = trace([1.0], profile={"max_num_seqs": 64, "t_mem_ms": 58.0},
+              deployment={"gpu": "L4", "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
+    assert t.prior.max_num_seqs == 64  # what the spec runs vLLM with
+    assert t.prior.t_mem_ms != t.profile.t_mem_ms  # estimated from the GPU, not taken from the world
+    assert trace([1.0]).prior.max_num_seqs == Profile().max_num_seqs
 
 
 def test_a_rollout_away_from_a_saturated_setting_still_queues() -> None:

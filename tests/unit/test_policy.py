@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from specdeploy.api import Adaptive, validate_spec
 from specdeploy.core.evaluate import evaluate
-from specdeploy.core.model import Profile, schedule_label, steady_state, top_k
+from specdeploy.core.model import Profile, k_at, schedule_label, steady_state, top_k, within_envelope
 from specdeploy.core.observation import NoData, Observation
 from specdeploy.core.policy import (
     KEEP,
@@ -139,20 +140,31 @@ def test_restart_must_pay_within_the_horizon() -> None:
 
 
 def test_a_load_that_has_held_longer_lengthens_the_payback_horizon() -> None:
-    """Off at 25 req/s per replica, k=1 is 37% faster but leaves 4% headroom, so its rollout queues; that pays
-    back over an hour, not over the configured half hour. A load that has held for an hour is likely to hold
-    about as long again: then the change is made, and not before."""
+    """Off at 21.6 req/s per replica, k=1 is 40% faster with 20% headroom, but its rollout queues (priced with the
+    rollout margin); that pays back over an hour, not over the configured half hour. A load that has held for an
+    hour is likely to hold about as long again: then the change is made, and not before."""
 
     def steady_for(seconds: float) -> PolicyState:
-        return PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 600, load_qps=25.0,
-                           load_time=T0 - 30, last_waiting=0.0, last_eval=T0 - 30, peak_qps=25.0,
-                           peak_time=T0 - 3000, regime_qps=25.0, regime_since=T0 - seconds)  # fmt: skip
+        return PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 600, load_qps=21.6,
+                           load_time=T0 - 30, last_waiting=0.0, last_eval=T0 - 30, peak_qps=21.6,
+                           peak_time=T0 - 3000, regime_qps=21.6, regime_since=T0 - seconds)  # fmt: skip
 
-    assert run(obs(25, 0), 0, steady_for(600)).action == KEEP
-    d = run(obs(25, 0), 0, steady_for(3600))
+    assert run(obs(21.6, 0), 0, steady_for(600)).action == KEEP
+    d = run(obs(21.6, 0), 0, steady_for(3600))
     assert d.action == TURN_ON and d.to_k == 1
     assert d.state.regime_since == T0 - 3600  # the regime goes on
-    assert run(obs(15, 0), 0, steady_for(3600)).state.regime_since == T0  # the mean moves 12%: a new regime
+    assert run(obs(14, 0), 0, steady_for(3600)).state.regime_since == T0  # the mean moves 10.5%: a new regime
+
+
+def test_a_change_by_choice_never_rolls_out_into_a_setting_with_less_headroom_than_the_margin() -> None:
+    """Off at 25 req/s per replica, k=1 is 37% faster by the model but has 4% headroom: within the model's error
+    near capacity (ROLLOUT_MARGIN), its rollout would queue with nothing left to drain it. However long the load
+    has held, no change is made; a measured queue would force one."""
+    steady = PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 600, load_qps=25.0,
+                         load_time=T0 - 30, last_waiting=0.0, last_eval=T0 - 30, peak_qps=25.0,
+                         peak_time=T0 - 3000, regime_qps=25.0, regime_since=T0 - 4 * 3600)  # fmt: skip
+    d = run(obs(25, 0), 0, steady)
+    assert d.action == KEEP and "speculation off is best" in d.reason
 
 
 def test_a_rollout_serves_with_old_and_new_pods_side_by_side() -> None:
@@ -342,3 +354,38 @@ def test_at_light_load_a_schedule_as_fast_is_taken_for_the_headroom_it_buys() ->
     assert dict(light.to_k)[1] >= 3 > light.to_k[-1][1]  # as much drafting at small batches, less at large
     busy = run(obs(12, 3), 3, settled(3), schedules=True)
     assert busy.action == KEEP
+
+
+def test_past_the_tokens_per_step_measured_a_setting_drafts_no_more_than_what_runs() -> None:
+    schedule = ((1, 5), (8, 4), (55, 3), (131, 2))
+    assert within_envelope(schedule, 0, 16, 256) == ((1, 5), (3, 4), (4, 3), (5, 2), (6, 1), (9, 0))
+    assert within_envelope(3, 0, 16, 256) == ((1, 3), (5, 2), (6, 1), (9, 0))
+    assert within_envelope(3, 3, 16, 256) == 3  # no more than runs: nothing to clamp
+    assert within_envelope(((1, 5), (6, 4), (14, 3)), 3, 30, 256) == ((1, 5), (6, 4), (7, 3))
+    assert within_envelope(schedule, 0, math.inf, 256) == schedule
+
+
+def test_an_moe_does_not_draft_far_past_what_it_measured() -> None:
+    """Off at light load, an MoE (whose prior knows the cost of 10 tokens per step) turns speculation on with a
+    schedule that verifies at most twice the tokens per step measured; a dense model with the same figures
+    drafts at large batches as the model finds best."""
+    moe = replace(PROFILE, known_tokens_per_step=10.0)
+    state = settled(0)
+    light = replace(obs(2, 0), generation_tps=2 * 2 * 256.0, prompt_tps=2 * 2 * 512.0)  # a window to learn from
+    d = decide(light, state, SETTINGS, ROLLOUT, moe, 0, T0, schedules=True)
+    assert d.action == TURN_ON
+    measured = d.state.envelope
+    assert measured is not None and measured[0] == pytest.approx(steady_state(PROFILE, 2, 0).batch, rel=1e-3)
+    limit = max(10.0, 2 * measured[0])
+    assert all(k_at(d.to_k, b) == 0 or b * (k_at(d.to_k, b) + 1) <= limit for b in range(1, 257))
+    dense = decide(light, state, SETTINGS, ROLLOUT, PROFILE, 0, T0, schedules=True)
+    assert any(b * (k_at(dense.to_k, b) + 1) > limit for b in range(1, 257))
+
+
+def test_a_growing_queue_is_left_even_where_the_model_says_the_setting_serves() -> None:
+    """The model says k=3 serves 15 req/s per replica (capacity 21); the queue grew over the last interval. The
+    measurement wins: the setting is left within its dwell."""
+    recent = PolicyState(k=3, since=T0 - 300, acceptance=P[:6], acceptance_time=T0, last_waiting=0.0,
+                         last_eval=T0 - 60)  # fmt: skip
+    assert run(obs(15, 3), 3, recent).action == KEEP
+    assert run(obs(15, 3, waiting=40), 3, recent).action != KEEP

@@ -38,6 +38,8 @@ MAX_SAMPLES = 48  # windows kept in status (a few KB); older ones carry little w
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's
 CAPACITY_MEMORY_S = 6 * 3600.0  # a capacity seen this long ago no longer binds: the traffic shape moves
 CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
+ENVELOPE_GROWTH = 2.0  # where the prior does not know the compute, a setting may verify this many times the most
+# tokens per step measured: more learns it faster, and risks drafting where its cost was never seen
 SHAPE_MEMORY = 0.3  # EWMA weight of the newest window for tokens per request: windows are noisy, traffic drifts
 
 
@@ -175,14 +177,31 @@ def remember_capacity(
     now: float,
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Add one window at k: while requests wait, what it served is its capacity (the newest such window counts,
-    plus its noise); otherwise it could serve at least that (the highest recent window counts)."""
+    plus its noise); otherwise it could serve at least what the window surely served, its count less its noise
+    (the highest recent window counts: the highest of many noisy counts, taken as it is, overstates the load)."""
     key = str(k)
     if at_capacity:
         return floors, {**ceilings, key: [round(qps * (1 + CAPACITY_Z * noise), 4), now]}
+    surely = qps * max(0.0, 1 - CAPACITY_Z * noise)
     old = floors.get(key)
-    if old is None or qps > old[0] or now - old[1] > CAPACITY_MEMORY_S:
-        return {**floors, key: [round(qps, 4), now]}, ceilings
+    if old is None or surely > old[0] or now - old[1] > CAPACITY_MEMORY_S:
+        return {**floors, key: [round(surely, 4), now]}, ceilings
     return floors, ceilings
+
+
+def remember_envelope(old: list[float] | None, batch: float, k: int, now: float) -> list[float]:
+    """The most tokens per step (``batch * (k + 1)``) a window measured, with when: the newest window's when it
+    is larger, or when the old one is older than :data:`CAPACITY_MEMORY_S`."""
+    tokens = batch * (k + 1)
+    if old is None or tokens > old[0] or now - old[1] > CAPACITY_MEMORY_S:
+        return [round(tokens, 3), now]
+    return old
+
+
+def envelope_limit(measured: list[float] | None, known: float) -> float:
+    """The tokens per step a setting may verify before the model's word on its cost is a guess: what the prior
+    knows (``Profile.known_tokens_per_step``), or :data:`ENVELOPE_GROWTH` times what a window measured."""
+    return max(known, ENVELOPE_GROWTH * (measured[0] if measured else 0.0))
 
 
 def learned_profile(prior: Profile, samples: Sequence[Sample], capacity: Capacity, now: float) -> Profile:

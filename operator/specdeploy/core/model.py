@@ -46,6 +46,9 @@ class Profile:
     output_tokens: int = 256
     prefill_ms_per_ktok: float = 20.0  # prompt processing, for TTFT
     kv_capacity_tokens: int = 400_000  # KV-cache size in tokens, for kv_cache_usage_perc
+    # Tokens per step up to which these costs are known before any measurement (a roofline estimate of a dense
+    # model: all of them; of an MoE, few: how many experts a step reads depends on the routing of its tokens).
+    known_tokens_per_step: float = math.inf
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Profile:
@@ -194,6 +197,21 @@ def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int], loads: S
         if not bands or k != bands[-1][1]:
             bands.append((max(first, bands[-1][0] + 1) if bands else 1, k))
     return tuple(bands)
+
+
+def within_envelope(setting: Setting, running: Setting, limit: float, max_batch: int) -> Setting:
+    """``setting`` drafting, at every batch size where it would verify more than ``limit`` tokens per step (more
+    than the deployment was measured at), no more than ``running`` drafts there, nor than the limit allows: the
+    compute past the tokens per step measured is the model's guess, and what runs is the baseline. The setting
+    itself where that changes nothing, else the schedule it becomes."""
+    ks = []
+    for b in range(1, max_batch + 1):
+        k, here = k_at(setting, b), k_at(running, b)
+        ks.append(k if k <= here or b * (k + 1) <= limit else max(here, math.floor(limit / b) - 1))
+    if all(k == k_at(setting, b) for b, k in enumerate(ks, start=1)):
+        return setting
+    bands = tuple((b, k) for b, k in enumerate(ks, start=1) if b == 1 or k != ks[b - 2])
+    return bands[0][1] if len(bands) == 1 else bands
 
 
 def schedule_label(setting: Setting) -> str:

@@ -34,7 +34,17 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..api import Adaptive, AdaptiveMode
-from .learn import CAPACITY_MEMORY_S, MAX_SAMPLES, Capacity, Sample, learned_profile, remember_capacity, sample_of
+from .learn import (
+    CAPACITY_MEMORY_S,
+    MAX_SAMPLES,
+    Capacity,
+    Sample,
+    envelope_limit,
+    learned_profile,
+    remember_capacity,
+    remember_envelope,
+    sample_of,
+)
 from .model import (
     Profile,
     Schedule,
@@ -49,6 +59,7 @@ from .model import (
     steady_state,
     top_k,
     upto,
+    within_envelope,
 )
 from .observation import NoData, Observation
 
@@ -82,6 +93,9 @@ TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two eval
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
 MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
 TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the current load: more leaves settings early
+ROLLOUT_MARGIN = 0.15  # a rollout is priced at a load this much above the forecast (its queue, or infinite where the
+# new setting would not drain it): where no queue has shown a setting's capacity the model's figure is a guess, and
+# a rollout that queues near capacity costs more than most changes gain; higher holds still nearer capacity
 FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
 # budget is not spent on it again, yet a fix (memory, image) is picked up within the working day
 
@@ -97,6 +111,7 @@ class PolicyState:
     samples: list[list[float]] = field(default_factory=list)  # recent windows at the running k (learn.Sample)
     floors: dict[str, list[float]] = field(default_factory=dict)  # k -> [most served without a queue, time]
     ceilings: dict[str, list[float]] = field(default_factory=dict)  # k -> [served while requests waited, time]
+    envelope: list[float] | None = None  # [most tokens per step a window measured, time]
     load_qps: float | None = None  # EWMA of per-replica request rate
     load_slope: float | None = None  # its significant rate of rise (req/s per replica, per second)
     load_history: list[list[float]] = field(default_factory=list)  # (time, offered load) since the last jump
@@ -233,16 +248,18 @@ def horizon_cost_ms(
     current_k: Setting,
     k: Setting,
     token_ms: float,
+    margin: float = 0.0,
 ) -> float:
     """Token-milliseconds per replica over the horizon if k runs: the steady per-token latency, the wait of the
-    queue already there until k drains it, and, for a change, the queue the rollout itself builds."""
+    queue already there until k drains it, and, for a change, the queue the rollout itself builds, priced at a
+    load ``margin`` above ``qps`` (the capacities it rests on are the model's)."""
     cap = capacity_qps(prof, k, upto(p, k))
     if cap <= qps:
         return math.inf
     total = token_ms * qps * prof.output_tokens * horizon_s
     total += waiting * waiting / (cap - qps) / 2 * 1000
     if k != current_k:
-        total += rollout_overload_ms(prof, rollout, qps, p, current_k, k)
+        total += rollout_overload_ms(prof, rollout, qps * (1 + margin), p, current_k, k)
     return total
 
 
@@ -373,12 +390,15 @@ def _feasible(
     settings: Adaptive,
     rollout: Rollout,
     served: dict[Setting, float],
+    limit: float,
 ) -> list[Setting]:
     """The settings that would serve the remembered peak and a rising load until they can be left cleanly (else
     the one with the most capacity). Keeping must hold until a change decided at the next evaluation has rolled
     out and the rollout's dip in capacity is over (two rollouts); a new setting must first roll out and sit out
     its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load. A setting
-    that ``served`` the load already (measured, without a queue) serves it, whatever the model says."""
+    that ``served`` the load already (measured, without a queue) serves it, whatever the model says. A k that
+    would draft more than the running setting, at more tokens per step than ``limit`` (what was measured, see
+    :func:`~.model.within_envelope`), is no candidate: its cost there is a guess."""
     rollout_s = rollout_seconds(rollout)
     lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
     lead_change = rollout_s + settings.cooldown_seconds + lead_keep
@@ -388,10 +408,17 @@ def _feasible(
 
     def serves(k: Setting, qps: float) -> bool:
         full = k_at(k, profile.max_num_seqs)  # a setting's capacity is that of the k it drafts at full batch
-        return served.get(full, 0.0) >= qps or not steady_state(profile, qps, k, upto(p, k)).saturated
+        if served.get(full, 0.0) >= qps:
+            return True
+        ss = steady_state(profile, qps, k, upto(p, k))
+        drafts = k_at(k, ss.batch)
+        measured = drafts <= k_at(current_k, ss.batch) or ss.batch * (drafts + 1) <= limit
+        return measured and not ss.saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
-    ok = [k for k in ks if serves(k, need_keep if k == current_k else need_change)]
+    # A queue that grows is the measurement that the running setting does not serve: no model outweighs it.
+    ok = [k for k in ks if (k != current_k or not load.queued) and serves(k, need_keep if k == current_k else
+                                                                         need_change)]  # fmt: skip
     full = {k: k_at(k, profile.max_num_seqs) for k in ks}
     return ok or [max(ks, key=lambda k: max(served.get(full[k], 0.0), capacity_qps(profile, k, upto(p, k))))]
 
@@ -502,7 +529,8 @@ def learn(
         k, step_ms = k_at(current_k, obs.running / pods), obs.itl_mean_s * 1000 if obs.itl_mean_s else None
         sample = sample_of(now, k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
         if sample is not None:
-            st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:])
+            envelope = remember_envelope(st.envelope, sample.batch, k, now)
+            st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:], envelope=envelope)
         if qps > 0:
             floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
@@ -544,6 +572,9 @@ def predict(
     widest setting serves. With a schedule at hand, a k beyond the positions measured is tried only inside one,
     never as a static setting. At equal cost a schedule wins: it meets a change of load without a restart."""
     p, measured_len = accepted
+    # Past the tokens per step the prior knows or the windows measured, a candidate drafts no more than what
+    # runs; a measured queue lifts that: the setting running cannot serve, and the model is the best word left.
+    limit = math.inf if load.queued else envelope_limit(st.envelope, profile.known_tokens_per_step)
     ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
     candidates: list[Setting] = list(ks)
     if schedules:
@@ -553,6 +584,7 @@ def predict(
         loads = [widest * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
         schedule = best_schedule(profile, p, ks, loads)
         candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
+        candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs) for c in candidates]
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
     q = load.forecast
@@ -560,9 +592,13 @@ def predict(
     if load.measured_ms is not None:  # what the running setting does is measured, not predicted
         latency[current_k] = load.measured_ms
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
-    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served)
+    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit)
+    # A setting with requests waiting is left however its rollout queues; otherwise a rollout is priced with a
+    # margin on the load.
+    margin = 0.0 if waiting >= QUEUE_MIN else ROLLOUT_MARGIN
     horizon = {
-        k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k]) for k in latency
+        k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
+        for k in latency
     }
     best = min(feasible, key=lambda k: (horizon[k], isinstance(k, int), top_k(k)))
     here = horizon[current_k]

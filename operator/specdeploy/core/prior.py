@@ -19,7 +19,9 @@ measured elsewhere (``adaptive.prior.profile``) replace the estimate where given
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..api import GpuType, SpeculativeDeploymentSpec
@@ -71,7 +73,23 @@ def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
     model = spec.target.model or (spec.speculator.model if spec.speculator else None)
     hint = spec.adaptive.prior
     estimate = prior_profile(model, spec.tensor_parallel_size, hint.gpu, hint.model_params_billions)
-    return replace(estimate, **hint.profile.model_dump(exclude_none=True))
+    estimate = replace(estimate, max_num_seqs=batch_cap(spec.extra_args) or estimate.max_num_seqs)
+    measured = hint.profile.model_dump(exclude_none=True)
+    if {"n_knee", "t_tok_ms"} & set(measured):  # a benchmark's compute figures are known at every batch
+        measured["known_tokens_per_step"] = math.inf
+    return replace(estimate, **measured)
+
+
+def batch_cap(args: Sequence[str]) -> int | None:
+    """The batch cap the pods run with, from ``--max-num-seqs N`` (or ``=N``) in the extra ``vllm serve``
+    arguments; None when they leave vLLM's default. A replica's capacity is its throughput at this batch."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--max-num-seqs" and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--max-num-seqs="):
+            found = arg.split("=", 1)[1]
+    return int(found) if found is not None and found.isdigit() and int(found) > 0 else None
 
 
 def prior_profile(
@@ -97,4 +115,7 @@ def prior_profile(
         t_tok_ms=base.t_tok_ms * compute,
         n_knee=max(16, round(base.n_knee * knee)),
         prefill_ms_per_ktok=base.prefill_ms_per_ktok * compute,
+        # An MoE step verifying n tokens reads the experts they route to: up to every expert's weights from about
+        # total / active tokens on. What that costs depends on the routing; the roofline cannot say.
+        known_tokens_per_step=total / active if active < total else math.inf,
     )

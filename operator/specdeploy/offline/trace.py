@@ -5,8 +5,9 @@ Trace format (YAML or JSON)::
 
     step_seconds: 30          # one point per step
     profile: {}               # the world: optional Profile overrides (specdeploy.core.model.Profile)
-    deployment: {}            # what the spec says: {model, tensorParallelSize, gpu, modelParamsBillions}; the policy
-                              # starts from the prior the operator picks from it (core/prior.py), never the world
+    deployment: {}            # what the spec says: {model, tensorParallelSize, gpu, modelParamsBillions, extraArgs};
+                              # the policy starts from the prior the operator picks from it (core/prior.py), never
+                              # the world
     replicas: 2
     restart_seconds: 120
     max_surge: 1              # optional, rollout strategy (defaults as in the API)
@@ -33,7 +34,7 @@ import yaml
 from ..api import Adaptive
 from ..core.model import Profile
 from ..core.policy import Rollout
-from ..core.prior import prior_profile
+from ..core.prior import batch_cap, prior_profile
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -63,7 +64,7 @@ class Trace:
         return [0, *range(self.adaptive.min_tokens, self.adaptive.max_tokens + 1)]
 
 
-DEPLOYMENT_KEYS = {"model", "tensorParallelSize", "gpu", "modelParamsBillions"}
+DEPLOYMENT_KEYS = {"model", "tensorParallelSize", "gpu", "modelParamsBillions", "extraArgs"}
 
 
 def prior_of_deployment(raw: dict[str, Any]) -> Profile:
@@ -72,7 +73,8 @@ def prior_of_deployment(raw: dict[str, Any]) -> Profile:
     if unknown:
         raise ValueError(f"deployment: unknown keys {unknown}; known: {sorted(DEPLOYMENT_KEYS)}")
     model = raw.get("model", "meta-llama/Llama-3.1-8B-Instruct")
-    return prior_profile(model, int(raw.get("tensorParallelSize", 1)), raw.get("gpu"), raw.get("modelParamsBillions"))
+    prior = prior_profile(model, int(raw.get("tensorParallelSize", 1)), raw.get("gpu"), raw.get("modelParamsBillions"))
+    return replace(prior, max_num_seqs=batch_cap([str(a) for a in raw.get("extraArgs", [])]) or prior.max_num_seqs)
 
 
 def with_start(trace: Trace, k: int) -> Trace:
