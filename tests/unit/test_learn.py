@@ -9,9 +9,12 @@ import pytest
 from specdeploy.api import validate_spec
 from specdeploy.core.learn import (
     ENVELOPE_GROWTH,
+    MAX_SAMPLES,
+    SAMPLES_PER_K,
     Capacity,
     Sample,
     envelope_limit,
+    keep_samples,
     learned_profile,
     remember_capacity,
     remember_envelope,
@@ -137,3 +140,24 @@ def test_the_fit_finds_the_compute_knee() -> None:
 
 def test_the_solver_solves() -> None:
     assert solve([[2.0, 1.0], [1.0, 3.0]], [3.0, 5.0]) == pytest.approx([0.8, 1.4])
+
+
+def test_windows_at_several_k_tell_the_drafters_cost() -> None:
+    """A draft model costing 0.3 of a target step per drafted token, where the prior says an EAGLE head's 0.08:
+    windows at k=1 and k=2 tell it from the target's step, so the model predicts k=3, which it never saw."""
+    weak = Profile.from_dict({"draft_cost": 0.3, "acceptance": [0.45, 0.2, 0.09, 0.04]})
+    rng = random.Random(5)
+    seen = [window(weak, 60.0 * i, rng.uniform(0.5, 8.0), k, rng) for i in range(20) for k in (1, 2)]
+    model = learned_profile(Profile(), seen, Capacity({}, {}), 1200.0)
+    assert model.draft_cost == pytest.approx(0.32, rel=0.3)  # of the grid 0.04, 0.08, 0.16, 0.32, 0.64
+    unseen = steady_state(weak, 4.0, 3).step_ms
+    assert steady_state(model, 4.0, 3, weak.acceptance[:3]).step_ms == pytest.approx(unseen, rel=0.05)
+
+
+def test_windows_of_every_k_outlive_the_newest_ones() -> None:
+    """The newest windows are kept, and a few of each other k however old: they are what tells k apart."""
+    old = [[float(t), 2, 1.0, 8.0, 1.0, 512, 256] for t in range(30)]
+    new = [[float(t), 0, 1.0, 6.0, 1.0, 512, 256] for t in range(30, 130)]
+    kept = keep_samples(old + new)
+    assert [int(s[1]) for s in kept].count(2) == SAMPLES_PER_K and len(kept) == MAX_SAMPLES + SAMPLES_PER_K
+    assert kept == sorted(kept) and kept[-1] == new[-1]

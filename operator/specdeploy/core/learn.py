@@ -30,11 +30,15 @@ from .model import Profile, capacity_qps
 COSTS = ("t_mem_ms", "t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")
 BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the costs that grow with the load
 KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
+DRAFT_COST_FACTORS = (0.5, 2.0, 4.0, 8.0)  # drafter costs tried, times the prior's (a draft model costs far more
+# than an EAGLE head): more values place it finer, and each costs a fit
 KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away from the prior's: a tie-break
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
 PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
-MAX_SAMPLES = 48  # windows kept in status (a few KB); older ones carry little weight anyway
+MAX_SAMPLES = 48  # newest windows kept in status (a few KB); older ones carry little weight anyway
+SAMPLES_PER_K = 12  # ... and the newest of every other k, however old: windows at several k tell the drafter's cost
+# from the target's (at one k they are one feature); more remembers more, in a larger status
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's
 CAPACITY_MEMORY_S = 6 * 3600.0  # a capacity seen this long ago no longer binds: the traffic shape moves
 CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
@@ -65,6 +69,19 @@ class Sample:
         return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot))
 
 
+def keep_samples(samples: Sequence[Sequence[float]]) -> list[list[float]]:
+    """The windows worth keeping, oldest first: the newest :data:`MAX_SAMPLES`, and the newest
+    :data:`SAMPLES_PER_K` of each k."""
+    seen: dict[int, int] = {}
+    kept = []
+    for i, raw in enumerate(reversed(samples)):
+        k = int(raw[1])
+        seen[k] = seen.get(k, 0) + 1
+        if i < MAX_SAMPLES or seen[k] <= SAMPLES_PER_K:
+            kept.append(list(raw))
+    return kept[::-1]
+
+
 def features(prior: Profile, s: Sample) -> list[float]:
     """The four cost features of one window (ms per unit of each cost in :data:`COSTS`)."""
     kc = s.k * prior.draft_cost
@@ -83,9 +100,10 @@ def features(prior: Profile, s: Sample) -> list[float]:
 
 
 def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
-    """The compute knee and the four costs that best explain the windows' step times: for each knee in
-    :data:`KNEES` (and the prior's), the ridge fit of the costs; the knee whose fit leaves the least error wins,
-    a knee far from the prior's paying a little (it is a guess to fall back on when the windows cannot tell)."""
+    """The compute knee, the drafter's cost and the four costs that best explain the windows' step times: for each
+    knee in :data:`KNEES` (and the prior's), the ridge fit of the costs, and the knee whose fit leaves the least
+    error wins; then, at that knee, each drafter cost of :data:`DRAFT_COST_FACTORS` likewise. A value far from the
+    prior's pays a little (the prior is the guess to fall back on when the windows cannot tell)."""
     best: tuple[float, Profile] | None = None
     for knee in sorted({prior.n_knee, *KNEES}):
         candidate = replace(prior, n_knee=knee)
@@ -94,6 +112,14 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
         if best is None or error < best[0]:
             best = (error, replace(candidate, **costs))
     assert best is not None
+    # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
+    knee = best[1].n_knee
+    for factor in DRAFT_COST_FACTORS:
+        candidate = replace(prior, n_knee=knee, draft_cost=prior.draft_cost * factor)
+        costs, error = fit_costs(candidate, samples, now)
+        error += KNEE_PRIOR_WEIGHT * (math.log2(knee / prior.n_knee) ** 2 + math.log2(factor) ** 2)
+        if error < best[0]:
+            best = (error, replace(candidate, **costs))
     return best[1]
 
 

@@ -36,10 +36,10 @@ from typing import Any
 from ..api import Adaptive, AdaptiveMode
 from .learn import (
     CAPACITY_MEMORY_S,
-    MAX_SAMPLES,
     Capacity,
     Sample,
     envelope_limit,
+    keep_samples,
     learned_profile,
     remember_capacity,
     remember_envelope,
@@ -530,7 +530,7 @@ def learn(
         sample = sample_of(now, k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
         if sample is not None:
             envelope = remember_envelope(st.envelope, sample.batch, k, now)
-            st = replace(st, samples=[*st.samples, sample.to_list()][-MAX_SAMPLES:], envelope=envelope)
+            st = replace(st, samples=keep_samples([*st.samples, sample.to_list()]), envelope=envelope)
         if qps > 0:
             floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
