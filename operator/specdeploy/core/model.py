@@ -207,11 +207,17 @@ def within_envelope(setting: Setting, running: Setting, limit: float, max_batch:
     ks = []
     for b in range(1, max_batch + 1):
         k, here = k_at(setting, b), k_at(running, b)
-        ks.append(k if k <= here or b * (k + 1) <= limit else max(here, math.floor(limit / b) - 1))
+        ks.append(k if drafts_within(k, here, b, limit) else max(here, math.floor(limit / b) - 1))
     if all(k == k_at(setting, b) for b, k in enumerate(ks, start=1)):
         return setting
     bands = tuple((b, k) for b, k in enumerate(ks, start=1) if b == 1 or k != ks[b - 2])
     return bands[0][1] if len(bands) == 1 else bands
+
+
+def drafts_within(k: int, running_k: int, batch: float, limit: float) -> bool:
+    """Whether drafting k at this batch size is known ground: no more than what runs there, or no more than
+    ``limit`` tokens verified per step (:func:`within_envelope`)."""
+    return k <= running_k or batch * (k + 1) <= limit
 
 
 def schedule_label(setting: Setting) -> str:

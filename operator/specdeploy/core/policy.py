@@ -51,6 +51,7 @@ from .model import (
     Setting,
     best_schedule,
     capacity_qps,
+    drafts_within,
     drain_rates,
     extend_acceptance,
     k_at,
@@ -411,9 +412,7 @@ def _feasible(
         if served.get(full, 0.0) >= qps:
             return True
         ss = steady_state(profile, qps, k, upto(p, k))
-        drafts = k_at(k, ss.batch)
-        measured = drafts <= k_at(current_k, ss.batch) or ss.batch * (drafts + 1) <= limit
-        return measured and not ss.saturated
+        return drafts_within(k_at(k, ss.batch), k_at(current_k, ss.batch), ss.batch, limit) and not ss.saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
     # A queue that grows is the measurement that the running setting does not serve: no model outweighs it.

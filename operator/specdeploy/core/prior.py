@@ -72,8 +72,7 @@ def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
     hints in ``adaptive.prior``."""
     model = spec.target.model or (spec.speculator.model if spec.speculator else None)
     hint = spec.adaptive.prior
-    estimate = prior_profile(model, spec.tensor_parallel_size, hint.gpu, hint.model_params_billions)
-    estimate = replace(estimate, max_num_seqs=batch_cap(spec.extra_args) or estimate.max_num_seqs)
+    estimate = prior_profile(model, spec.tensor_parallel_size, hint.gpu, hint.model_params_billions, spec.extra_args)
     measured = hint.profile.model_dump(exclude_none=True)
     if {"n_knee", "t_tok_ms"} & set(measured):  # a benchmark's compute figures are known at every batch
         measured["known_tokens_per_step"] = math.inf
@@ -93,9 +92,14 @@ def batch_cap(args: Sequence[str]) -> int | None:
 
 
 def prior_profile(
-    model: str | None, tensor_parallel: int = 1, gpu: str | None = None, params_b: float | None = None
+    model: str | None,
+    tensor_parallel: int = 1,
+    gpu: str | None = None,
+    params_b: float | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Profile:
-    """The default profile scaled to this model, tensor parallelism and GPU."""
+    """The default profile scaled to this model, tensor parallelism and GPU, with the batch cap ``extra_args``
+    set (:func:`batch_cap`)."""
     ref, base = GPUS[REFERENCE_GPU], Profile()
     card = GPUS[GpuType(gpu)] if gpu else ref
     named = params_of(model)
@@ -118,4 +122,5 @@ def prior_profile(
         # An MoE step verifying n tokens reads the experts they route to: up to every expert's weights from about
         # total / active tokens on. What that costs depends on the routing; the roofline cannot say.
         known_tokens_per_step=total / active if active < total else math.inf,
+        max_num_seqs=batch_cap(extra_args) or base.max_num_seqs,
     )

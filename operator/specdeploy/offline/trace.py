@@ -34,7 +34,7 @@ import yaml
 from ..api import Adaptive
 from ..core.model import Profile
 from ..core.policy import Rollout
-from ..core.prior import batch_cap, prior_profile
+from ..core.prior import prior_profile
 
 DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
 
@@ -73,8 +73,10 @@ def prior_of_deployment(raw: dict[str, Any]) -> Profile:
     if unknown:
         raise ValueError(f"deployment: unknown keys {unknown}; known: {sorted(DEPLOYMENT_KEYS)}")
     model = raw.get("model", "meta-llama/Llama-3.1-8B-Instruct")
-    prior = prior_profile(model, int(raw.get("tensorParallelSize", 1)), raw.get("gpu"), raw.get("modelParamsBillions"))
-    return replace(prior, max_num_seqs=batch_cap([str(a) for a in raw.get("extraArgs", [])]) or prior.max_num_seqs)
+    args = [str(a) for a in raw.get("extraArgs", [])]
+    return prior_profile(
+        model, int(raw.get("tensorParallelSize", 1)), raw.get("gpu"), raw.get("modelParamsBillions"), args
+    )
 
 
 def with_start(trace: Trace, k: int) -> Trace:
