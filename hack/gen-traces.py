@@ -94,7 +94,8 @@ def worlds() -> None:
     write("small_gpu_diurnal", "8B on an L4 (a tenth of an H100's bandwidth, 64 sequences): a diurnal cycle whose "
           "peak only k=1 serves (k=1: 3.0 req/s per replica, off: 2.7, k=3: 2.5).",
           [2 * (1.65 - 1.25 * math.cos(2 * math.pi * i / 480)) for i in range(480)], world=l4,
-          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "L4"})  # fmt: skip
+          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "L4",
+                      "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
     moe = {"t_mem_ms": 4.5, "t_kv_ms_per_ktok": 0.03, "n_knee": 48, "t_tok_ms": 0.33, "draft_cost": 0.12,
            "prefill_ms_per_ktok": 9, "acceptance": [0.7, 0.5, 0.35, 0.24, 0.16, 0.11, 0.07, 0.05]}  # fmt: skip
     write("moe_bursty", "An MoE (30B, 3B active): a cheap memory-bound step and a steep compute slope; bursts to "
