@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Write the shipped traces (operator/specdeploy/offline/traces/*.yaml) used by `specdeploy simulate` and the benchmark.
+"""Write the shipped traces (operator/specdeploy/offline/traces/*.yaml) used by `specdeploy simulate` and the benchmark,
+or the same files into DIR (`hack/gen-traces.py [DIR]`; a test compares them with the shipped ones).
 
 Loads are totals over 2 replicas of the default profile (8B + EAGLE-3 on one H100-class GPU each): one replica
 serves ~28 req/s without speculation and ~21 at k=3; speculation stops paying near 18-22 req/s per replica.
 """
 
 import math
+import sys
 from pathlib import Path
 
 import yaml
@@ -20,6 +22,7 @@ def scaled(f: float) -> list[float]:
 
 
 def write(
+    out: Path,
     name: str,
     doc: str,
     qps: list[float],
@@ -41,76 +44,81 @@ def write(
     extra |= {"deployment": deployment} if deployment else {}
     doc_ = {**HEADER, **extra, "points": points}
     text = f"# {doc}\n" + yaml.safe_dump(doc_, sort_keys=False, default_flow_style=None)
-    (OUT / f"{name}.yaml").write_text(text)
+    (out / f"{name}.yaml").write_text(text)
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(out: Path = OUT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     n = 240  # 2 hours at 30 s
-    write("steady_low", "Steady low load: speculation should stay on at a high k.", [4.0] * n)
+    write(out, "steady_low", "Steady low load: speculation should stay on at a high k.", [4.0] * n)
     write(
+        out,
         "steady_high",
         "Steady high load: k=3 cannot serve it; speculation off can, and k=1 serves it faster with little headroom.",
         [50.0] * n,
     )
     write(
+        out,
         "diurnal",
         "Diurnal cycle compressed to 4 hours: low at night, peak past the crossover at noon.",
         [26 - 22 * math.cos(2 * math.pi * i / 480) for i in range(480)],
     )
     write(
+        out,
         "bursty",
         "Low base load with 10-minute bursts past the crossover every 40 minutes.",
         [46.0 if (i % 80) in range(40, 60) else 8.0 for i in range(n)],
     )
     write(
+        out,
         "acceptance_drift",
         "Moderate load while acceptance drifts down to half (the traffic changes): the best k falls.",
         [12.0] * n,
         [scaled(1.0 - 0.5 * i / (n - 1)) for i in range(n)],
     )
     write(
+        out,
         "load_ramp",
         "Load ramps from 2 to 52 req/s over 2 hours, then holds for 30 minutes.",
         [2 + 50 * min(1.0, i / 240) for i in range(300)],
     )
-    worlds()
+    worlds(out)
 
 
 def ramp(lo: float, hi: float, steps: int = 240, hold: int = 60) -> list[float]:
     return [lo + (hi - lo) * min(1.0, i / steps) for i in range(steps + hold)]
 
 
-def worlds() -> None:
+def worlds(out: Path) -> None:
     """Deployments the default prior does not describe: the policy has to learn them."""
     llama70b = {"t_mem_ms": 16.0, "t_kv_ms_per_ktok": 0.035, "n_knee": 320, "t_tok_ms": 0.26, "draft_cost": 0.05,
                 "prefill_ms_per_ktok": 50, "output_tokens": 300, "prompt_tokens": 800,
                 "acceptance": [0.78, 0.6, 0.46, 0.35, 0.26, 0.19, 0.14, 0.1]}  # fmt: skip
-    write("llama70b_tp4_ramp", "70B on 4 GPUs per replica, load ramping past what any k serves (off: 9.7 req/s per "
-          "replica, k=1: 8.9, k=3: 7.3).", [2 * q for q in ramp(0.5, 9.3)], world=llama70b,
+    write(out, "llama70b_tp4_ramp", "70B on 4 GPUs per replica, load ramping past what any k serves (off: 9.7 req/s "
+          "per replica, k=1: 8.9, k=3: 7.3).", [2 * q for q in ramp(0.5, 9.3)], world=llama70b,
           deployment={"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4})  # fmt: skip
     l4 = {"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2, "draft_cost": 0.1,
           "max_num_seqs": 64, "prefill_ms_per_ktok": 190, "output_tokens": 200, "prompt_tokens": 400}  # fmt: skip
-    write("small_gpu_diurnal", "8B on an L4 (a tenth of an H100's bandwidth, 64 sequences): a diurnal cycle whose "
+    write(out, "small_gpu_diurnal", "8B on an L4 (a tenth of an H100's bandwidth, 64 sequences): a diurnal cycle whose "
           "peak only k=1 serves (k=1: 3.0 req/s per replica, off: 2.7, k=3: 2.5).",
           [2 * (1.65 - 1.25 * math.cos(2 * math.pi * i / 480)) for i in range(480)], world=l4,
           deployment={"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "L4",
                       "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
     moe = {"t_mem_ms": 4.5, "t_kv_ms_per_ktok": 0.03, "n_knee": 48, "t_tok_ms": 0.33, "draft_cost": 0.12,
            "prefill_ms_per_ktok": 9, "acceptance": [0.7, 0.5, 0.35, 0.24, 0.16, 0.11, 0.07, 0.05]}  # fmt: skip
-    write("moe_bursty", "An MoE (30B, 3B active): a cheap memory-bound step and a steep compute slope; bursts to "
+    write(out, "moe_bursty", "An MoE (30B, 3B active): a cheap memory-bound step and a steep compute slope; bursts to "
           "8.5 req/s per replica that k=1 serves (9.4) and k=3 does not (6.8).",
           [17.0 if (i % 80) in range(40, 60) else 4.0 for i in range(240)], world=moe,
           deployment={"model": "Qwen/Qwen3-30B-A3B"})  # fmt: skip
-    write("rag_prefill_ramp", "RAG prompts of 6000 tokens and short answers: prefill dominates, so speculation "
+    write(out, "rag_prefill_ramp", "RAG prompts of 6000 tokens and short answers: prefill dominates, so speculation "
           "costs almost no capacity and speculation off saturates first (6.3 req/s per replica).",
           [2 * q for q in ramp(0.5, 6.2)], world={"prompt_tokens": 6000, "output_tokens": 120},
           deployment={"model": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
     weak = {"draft_cost": 0.3, "acceptance": [0.45, 0.2, 0.09, 0.04, 0.02, 0.01, 0.005, 0.002]}
-    write("weak_drafter_ramp", "A weak, costly drafter (a small draft model, 45% first-token acceptance): k=1 "
+    write(out, "weak_drafter_ramp", "A weak, costly drafter (a small draft model, 45% first-token acceptance): k=1 "
           "pays at low load, off above ~12 req/s per replica.", [2 * q for q in ramp(1.0, 20.0)], world=weak,
           deployment={"model": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from specdeploy.core.model import Profile, capacity_qps, steady_state
@@ -10,6 +14,8 @@ from specdeploy.offline.oracle import hindsight_schedule, oracle_schedule
 from specdeploy.offline.simulate import compare, policy_controller, simulate
 from specdeploy.offline.trace import parse_trace
 from specdeploy.offline.world import run_step
+
+from ..conftest import ROOT
 
 P = list(Profile().acceptance)
 
@@ -120,3 +126,13 @@ def test_a_held_oracle_keeps_the_starting_setting_and_cannot_do_better() -> None
     assert held[:11] == [t.start_k] * 11
     latency = [simulate(t, lambda i, *_, s=s: s[i])["mean_token_latency_ms"] for s in (free, held)]
     assert latency[0] <= latency[1]
+
+
+def test_the_shipped_traces_are_what_gen_traces_writes(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "hack" / "gen-traces.py"), str(tmp_path)], check=True)
+    shipped = ROOT / "operator" / "specdeploy" / "offline" / "traces"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in shipped.glob("*.yaml"))
+    for written in tmp_path.iterdir():
+        assert written.read_text() == (shipped / written.name).read_text(), (
+            f"stale: run hack/gen-traces.py ({written.name})"
+        )
