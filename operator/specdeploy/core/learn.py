@@ -32,7 +32,7 @@ BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the cos
 KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
 DRAFT_COST_FACTORS = (0.5, 2.0, 4.0, 8.0)  # drafter costs tried, times the prior's (a draft model costs far more
 # than an EAGLE head): more values place it finer, and each costs a fit
-KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away from the prior's: a tie-break
+KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee or drafter cost pays per doubling away from the prior's
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
 PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
@@ -104,23 +104,24 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     knee in :data:`KNEES` (and the prior's), the ridge fit of the costs, and the knee whose fit leaves the least
     error wins; then, at that knee, each drafter cost of :data:`DRAFT_COST_FACTORS` likewise. A value far from the
     prior's pays a little (the prior is the guess to fall back on when the windows cannot tell)."""
-    best: tuple[float, Profile] | None = None
-    for knee in sorted({prior.n_knee, *KNEES}):
-        candidate = replace(prior, n_knee=knee)
+
+    def fitted(candidate: Profile, doublings: float) -> tuple[float, Profile]:
+        """The candidate with its fitted costs, and the error they leave plus what straying from the prior costs."""
         costs, error = fit_costs(candidate, samples, now)
-        error += KNEE_PRIOR_WEIGHT * math.log2(knee / prior.n_knee) ** 2
-        if best is None or error < best[0]:
-            best = (error, replace(candidate, **costs))
-    assert best is not None
+        return error + KNEE_PRIOR_WEIGHT * doublings, replace(candidate, **costs)
+
+    def away(knee: int) -> float:
+        return math.log2(knee / prior.n_knee) ** 2
+
+    def first(fit: tuple[float, Profile]) -> float:
+        return fit[0]  # the error; min keeps the first of equals, so the knee's own fit wins a tie below
+
+    best = min((fitted(replace(prior, n_knee=n), away(n)) for n in sorted({prior.n_knee, *KNEES})), key=first)
     # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
     knee = best[1].n_knee
-    for factor in DRAFT_COST_FACTORS:
-        candidate = replace(prior, n_knee=knee, draft_cost=prior.draft_cost * factor)
-        costs, error = fit_costs(candidate, samples, now)
-        error += KNEE_PRIOR_WEIGHT * (math.log2(knee / prior.n_knee) ** 2 + math.log2(factor) ** 2)
-        if error < best[0]:
-            best = (error, replace(candidate, **costs))
-    return best[1]
+    drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f), away(knee) + math.log2(f) ** 2)
+                for f in DRAFT_COST_FACTORS] if prior.draft_cost > 0 else []  # fmt: skip
+    return min([best, *drafters], key=first)[1]
 
 
 def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> tuple[dict[str, float], float]:
@@ -209,18 +210,19 @@ def remember_capacity(
     if at_capacity:
         return floors, {**ceilings, key: [round(qps * (1 + CAPACITY_Z * noise), 4), now]}
     surely = qps * max(0.0, 1 - CAPACITY_Z * noise)
-    old = floors.get(key)
-    if old is None or surely > old[0] or now - old[1] > CAPACITY_MEMORY_S:
-        return {**floors, key: [round(surely, 4), now]}, ceilings
-    return floors, ceilings
+    return {**floors, key: held_max(floors.get(key), surely, now, 4)}, ceilings
 
 
 def remember_envelope(old: list[float] | None, batch: float, k: int, now: float) -> list[float]:
-    """The most tokens per step (``batch * (k + 1)``) a window measured, with when: the newest window's when it
-    is larger, or when the old one is older than :data:`CAPACITY_MEMORY_S`."""
-    tokens = batch * (k + 1)
-    if old is None or tokens > old[0] or now - old[1] > CAPACITY_MEMORY_S:
-        return [round(tokens, 3), now]
+    """The most tokens per step (``batch * (k + 1)``) a recent window measured, with when (:func:`held_max`)."""
+    return held_max(old, batch * (k + 1), now, 3)
+
+
+def held_max(old: list[float] | None, value: float, now: float, digits: int) -> list[float]:
+    """``[the largest value seen, when]`` (kept to ``digits``): the new value when it is larger, or when the old one
+    is older than :data:`CAPACITY_MEMORY_S` (what a deployment measured that long ago no longer binds)."""
+    if old is None or value > old[0] or now - old[1] > CAPACITY_MEMORY_S:
+        return [round(value, digits), now]
     return old
 
 
