@@ -47,6 +47,7 @@ PROXY_METRICS, PROXY_HEALTHZ, PROMETHEUS_PORT = 20249, 20256, 19090
 SCRAPE_INTERVAL = "5s"
 GPUS = 8  # nvidia.com/gpu the node advertises, so GPU pods are scheduled as on a GPU node
 OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT = "specdeploy-system", "specdeploy-operator"
+PROMETHEUS_URL = f"http://{NODE_IP}:{PROMETHEUS_PORT}"  # the cluster's own Prometheus, the operator's default
 # Static tokens for the control plane's users (loopback and private-bridge only; a test cluster's credentials).
 TOKENS = {
     "admin": ("specdeploy-admin-token", "admin", "system:masters"),
@@ -402,9 +403,17 @@ def prometheus(scrape_interval: str | None) -> str:
     return prom.url
 
 
+def metrics_endpoints(url: str) -> dict:
+    """The operator's metrics-endpoint ConfigMap with ``url`` as its one endpoint, the default."""
+    config = {"default": "cluster", "endpoints": {"cluster": {"url": url}}}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "specdeploy-metrics", "namespace": OPERATOR_NAMESPACE},
+            "data": {"endpoints.yaml": yaml.safe_dump(config)}}  # fmt: skip
+
+
 def install_operator(image: str) -> None:
-    """``kubectl apply -k manifests`` with the image pointed at the local build: a kustomization over the
-    project's own, as a user would write one."""
+    """``kubectl apply -k manifests`` with the image pointed at the local build and the local Prometheus as the
+    metrics endpoint: a kustomization over the project's own, as a user would write one."""
     d = P.install
     d.mkdir(parents=True, exist_ok=True)
     name, tag = image.rsplit(":", 1)
@@ -415,7 +424,9 @@ def install_operator(image: str) -> None:
         "images": [{"name": "ghcr.io/specdeploy/specdeploy", "newName": name, "newTag": tag}],
         "patches": [{"target": {"kind": "Deployment", "name": OPERATOR_DEPLOYMENT}, "patch": yaml.safe_dump({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": OPERATOR_DEPLOYMENT},
-            "spec": {"template": {"spec": {"containers": [container]}}}})}],
+            "spec": {"template": {"spec": {"containers": [container]}}}})},
+            {"target": {"kind": "ConfigMap", "name": "specdeploy-metrics"},
+             "patch": yaml.safe_dump(metrics_endpoints(PROMETHEUS_URL))}],
     }, sort_keys=False))  # fmt: skip
     kubectl("apply", "-k", str(d))
     kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--timeout=180s")

@@ -124,7 +124,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespaces=args.namespace,
             standalone=True,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(sim_image=args.sim_image, namespaces=args.namespace, platform=args.platform),
+            memo=kopf.Memo(
+                sim_image=args.sim_image,
+                namespaces=args.namespace,
+                platform=args.platform,
+                prometheus_url=args.prometheus_url,
+                metrics_namespace=args.metrics_namespace,
+            ),
         )
     )
     return 0
@@ -157,7 +163,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     import kubernetes
     import urllib3
 
-    from .shell.evaluation import Endpoint
+    from .shell.endpoints import Connection
     from .shell.recommend import recommend
 
     token = None
@@ -166,7 +172,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             token = Path(args.token_file).read_text().strip()
         except OSError as exc:
             raise UsageError(f"--token-file {args.token_file}: cannot read: {exc.strerror}") from None
-    endpoint = Endpoint(args.prometheus, token, not args.insecure_skip_verify)
+    endpoint = Connection(args.prometheus, token, not args.insecure_skip_verify)
     try:
         for line in recommend(endpoint, args.namespace, args.name):
             print(line)
@@ -189,6 +195,31 @@ def _add_sim_image(p: argparse.ArgumentParser) -> None:
     from .core.render import DEFAULT_SIM_IMAGE
 
     p.add_argument("--sim-image", default=DEFAULT_SIM_IMAGE, help="image for simulated pods")
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the operator")
+    p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--platform",
+        choices=["auto", *(p.value for p in Platform)],
+        default="auto",
+        help="auto: openshift when the cluster serves the security.openshift.io API group",
+    )
+    _add_sim_image(p)
+    p.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="the default metrics endpoint (no auth); more endpoints: the specdeploy-metrics ConfigMap",
+    )
+    p.add_argument(
+        "--metrics-namespace",
+        default=None,
+        help="namespace of the specdeploy-metrics ConfigMap and its Secrets (default: the operator's own)",
+    )
+    p.set_defaults(func=cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recommend", help="the decision the policy would take now, without acting")
     p.add_argument("--prometheus", required=True, help="Prometheus base URL")
-    p.add_argument("--token-file", help="bearer token for Prometheus (as spec.adaptive.prometheus.bearerTokenSecret)")
+    p.add_argument("--token-file", help="file with a bearer token for Prometheus")
     p.add_argument(
         "--insecure-skip-verify",
         action="store_true",
@@ -237,18 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="a SpeculativeDeployment (default: all)")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("run", help="run the operator")
-    p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
-    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument(
-        "--platform",
-        choices=["auto", *(p.value for p in Platform)],
-        default="auto",
-        help="auto: openshift when the cluster serves the security.openshift.io API group",
-    )
-    _add_sim_image(p)
-    p.set_defaults(func=cmd_run)
+    _add_run(sub)
     return parser
 
 

@@ -62,11 +62,14 @@ def prometheus(tmp_path: Path, cluster: Cluster) -> Iterator[Prometheus]:
     reaches it, scraping the cluster's pods with the PodMonitor's configuration every second."""
     jobs = podmonitor_jobs(local_cluster.P.prometheus / "pods.json", "1s")
     prom = Prometheus(tmp_path / "prom", host=local_cluster.NODE_IP, jobs=jobs).start()
+    # The operator reads where its installer points it: this Prometheus becomes its default endpoint.
+    kubectl("apply", "-f", "-", stdin=json.dumps(local_cluster.metrics_endpoints(prom.url)))
     yield prom
     prom.stop()
+    kubectl("apply", "-f", "-", stdin=json.dumps(local_cluster.metrics_endpoints(local_cluster.PROMETHEUS_URL)))
 
 
-def resource(prometheus: Prometheus, **adaptive: Any) -> dict[str, Any]:
+def resource(**adaptive: Any) -> dict[str, Any]:
     doc = copy.deepcopy(yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text()))
     del doc["metadata"]["namespace"]
     doc["spec"]["simulation"]["profile"] = PROFILE
@@ -75,7 +78,7 @@ def resource(prometheus: Prometheus, **adaptive: Any) -> dict[str, Any]:
     measured = {k: v for k, v in PROFILE.items() if k not in ("output_tokens", "prompt_tokens")}
     doc["spec"]["adaptive"]["prior"] = {"profile": {to_camel(k): v for k, v in measured.items()}}
     doc["spec"]["adaptive"].update(
-        {"prometheus": {"url": prometheus.url}, "evaluationIntervalSeconds": 5, "windowSeconds": 30,
+        {"evaluationIntervalSeconds": 5, "windowSeconds": 30,
          "minDwellSeconds": 20, "cooldownSeconds": 10, "restartSeconds": 5, "horizonSeconds": 60, **adaptive}
     )  # fmt: skip
     return doc
@@ -155,7 +158,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     setting, and the pods' own metrics show it: no drafts at high load; with a schedule, drafts again at low load
     without another restart."""
     load.set(namespace, NAME, LOW)
-    kubectl_apply(resource(prometheus), namespace)
+    kubectl_apply(resource(), namespace)
     # Pods turn Ready one by one through their probes: acceptance is measured once both serve their share.
     st = wait_for(
         lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True"
@@ -230,7 +233,7 @@ def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
 ) -> None:
     base = [0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08]
     load.set(namespace, NAME, LOW)
-    doc = resource(prometheus, maxRestartsPerHour=2, hysteresis=0.05)
+    doc = resource(maxRestartsPerHour=2, hysteresis=0.05)
     doc["spec"]["speculator"]["numSpeculativeTokens"] = 5
     kubectl_apply(doc, namespace)
     wait_for(
@@ -263,7 +266,7 @@ def test_a_setting_whose_pods_crash_is_rolled_back_and_deleting_collects_everyth
     rolls back to k=3, which keeps serving throughout (maxUnavailable 0). Deleting the resource then leaves
     nothing behind."""
     load.set(namespace, NAME, HIGH)
-    doc = resource(prometheus, maxRestartsPerHour=2)  # the change and its rollback: then the setting holds
+    doc = resource(maxRestartsPerHour=2)  # the change and its rollback: then the setting holds
     doc["spec"]["env"] = [{"name": "SPECDEPLOY_SIM_FAIL_SETTINGS", "value": "!3"}]
     doc["spec"]["rollout"] = {"progressDeadlineSeconds": 30}
     kubectl_apply(doc, namespace)

@@ -30,9 +30,12 @@ def test_kustomize_renders_the_install() -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     dep = next(d for d in rendered() if d["kind"] == "Deployment")
@@ -52,14 +55,20 @@ def test_manifests_pass_server_side_dry_run(cluster: Any) -> None:
         assert "(server dry run)" in kubectl("apply", "--dry-run=server", "-f", str(sample_file))
 
 
-def test_operator_works_with_exactly_its_cluster_role(
-    cluster: Any, operator: Operator, api: Any, namespace: str, tmp_path: Path
-) -> None:
-    """Run the operator with the ServiceAccount's own token: every call it makes must be allowed by rbac.yaml."""
+def apply_rbac() -> None:
+    """The install's ServiceAccount and RBAC, as they are in manifests/."""
     kubectl("create", "namespace", "specdeploy-system", check=False)
     for doc in rendered():
-        if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
             kubectl("apply", "-f", "-", stdin=json.dumps(doc))
+
+
+def test_operator_works_with_exactly_its_rbac(
+    cluster: Any, operator: Operator, api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Run the operator with the ServiceAccount's own token: every call it makes must be allowed by rbac.yaml
+    (a Recommend resource makes it read its metrics-endpoint ConfigMap too)."""
+    apply_rbac()
     secret_name = wait_for(
         lambda: (api.core.read_namespaced_service_account("specdeploy", "specdeploy-system").secrets or [None])[0],
         what="ServiceAccount token",
@@ -74,9 +83,11 @@ def test_operator_works_with_exactly_its_cluster_role(
     limited = Operator(kubeconfig, tmp_path / "limited.log", cluster.image)
     try:
         limited.start()
-        kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+        kubectl_apply(sample(adaptive={"mode": "Recommend", "evaluationIntervalSeconds": 5}), namespace)
         wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), timeout=30, what="Deployment")
         wait_for(lambda: (get_sd(api, namespace).get("status") or {}).get("k") == 3, timeout=30, what="status")
+        wait_for(lambda: (get_sd(api, namespace).get("status") or {}).get("lastEvaluation"), timeout=30,
+                 what="an evaluation")  # fmt: skip
         kubectl("delete", "deployment", "llama-8b", "-n", namespace)
         wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), timeout=30, what="restored")
         log = (tmp_path / "limited.log").read_text()

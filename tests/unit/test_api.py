@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from specdeploy.api import AdaptiveMode, Method, SpecError, validate_manifest, validate_spec
+from specdeploy.api import REMOVED_PROMETHEUS, AdaptiveMode, Method, SpecError, validate_manifest, validate_spec
 from specdeploy.core.render import vllm_args
 
 from ..conftest import ROOT, SAMPLE
@@ -68,7 +68,7 @@ def test_speculators_short_form() -> None:
     spec = validate_spec(
         {
             "speculator": {"model": "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3"},
-            "adaptive": {"mode": "Recommend", "prometheus": {"url": "http://p:9090"}},
+            "adaptive": {"mode": "Recommend"},
         }
     )
     assert spec.short_form
@@ -122,7 +122,7 @@ def test_speculators_long_form() -> None:
                 "model": "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3",
                 "numSpeculativeTokens": 5,
             },
-            "adaptive": {"mode": "Auto", "prometheus": {"url": "http://p:9090"}},
+            "adaptive": {"mode": "Auto"},
         }
     )
     assert not spec.short_form
@@ -148,7 +148,7 @@ def test_schedule_and_passthrough() -> None:
 
 
 SP = {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3}
-AUTO = {"mode": "Auto", "prometheus": {"url": "http://p:9090"}}
+AUTO = {"mode": "Auto"}
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -223,9 +223,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.target.model: required field is missing (or give speculator.model alone: the speculators short form)",
     ),
     (
-        "Auto without Prometheus",
-        {"target": {"model": "t"}, "speculator": SP, "adaptive": {"mode": "Auto"}},
-        "spec.adaptive.prometheus.url: required when adaptive.mode is Auto",
+        "a resource naming its own Prometheus (removed: the operator's installer chooses)",
+        {"target": {"model": "t"}, "speculator": SP, "adaptive": {"mode": "Auto", "prometheus": {"url": "http://x"}}},
+        "spec.adaptive.prometheus: " + REMOVED_PROMETHEUS,
     ),
     (
         "bad adaptive mode",
@@ -305,13 +305,10 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "(got 'lots')",
     ),
     (
-        "prometheus url without scheme",
-        {
-            "target": {"model": "t"},
-            "speculator": SP,
-            "adaptive": {"mode": "Recommend", "prometheus": {"url": "p:9090"}},
-        },
-        "spec.adaptive.prometheus.url: String should match pattern '^https?://' (got 'p:9090')",
+        "a URL where an endpoint's name goes",
+        {"target": {"model": "t"}, "speculator": SP, "adaptive": {"mode": "Recommend", "metricsEndpoint": "http://x"}},
+        "spec.adaptive.metricsEndpoint: must name one of the operator's metrics endpoints (a DNS label such as "
+        "cluster), not a URL (got 'http://x')",
     ),
 ]
 

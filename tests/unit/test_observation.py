@@ -77,7 +77,7 @@ SPEC = {
     "target": {"model": "t"},
     "speculator": {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3},
     "replicas": 2,
-    "adaptive": {"mode": "Auto", "prometheus": {"url": "http://p:9090"}},
+    "adaptive": {"mode": "Auto"},
 }
 CR = {"metadata": {"namespace": "ns", "name": "llm"}, "status": {"k": 3, "specK": 3, "rollout": "Complete"}}
 

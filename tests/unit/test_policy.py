@@ -31,9 +31,7 @@ from specdeploy.core.policy import (
 PROFILE = Profile()
 P = list(PROFILE.acceptance)
 ROLLOUT = Rollout(replicas=2, max_surge=1, max_unavailable=0, restart_seconds=120)
-SETTINGS = Adaptive.model_validate(
-    {"mode": "Auto", "prometheus": {"url": "http://p:9090"}, "minTokens": 1, "maxTokens": 6}
-)
+SETTINGS = Adaptive.model_validate({"mode": "Auto", "minTokens": 1, "maxTokens": 6})
 T0 = 1_800_000_000.0
 
 
@@ -279,7 +277,7 @@ SPEC = {
     "target": {"model": "t"},
     "speculator": {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3},
     "replicas": 2,
-    "adaptive": {"mode": "Auto", "prometheus": {"url": "http://p:9090"}, "maxTokens": 6},
+    "adaptive": {"mode": "Auto", "maxTokens": 6},
 }
 NOW = datetime.fromtimestamp(T0, UTC)
 

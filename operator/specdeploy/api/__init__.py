@@ -207,14 +207,6 @@ class Simulation(Model):
     profile: Free = Field(default_factory=dict, description="Simulator performance-model overrides.")
 
 
-class PrometheusSpec(Model):
-    url: str = Field(pattern=r"^https?://", description="Prometheus (or Thanos querier) base URL.")
-    bearer_token_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding a bearer token (OpenShift's Thanos querier needs one)."
-    )
-    insecure_skip_verify: bool = Field(False, description="Do not verify Prometheus' TLS certificate.")
-
-
 class GpuType(StrEnum):
     """GPU classes the policy's starting guess knows (bandwidth and FLOPS); others plan as H100 until measured."""
 
@@ -255,7 +247,15 @@ class Adaptive(Model):
     """How the operator adapts k to load. Defaults are conservative: a restart is expensive."""
 
     mode: AdaptiveMode = Field(AdaptiveMode.OFF, description="Off: never change; Recommend: report; Auto: act.")
-    prometheus: PrometheusSpec | None = Field(None, description="Where the metrics are (required unless Off).")
+    metrics_endpoint: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Which of the operator's configured Prometheus endpoints to read (default: its default).",
+    )
+    prometheus: Free | None = Field(
+        None,
+        description="Removed: the operator reads only the endpoints its installer configured; use metricsEndpoint.",
+    )
     min_tokens: int = Field(1, ge=1, le=MAX_K, description="Smallest k the operator may choose.")
     max_tokens: int = Field(8, ge=1, le=MAX_K, description="Largest k the operator may choose.")
     allow_disable: bool = Field(True, description="May the operator turn speculation off under load?")
@@ -466,6 +466,10 @@ class SpecError(ValueError):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    @classmethod
+    def one(cls, path: str, message: str) -> SpecError:
+        return cls([Problem(path=path, message=message)])
+
 
 def _loc_to_path(prefix: str, loc: tuple[Any, ...]) -> str:
     path = prefix
@@ -510,6 +514,8 @@ def _describe(err: dict[str, Any]) -> str:
         return "required field is missing"
     got = err.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "metricsEndpoint":
+        return f"must name one of the operator's metrics endpoints (a DNS label such as cluster), not a URL{shown}"
     hint = ""
     if isinstance(got, bool) and kind == "enum":
         # YAML 1.1 (kubectl, PyYAML) reads an unquoted Off/On/Yes/No as a boolean.
@@ -606,15 +612,22 @@ def _speculator(spec: SpeculativeDeploymentSpec) -> Found:
         yield "speculator.extraConfig", f"keys {', '.join(clash)} are set by the typed fields; set them there instead"
 
 
+REMOVED_PROMETHEUS = (
+    "no longer supported: a resource cannot choose the Prometheus URL or token Secret the operator uses (anyone who "
+    "may create one could have a Secret sent to a server of their choice); remove adaptive.prometheus and set "
+    "adaptive.metricsEndpoint to an endpoint your cluster admin configured, or leave it unset for the default"
+)
+
+
 def _adaptive(spec: SpeculativeDeploymentSpec) -> Found:
-    """Bounds on k, and what a mode other than Off needs: Prometheus, a speculator, a k within the bounds."""
+    """Bounds on k, and what a mode other than Off needs: a speculator and a k within the bounds."""
     sp, ad = spec.speculator, spec.adaptive
     if ad.min_tokens > ad.max_tokens:
         yield "adaptive.minTokens", f"must be <= adaptive.maxTokens ({ad.max_tokens}) (got {ad.min_tokens})"
+    if ad.prometheus is not None:
+        yield "adaptive.prometheus", REMOVED_PROMETHEUS
     if ad.mode == AdaptiveMode.OFF:
         return
-    if ad.prometheus is None:
-        yield "adaptive.prometheus.url", f"required when adaptive.mode is {ad.mode}"
     if sp is None:
         yield "adaptive.mode", f"{ad.mode} needs a speculator; set adaptive.mode: Off or add spec.speculator"
     elif sp.method is not None and not spec.short_form and ad.min_tokens <= ad.max_tokens:

@@ -36,7 +36,7 @@ from ..core.model import Profile
 from ..core.policy import Rollout
 from ..core.prior import prior_profile
 
-DEFAULT_ADAPTIVE = {"mode": "Auto", "prometheus": {"url": "http://simulated:9090"}}
+DEFAULT_ADAPTIVE = {"mode": "Auto"}
 
 
 @dataclass(frozen=True)

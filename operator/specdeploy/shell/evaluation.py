@@ -1,5 +1,5 @@
 """The evaluation pipeline the operator's loop and ``specdeploy recommend`` share: valid resources -> one batch of
-PromQL per Prometheus endpoint and window -> one observation each -> :func:`~specdeploy.core.evaluate.evaluate`.
+PromQL per metrics endpoint and window -> one observation each -> :func:`~specdeploy.core.evaluate.evaluate`.
 
 The operator then writes status and carries out Auto decisions (:func:`evaluate_all`); ``recommend`` only prints.
 """
@@ -8,30 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes.client.rest import ApiException
 
-from ..api import SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
-from .kube import Clients, k_label, list_resources, prometheus_token, write_status
+from .endpoints import Connection, EndpointSource
+from .kube import Clients, k_label, list_resources, write_status
 from .prometheus import Reader
 from .sync import changed, reconcile
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where one batch of queries goes."""
-
-    url: str
-    token: str | None = None
-    verify_tls: bool = True
 
 
 def valid(items: Iterable[dict[str, Any]], invalid: Callable[[dict[str, Any], SpecError], None]) -> list[Resource]:
@@ -46,46 +37,71 @@ def valid(items: Iterable[dict[str, Any]], invalid: Callable[[dict[str, Any], Sp
 
 
 def observe(
-    resources: Iterable[Resource], endpoint_of: Callable[[Resource], Endpoint]
+    resources: Iterable[Resource], connection_of: Callable[[Resource], Connection | NoData]
 ) -> Iterator[tuple[dict[str, Any], SpeculativeDeploymentSpec, Observation | NoData]]:
-    """One batch of queries per (endpoint, window), whatever the number of resources; one observation each."""
-    groups: dict[tuple[Endpoint, int], list[Resource]] = {}
+    """One batch of queries per (endpoint, window), whatever the number of resources; one observation each
+    (a resource whose endpoint cannot be used gets the reason as its NoData)."""
+    groups: dict[tuple[Connection, int], list[Resource]] = {}
     for res in resources:
-        groups.setdefault((endpoint_of(res), res[1].adaptive.window_seconds), []).append(res)
-    for (endpoint, window), members in groups.items():
-        reader = Reader(endpoint.url, token=endpoint.token, verify_tls=endpoint.verify_tls)
+        conn = connection_of(res)
+        if isinstance(conn, NoData):
+            yield res[0], res[1], conn
+        else:
+            groups.setdefault((conn, res[1].adaptive.window_seconds), []).append(res)
+    for (conn, window), members in groups.items():
+        reader = Reader(conn.url, token=conn.token, verify=conn.verify)
         wanted = [(cr["metadata"]["namespace"], cr["metadata"]["name"], k_label(cr)) for cr, _ in members]
         observations = reader.read(wanted, window)
         for cr, spec in members:
             yield cr, spec, observations[(cr["metadata"]["namespace"], cr["metadata"]["name"])]
 
 
-def evaluate_all(clients: Clients, namespaces: list[str], last: dict[str, float], logger: logging.Logger) -> None:
+def evaluate_all(
+    clients: Clients, source: EndpointSource, namespaces: list[str], last: dict[str, float], logger: logging.Logger
+) -> None:
     """Read metrics for every resource that is due, evaluate each, write status, and carry out Auto decisions."""
     now = datetime.now(UTC)
     due = []
     for cr, spec in valid(list_resources(clients, namespaces), lambda *_: None):
         meta = cr["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
-        if spec.adaptive.prometheus is None or meta.get("deletionTimestamp"):
+        if spec.adaptive.mode == AdaptiveMode.OFF or meta.get("deletionTimestamp"):
             continue
         if now.timestamp() - last.get(key, 0.0) >= spec.adaptive.evaluation_interval_seconds:
             last[key] = now.timestamp()
             due.append((cr, spec))
 
-    def endpoint_of(res: Resource) -> Endpoint:
-        cr, spec = res
-        prom = spec.adaptive.prometheus
-        assert prom is not None
-        try:
-            token = prometheus_token(clients, cr["metadata"]["namespace"], spec)
-        except (ApiException, KeyError) as exc:
-            logger.warning("%s: Prometheus token secret unreadable: %s", cr["metadata"]["name"], exc)
-            token = None
-        return Endpoint(prom.url, token, not prom.insecure_skip_verify)
+    if not due:
+        return
+    try:
+        config = source.load(clients)
+    except SpecError as exc:
+        logger.error("metrics endpoint configuration unusable: %s", exc)
+        config = None
+    connections: dict[str | None, Connection | NoData] = {}
 
-    for cr, spec, obs in observe(due, endpoint_of):
+    def connection_of(res: Resource) -> Connection | NoData:
+        """The resource's endpoint: the one it names among the operator's, else the default; never its own."""
+        name = res[1].adaptive.metrics_endpoint
+        if name not in connections:
+            connections[name] = _connect(clients, source, config, name)
+        return connections[name]
+
+    for cr, spec, obs in observe(due, connection_of):
         _carry_out(clients, cr, spec, obs, now, logger)
+
+
+def _connect(
+    clients: Clients, source: EndpointSource, config: Endpoints | None, name: str | None
+) -> Connection | NoData:
+    if config is None:
+        return NoData(f"the operator's metrics endpoint configuration ({CONFIGMAP} ConfigMap) is invalid")
+    try:
+        return source.connect(clients, config.pick(name))
+    except KeyError as exc:
+        return NoData(str(exc.args[0]))
+    except SpecError as exc:
+        return NoData(f"metrics endpoint {name or config.default!r}: {exc}")
 
 
 def _carry_out(

@@ -14,7 +14,9 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, KIND, PLURAL, VERSION, Reason
+from ..api.endpoints import CONFIGMAP
 from ..core.render import DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER
+from .endpoints import EndpointSource, operator_namespace
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
 from .sync import changed, reconcile, reconcile_and_write, resync_all
@@ -80,6 +82,9 @@ async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
     resource and evaluates metrics for those that are due, one batch of Prometheus queries for all."""
     clients: Clients = memo["clients"]
     namespaces = memo.get("namespaces", [])
+    source = EndpointSource(memo.get("metrics_namespace") or operator_namespace(), memo.get("prometheus_url"))
+    logger.info("metrics endpoints: ConfigMap %s/%s%s", source.namespace, CONFIGMAP,
+                f", default {source.default_url}" if source.default_url else "")  # fmt: skip
     last_eval: dict[str, float] = {}
     next_resync = time.monotonic() + RESYNC_SECONDS
     while True:
@@ -88,7 +93,7 @@ async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
             if time.monotonic() >= next_resync:
                 next_resync = time.monotonic() + RESYNC_SECONDS
                 await asyncio.to_thread(resync_all, clients, namespaces, logger)
-            await asyncio.to_thread(evaluate_all, clients, namespaces, last_eval, logger)
+            await asyncio.to_thread(evaluate_all, clients, source, namespaces, last_eval, logger)
         except Exception as exc:  # the loop must survive an API or Prometheus outage
             logger.warning("control loop pass failed, retrying: %s", exc)
 

@@ -5,14 +5,13 @@ Everything here is I/O; what to write comes from the core.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from ..api import GROUP, PLURAL, VERSION, SpeculativeDeploymentSpec
+from ..api import GROUP, PLURAL, VERSION
 from ..core.reconcile import recorded_setting
 from ..core.render import DEFAULT_SIM_IMAGE, MANAGER, Platform
 from ..core.render import k_label as pod_k_label
@@ -110,15 +109,6 @@ def write_status(clients: Clients, cr: dict[str, Any], changed: dict[str, Any]) 
         clients.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": changed}
         )
-
-
-def prometheus_token(clients: Clients, namespace: str, spec: SpeculativeDeploymentSpec) -> str | None:
-    """The bearer token for the resource's Prometheus, from the Secret its spec names (None when it names none)."""
-    ref = spec.adaptive.prometheus.bearer_token_secret if spec.adaptive.prometheus else None
-    if ref is None:
-        return None
-    secret = clients.core.read_namespaced_secret(ref.name, namespace)
-    return base64.b64decode((secret.data or {})[ref.key]).decode().strip()
 
 
 def k_label(cr: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from requests.exceptions import RequestException
 
@@ -23,12 +24,14 @@ class Reader:
     url: str
     token: str | None = None
     timeout: float = 10.0
-    verify_tls: bool = True
+    verify: bool | str = True  # as requests takes it: the system's CAs, none, or a PEM bundle's path
     queries_sent: int = field(default=0, init=False)
 
     def _client(self) -> PrometheusConnect:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        return PrometheusConnect(url=self.url, headers=headers, disable_ssl=not self.verify_tls, timeout=self.timeout)
+        session = requests.Session()
+        session.verify = self.verify
+        return PrometheusConnect(url=self.url, headers=headers, session=session, timeout=self.timeout)
 
     def read(
         self, wanted: Iterable[tuple[str, str, str]], window_seconds: int

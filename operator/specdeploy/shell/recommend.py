@@ -9,11 +9,12 @@ from typing import Any
 from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
-from .evaluation import Endpoint, observe, valid
+from .endpoints import Connection
+from .evaluation import observe, valid
 from .kube import make_clients
 
 
-def recommend(prometheus: Endpoint, namespace: str | None, name: str | None) -> Iterator[str]:
+def recommend(prometheus: Connection, namespace: str | None, name: str | None) -> Iterator[str]:
     """One line per SpeculativeDeployment: its k and what the policy would do, read from ``prometheus``."""
     clients = make_clients()
     if namespace:
