@@ -16,7 +16,7 @@ import yaml
 
 from . import __version__
 from .api import KIND, SpecError, validate_manifest
-from .core.render import Owner, Platform, render_all, spec_k
+from .core.render import Owner, Platform, Site, render_all, spec_k
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -101,7 +101,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         ns = _namespace(path, meta, args.namespace)
         owner = Owner(meta["name"], ns, meta.get("uid", PLACEHOLDER_UID))
         k = spec_k(spec) if args.k is None else args.k
-        objects += render_all(owner, spec, k, sim_image=args.sim_image, platform=Platform(args.platform))
+        site = Site(Platform(args.platform), args.vllm_image, args.sim_image)
+        objects += render_all(owner, spec, k, site)
     if args.output == "json":  # a v1 List, as `kubectl get -o json` prints one: what kubectl apply -f takes
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
     else:
@@ -125,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             standalone=True,
             liveness_endpoint=args.liveness,
             memo=kopf.Memo(
-                sim_image=args.sim_image,
+                site=Site(vllm_image=args.vllm_image, sim_image=args.sim_image),
                 namespaces=args.namespace,
                 platform=args.platform,
                 prometheus_url=args.prometheus_url,
@@ -191,10 +192,12 @@ def _add_files(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_sim_image(p: argparse.ArgumentParser) -> None:
+def _add_images(p: argparse.ArgumentParser) -> None:
+    from .api import DEFAULT_IMAGE
     from .core.render import DEFAULT_SIM_IMAGE
 
     p.add_argument("--sim-image", default=DEFAULT_SIM_IMAGE, help="image for simulated pods")
+    p.add_argument("--vllm-image", default=DEFAULT_IMAGE, help="vLLM image of resources whose spec names none")
 
 
 def _add_run(sub: Any) -> None:
@@ -208,7 +211,7 @@ def _add_run(sub: Any) -> None:
         default="auto",
         help="auto: openshift when the cluster serves the security.openshift.io API group",
     )
-    _add_sim_image(p)
+    _add_images(p)
     p.add_argument(
         "--prometheus-url",
         default=None,
@@ -239,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default=None, help="namespace of manifests that name none (default: default)")
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="json: one v1 List")
     p.add_argument("--k", type=int, default=None, help="render this draft length instead of the spec's (0 = off)")
-    _add_sim_image(p)
+    _add_images(p)
     p.add_argument(
         "--platform",
         choices=[p.value for p in Platform],

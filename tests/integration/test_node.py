@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from specdeploy.api import validate_manifest
-from specdeploy.core.render import DEFAULT_UID, Owner, render_deployment
+from specdeploy.core.render import DEFAULT_UID, Owner, Site, render_deployment
 
 from ..conftest import ROOT, SAMPLE
 from .conftest import Cluster, Operator, kubectl_apply, wait_for
@@ -92,7 +92,7 @@ def test_a_simulated_pod_is_ready_through_its_probes_and_stops_on_sigterm(
     """The simulated sample's pod as rendered (project image, real probes) turns Ready, and a deletion ends it
     inside its 60 s grace period: the server, PID 1 in its container, handles SIGTERM."""
     doc = yaml.safe_load((ROOT / "manifests/samples/llama-8b-simulated.yaml").read_text())
-    dep = render_deployment(OWNER, validate_manifest(doc), 3, sim_image=cluster.image)
+    dep = render_deployment(OWNER, validate_manifest(doc), 3, Site(sim_image=cluster.image))
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim"}, "spec": dep["spec"]["template"]["spec"]}
     kubectl_apply(pod, namespace)
 

@@ -34,7 +34,7 @@ def test_defaults() -> None:
     spec = validate_spec({"target": {"model": "m"}})
     assert spec.speculator is None
     assert spec.replicas == 1
-    assert spec.image == "vllm/vllm-openai:v0.33.0"
+    assert spec.image is None  # the operator's --vllm-image
     assert spec.resources.gpus == 1 and spec.resources.gpu_resource_name == "nvidia.com/gpu"
     assert spec.service.port == 8000 and spec.service.type == "ClusterIP"
     assert spec.rollout.max_surge == 1 and spec.rollout.max_unavailable == 0

@@ -15,6 +15,7 @@ from specdeploy.core.render import (
     LABEL_K,
     Owner,
     Platform,
+    Site,
     render_all,
     render_deployment,
     spec_k,
@@ -167,7 +168,7 @@ def kubelet_refusal(pod: dict[str, Any], image_user: int = 0) -> str | None:
 def test_gpu_pods_start_on_kubernetes_and_are_admitted_by_openshift_restricted_v2() -> None:
     spec = validate_manifest(SAMPLE)
     kube = render_deployment(OWNER, spec, 3)["spec"]["template"]["spec"]
-    ocp = render_deployment(OWNER, spec, 3, platform=Platform.OPENSHIFT)["spec"]["template"]["spec"]
+    ocp = render_deployment(OWNER, spec, 3, Site(Platform.OPENSHIFT))["spec"]["template"]["spec"]
     assert kubelet_refusal(kube) is None and kube["securityContext"]["runAsUser"] == DEFAULT_UID
     assert kube["securityContext"]["fsGroup"] == DEFAULT_UID  # the cache volume is writable by that UID
     assert restricted_v2_problems(ocp) == []
@@ -230,11 +231,22 @@ def test_user_settings_reach_the_pod() -> None:
 def test_simulation_swaps_image_and_command_only() -> None:
     raw = {**SAMPLE["spec"], "simulation": {"enabled": True, "profile": {"t_mem_ms": 7}}}
     spec = validate_spec(raw)
-    real, sim = render_deployment(OWNER, validate_manifest(SAMPLE), 3), render_deployment(OWNER, spec, 3, "img:1")
+    real, sim = (
+        render_deployment(OWNER, validate_manifest(SAMPLE), 3),
+        render_deployment(OWNER, spec, 3, Site(sim_image="img:1")),
+    )
     assert _container(sim)["command"] == ["specdeploy", "sim-server"]
     assert _container(sim)["image"] == "img:1"
     assert _container(sim)["args"] == _container(real)["args"]
     assert "nvidia.com/gpu" not in _container(sim)["resources"]["limits"]
+
+
+def test_a_spec_naming_no_image_gets_the_operators_and_one_naming_its_own_keeps_it() -> None:
+    site = Site(vllm_image="registry.redhat.io/rhaiis/vllm-cuda-rhel9:3")
+    assert _container(render_deployment(OWNER, validate_manifest(SAMPLE), 3))["image"] == "vllm/vllm-openai:v0.33.0"
+    assert _container(render_deployment(OWNER, validate_manifest(SAMPLE), 3, site))["image"] == site.vllm_image
+    own = validate_spec({**SAMPLE["spec"], "image": "example.com/vllm:mine"})
+    assert _container(render_deployment(OWNER, own, 3, site))["image"] == "example.com/vllm:mine"
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in (ROOT / "manifests/samples").glob("*.yaml")))

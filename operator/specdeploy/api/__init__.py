@@ -31,7 +31,7 @@ PLURAL = "speculativedeployments"
 SINGULAR = "speculativedeployment"
 SHORT_NAMES = ["specdeploy", "sd"]
 
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"  # what `specdeploy run --vllm-image` defaults to
 MAX_K = 16  # beyond this no published drafter accepts anything; vLLM itself has no cap
 
 
@@ -283,7 +283,9 @@ class SpeculativeDeploymentSpec(Model):
     target: Target = Field(default_factory=Target)
     speculator: Speculator | None = Field(None, description="Leave out to run vLLM without speculation.")
     replicas: int = Field(1, ge=0, le=1000, description="vLLM replicas (pods).")
-    image: str = Field(DEFAULT_IMAGE, min_length=1, description="vLLM image.")
+    image: str | None = Field(
+        None, min_length=1, description=f"vLLM image (default: the operator's, {DEFAULT_IMAGE} unless set otherwise)."
+    )
     image_pull_policy: str = Field(
         "IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$", description="Always | IfNotPresent | Never."
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ..api import API_VERSION, KIND, CacheType, Method, SpeculativeDeploymentSpec
+from ..api import API_VERSION, DEFAULT_IMAGE, KIND, CacheType, Method, SpeculativeDeploymentSpec
 from .model import Setting, top_k, vllm_schedule
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -35,6 +35,19 @@ class Platform(StrEnum):
 
     KUBERNETES = "kubernetes"
     OPENSHIFT = "openshift"
+
+
+@dataclass(frozen=True)
+class Site:
+    """What the operator's installer decides for every resource: the platform, and the images a spec that names
+    none gets (``specdeploy run --platform --vllm-image --sim-image``)."""
+
+    platform: Platform = Platform.KUBERNETES
+    vllm_image: str = DEFAULT_IMAGE
+    sim_image: str = DEFAULT_SIM_IMAGE
+
+
+DEFAULT_SITE = Site()
 
 
 @dataclass(frozen=True)
@@ -202,11 +215,7 @@ def _probes() -> dict[str, Any]:
 
 
 def render_deployment(
-    owner: Owner,
-    spec: SpeculativeDeploymentSpec,
-    k: Setting | None,
-    sim_image: str = DEFAULT_SIM_IMAGE,
-    platform: Platform = Platform.KUBERNETES,
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
 ) -> dict[str, Any]:
     """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
     pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: k_label(k)}
@@ -236,7 +245,7 @@ def render_deployment(
             },
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                "spec": _pod_spec(spec, k, sim_image, platform),
+                "spec": _pod_spec(spec, k, site),
             },
         },
     }
@@ -253,13 +262,13 @@ def pod_security_context(spec: SpeculativeDeploymentSpec, platform: Platform) ->
     return {k: v for k, v in (ctx | dict(spec.pod_security_context)).items() if v is not None}
 
 
-def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str, platform: Platform) -> dict[str, Any]:
+def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site) -> dict[str, Any]:
     """The pod: one vLLM container, its volumes and the user's scheduling fields."""
     volumes, mounts = _volumes(spec)
     pod_spec: dict[str, Any] = {
-        "containers": [_container(spec, k, sim_image, mounts)],
+        "containers": [_container(spec, k, site, mounts)],
         "volumes": volumes,
-        "securityContext": pod_security_context(spec, platform),
+        "securityContext": pod_security_context(spec, site.platform),
         "terminationGracePeriodSeconds": 60,
     }
     if spec.node_selector:
@@ -274,7 +283,7 @@ def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str
 
 
 def _container(
-    spec: SpeculativeDeploymentSpec, k: Setting | None, sim_image: str, mounts: list[dict[str, Any]]
+    spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site, mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """``vllm serve`` with the rendered arguments, or the simulator with the same ones (and no GPU)."""
     sim = spec.simulation.enabled
@@ -285,7 +294,7 @@ def _container(
         resources["limits"].update(gpu)
     container = {
         "name": "vllm",
-        "image": (spec.simulation.image or sim_image) if sim else spec.image,
+        "image": (spec.simulation.image or site.sim_image) if sim else (spec.image or site.vllm_image),
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["specdeploy", "sim-server"] if sim else ["vllm", "serve"],
         "args": vllm_args(spec, k),
@@ -322,11 +331,7 @@ def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, A
 
 
 def render_all(
-    owner: Owner,
-    spec: SpeculativeDeploymentSpec,
-    k: Setting | None,
-    sim_image: str = DEFAULT_SIM_IMAGE,
-    platform: Platform = Platform.KUBERNETES,
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
 ) -> list[dict[str, Any]]:
     """Every object the operator owns for this SpeculativeDeployment, running draft length k."""
-    return [render_deployment(owner, spec, k, sim_image, platform), render_service(owner, spec)]
+    return [render_deployment(owner, spec, k, site), render_service(owner, spec)]

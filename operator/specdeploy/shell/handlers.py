@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, KIND, PLURAL, VERSION, Reason
 from ..api.endpoints import CONFIGMAP
-from ..core.render import DEFAULT_SIM_IMAGE, LABEL_DEPLOYMENT, MANAGER
+from ..core.render import DEFAULT_SITE, LABEL_DEPLOYMENT, MANAGER
 from .endpoints import EndpointSource, operator_namespace
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
@@ -37,8 +37,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.execution.max_workers = 8
     if "clients" not in memo:
-        memo["clients"] = make_clients(memo.get("sim_image", DEFAULT_SIM_IMAGE), memo.get("platform", "auto"))
-        logger.info(f"platform: {memo['clients'].platform}")
+        memo["clients"] = make_clients(memo.get("site", DEFAULT_SITE), memo.get("platform", "auto"))
+        logger.info(f"site: {memo['clients'].site}")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -5,6 +5,7 @@ Everything here is I/O; what to write comes from the core.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, PLURAL, VERSION
 from ..core.reconcile import recorded_setting
-from ..core.render import DEFAULT_SIM_IMAGE, MANAGER, Platform
+from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site
 from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
@@ -27,8 +28,7 @@ class Clients:
     apps: kubernetes.client.AppsV1Api
     core: kubernetes.client.CoreV1Api
     custom: kubernetes.client.CustomObjectsApi
-    sim_image: str = DEFAULT_SIM_IMAGE
-    platform: Platform = Platform.KUBERNETES
+    site: Site = DEFAULT_SITE
 
 
 OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only
@@ -47,16 +47,17 @@ def _load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
-def make_clients(sim_image: str = DEFAULT_SIM_IMAGE, platform: str = "auto") -> Clients:
+def make_clients(site: Site = DEFAULT_SITE, platform: str = "auto") -> Clients:
+    """Clients for the cluster; ``platform`` auto asks the cluster, which then replaces ``site.platform``."""
     _load_config()
     api = kubernetes.client.ApiClient()
+    detected = detect_platform(api) if platform == "auto" else Platform(platform)
     return Clients(
         api=api,
         apps=kubernetes.client.AppsV1Api(api),
         core=kubernetes.client.CoreV1Api(api),
         custom=kubernetes.client.CustomObjectsApi(api),
-        sim_image=sim_image,
-        platform=detect_platform(api) if platform == "auto" else Platform(platform),
+        site=dataclasses.replace(site, platform=detected),
     )
 
 
