@@ -29,6 +29,8 @@ def test_kustomize_renders_the_install() -> None:
     kinds = sorted(d["kind"] for d in rendered())
     assert kinds == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
         "CustomResourceDefinition",
