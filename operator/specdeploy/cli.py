@@ -16,7 +16,7 @@ import yaml
 
 from . import __version__
 from .api import KIND, SpecError, validate_manifest
-from .core.render import Owner, Platform, Site, render_all, spec_k
+from .core.render import Owner, Platform, Site, render_all, spec_k, wants_pod_monitors
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -101,7 +101,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         ns = _namespace(path, meta, args.namespace)
         owner = Owner(meta["name"], ns, meta.get("uid", PLACEHOLDER_UID))
         k = spec_k(spec) if args.k is None else args.k
-        site = Site(Platform(args.platform), args.vllm_image, args.sim_image)
+        platform = Platform(args.platform)
+        site = Site(platform, args.vllm_image, args.sim_image, wants_pod_monitors(args.pod_monitors, platform))
         objects += render_all(owner, spec, k, site)
     if args.output == "json":  # a v1 List, as `kubectl get -o json` prints one: what kubectl apply -f takes
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 site=Site(vllm_image=args.vllm_image, sim_image=args.sim_image),
                 namespaces=args.namespace,
                 platform=args.platform,
+                pod_monitors=args.pod_monitors,
                 prometheus_url=args.prometheus_url,
                 metrics_namespace=args.metrics_namespace,
             ),
@@ -192,6 +194,15 @@ def _add_files(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_pod_monitors(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pod-monitors",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="a PodMonitor per resource: auto = on OpenShift (user-workload monitoring), where the API exists",
+    )
+
+
 def _add_images(p: argparse.ArgumentParser) -> None:
     from .api import DEFAULT_IMAGE
     from .core.render import DEFAULT_SIM_IMAGE
@@ -212,6 +223,7 @@ def _add_run(sub: Any) -> None:
         help="auto: openshift when the cluster serves the security.openshift.io API group",
     )
     _add_images(p)
+    _add_pod_monitors(p)
     p.add_argument(
         "--prometheus-url",
         default=None,
@@ -243,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="json: one v1 List")
     p.add_argument("--k", type=int, default=None, help="render this draft length instead of the spec's (0 = off)")
     _add_images(p)
+    _add_pod_monitors(p)
     p.add_argument(
         "--platform",
         choices=[p.value for p in Platform],

@@ -73,8 +73,10 @@ def cluster() -> Iterator[Cluster]:
 class Operator:
     """The operator as users run it: `specdeploy run` in its own process."""
 
-    def __init__(self, kubeconfig: Path, log: Path, image: str, env: dict[str, str] | None = None):
-        self.kubeconfig, self.log, self.image, self.env = kubeconfig, log, image, env or {}
+    def __init__(
+        self, kubeconfig: Path, log: Path, image: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ):
+        self.kubeconfig, self.log, self.image, self.env, self.args = kubeconfig, log, image, env or {}, args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -90,6 +92,7 @@ class Operator:
                 f"http://127.0.0.1:{port}/healthz",
                 "--sim-image",
                 self.image,
+                *self.args,
             ],
             env=env,
             stdout=open(self.log, "ab"),  # noqa: SIM115

@@ -13,9 +13,9 @@ import yaml
 from specdeploy.api import validate_manifest
 from specdeploy.api.endpoints import CONFIGMAP, CONFIGMAP_KEY, EndpointAuth, parse_endpoints
 from specdeploy.cli import build_parser
-from specdeploy.core.render import Owner, Platform, Site, render_deployment, spec_k
+from specdeploy.core.render import Owner, Platform, Site, render_all, render_deployment, render_pod_monitor, spec_k
 
-from ..conftest import ROOT
+from ..conftest import ROOT, SAMPLE
 from ..scc import restricted_v2_violations
 
 OVERLAY = ROOT / "manifests/overlays/openshift"
@@ -76,3 +76,26 @@ def test_namespace_users_get_speculative_deployments_through_edit_and_view(overl
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert "create" in edit["rules"][0]["verbs"] and "create" not in view["rules"][0]["verbs"]
+
+
+def test_on_openshift_each_resource_gets_a_podmonitor_selecting_its_own_pods() -> None:
+    spec = validate_manifest(SAMPLE)
+    owner = Owner("llama-8b", "team-a", "uid")
+    dep, _, monitor = render_all(owner, spec, 3, Site(Platform.OPENSHIFT, pod_monitors=True))
+    assert monitor["kind"] == "PodMonitor" and monitor["metadata"]["namespace"] == "team-a"
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == "uid"
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert (
+        monitor["spec"]["podMetricsEndpoints"][0]["port"]
+        == dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"]
+    )
+    assert [o["kind"] for o in render_all(owner, spec, 3, Site(Platform.KUBERNETES))] == ["Deployment", "Service"]
+
+
+def test_the_cluster_wide_podmonitor_scrapes_as_the_per_resource_one_does() -> None:
+    """One scrape configuration: the same relabelings give the same labels, whichever PodMonitor scrapes."""
+    shipped = yaml.safe_load((ROOT / "manifests/monitoring/podmonitor.yaml").read_text())
+    assert shipped["spec"]["podMetricsEndpoints"] == [
+        render_pod_monitor(Owner("a", "b", "c"))["spec"]["podMetricsEndpoints"][0]
+    ]

@@ -45,9 +45,30 @@ class Site:
     platform: Platform = Platform.KUBERNETES
     vllm_image: str = DEFAULT_IMAGE
     sim_image: str = DEFAULT_SIM_IMAGE
+    pod_monitors: bool = False  # a PodMonitor per resource (OpenShift's user-workload monitoring needs one)
 
 
 DEFAULT_SITE = Site()
+
+
+def wants_pod_monitors(choice: str, platform: Platform) -> bool:
+    """``--pod-monitors``: always, never, or auto (OpenShift, whose user-workload monitoring needs them)."""
+    return choice == "always" or (choice == "auto" and platform == Platform.OPENSHIFT)
+
+
+# How vLLM pods are scraped: the per-resource PodMonitor and manifests/monitoring/podmonitor.yaml (a test keeps them
+# equal). The relabelings give every series the labels the operator queries by.
+POD_METRICS_ENDPOINT: dict[str, Any] = {
+    "port": "http",
+    "path": "/metrics",
+    "interval": "15s",
+    "relabelings": [
+        {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "namespace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_specdeploy_io_deployment"], "targetLabel": "deployment"},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_specdeploy_io_k"], "targetLabel": "specdeploy_k"},
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -330,8 +351,21 @@ def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, A
     }
 
 
+def render_pod_monitor(owner: Owner) -> dict[str, Any]:
+    """A PodMonitor for this resource's pods: OpenShift's user-workload monitoring reads PodMonitors only in the
+    namespace of the pods they select, so one cluster-wide PodMonitor does not reach them."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(owner),
+        "spec": {"selector": {"matchLabels": selector(owner)}, "podMetricsEndpoints": [POD_METRICS_ENDPOINT]},
+    }
+
+
 def render_all(
     owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
 ) -> list[dict[str, Any]]:
-    """Every object the operator owns for this SpeculativeDeployment, running draft length k."""
-    return [render_deployment(owner, spec, k, site), render_service(owner, spec)]
+    """Every object the operator owns for this SpeculativeDeployment, running draft length k (the Deployment
+    first: what the status is computed from)."""
+    monitors = [render_pod_monitor(owner)] if site.pod_monitors else []
+    return [render_deployment(owner, spec, k, site), render_service(owner, spec), *monitors]

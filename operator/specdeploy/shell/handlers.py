@@ -37,7 +37,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.execution.max_workers = 8
     if "clients" not in memo:
-        memo["clients"] = make_clients(memo.get("site", DEFAULT_SITE), memo.get("platform", "auto"))
+        memo["clients"] = make_clients(
+            memo.get("site", DEFAULT_SITE), memo.get("platform", "auto"), memo.get("pod_monitors", "auto")
+        )
         logger.info(f"site: {memo['clients'].site}")
 
 

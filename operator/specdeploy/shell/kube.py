@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, PLURAL, VERSION
 from ..core.reconcile import recorded_setting
-from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site
+from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site, wants_pod_monitors
 from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
@@ -32,12 +32,11 @@ class Clients:
 
 
 OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only
+MONITORING_GROUP = "monitoring.coreos.com"  # the prometheus-operator's PodMonitor
 
 
-def detect_platform(api: kubernetes.client.ApiClient) -> Platform:
-    """OpenShift when the cluster serves the SCC API group (its SCCs then assign the pods' UID and fsGroup)."""
-    groups = kubernetes.client.ApisApi(api).get_api_versions().groups
-    return Platform.OPENSHIFT if any(g.name == OPENSHIFT_GROUP for g in groups) else Platform.KUBERNETES
+def api_groups(api: kubernetes.client.ApiClient) -> set[str]:
+    return {g.name for g in kubernetes.client.ApisApi(api).get_api_versions().groups}
 
 
 def _load_config() -> None:
@@ -47,17 +46,24 @@ def _load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
-def make_clients(site: Site = DEFAULT_SITE, platform: str = "auto") -> Clients:
-    """Clients for the cluster; ``platform`` auto asks the cluster, which then replaces ``site.platform``."""
+def make_clients(site: Site = DEFAULT_SITE, platform: str = "auto", pod_monitors: str = "auto") -> Clients:
+    """Clients for the cluster and the site as the cluster has it. ``platform`` auto: OpenShift when the cluster
+    serves the SCC API group (its SCCs then assign the pods' UID and fsGroup). ``pod_monitors`` auto: on OpenShift;
+    always: wherever; never: not at all; a PodMonitor is made only where the cluster serves its API."""
     _load_config()
     api = kubernetes.client.ApiClient()
-    detected = detect_platform(api) if platform == "auto" else Platform(platform)
+    groups = api_groups(api)
+    detected = Platform(platform) if platform != "auto" else (
+        Platform.OPENSHIFT if OPENSHIFT_GROUP in groups else Platform.KUBERNETES
+    )  # fmt: skip
+    monitors = wants_pod_monitors(pod_monitors, detected) and MONITORING_GROUP in groups
+    site = dataclasses.replace(site, platform=detected, pod_monitors=monitors)
     return Clients(
         api=api,
         apps=kubernetes.client.AppsV1Api(api),
         core=kubernetes.client.CoreV1Api(api),
         custom=kubernetes.client.CustomObjectsApi(api),
-        site=dataclasses.replace(site, platform=detected),
+        site=site,
     )
 
 
@@ -68,8 +74,14 @@ def apply(clients: Clients, obj: dict[str, Any]) -> dict[str, Any]:
     kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
     if obj["kind"] == "Deployment":
         res = clients.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], obj, **kw)
-    else:
+    elif obj["kind"] == "Service":
         res = clients.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
+    else:  # a custom resource (PodMonitor)
+        group, version = obj["apiVersion"].split("/")
+        plural = obj["kind"].lower() + "s"
+        res = clients.custom.patch_namespaced_custom_object(
+            group, version, meta["namespace"], plural, meta["name"], obj, **kw
+        )
     return clients.api.sanitize_for_serialization(res)
 
 

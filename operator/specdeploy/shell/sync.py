@@ -39,8 +39,9 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
             k = status.get("k")
         else:
             k = effective_k(spec, status)
-            dep_obj, svc_obj = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.site)
-            apply(clients, svc_obj)
+            dep_obj, *others = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.site)
+            for obj in others:
+                apply(clients, obj)
             dep = apply(clients, dep_obj)
     except ApiException as exc:
         if namespace_terminating(exc):

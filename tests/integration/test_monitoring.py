@@ -1,5 +1,6 @@
-"""Where the operator reads metrics is its installer's choice: a SpeculativeDeployment can make it contact no address
-and send no Secret of its author's choosing, and the operator may read Secrets only in its own namespace."""
+"""Monitoring access. Where the operator reads metrics is its installer's choice: a SpeculativeDeployment can make it
+contact no address and send no Secret of its author's choosing, and the operator may read Secrets only in its own
+namespace. Where the PodMonitor API exists and is wanted, each resource gets its own PodMonitor."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from specdeploy.api import parse_time
 
+from ..conftest import ROOT
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
 from .test_operator import cond, get_sd, sample
 from .test_packaging import apply_rbac
@@ -108,3 +112,39 @@ def test_the_operator_may_read_secrets_only_in_its_own_namespace(
     apply_rbac()
     out = kubectl("auth", "can-i", verb, "secrets", "-n", where, "--as", OPERATOR_SA, check=False).strip()
     assert out == allowed, out
+
+
+def test_where_the_podmonitor_api_exists_each_resource_gets_an_owned_podmonitor(
+    cluster: Any, operator: Operator, api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """`--pod-monitors always` (what auto means on OpenShift): the API server stores the operator's PodMonitor
+    (its schema: tests/fixtures/crds), owned by the resource, selecting exactly its pods; the garbage collector
+    removes it with the resource. What the prometheus-operator would then scrape is not run here."""
+    kubectl("apply", "-f", str(ROOT / "tests/fixtures/crds/monitoring.coreos.com_podmonitors.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/podmonitors.monitoring.coreos.com", "--timeout=30s")
+    operator.stop()
+    with_monitors = Operator(cluster.kubeconfig, tmp_path / "op.log", cluster.image, args=("--pod-monitors", "always"))
+    try:
+        with_monitors.start()
+        kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+        monitor = wait_for(lambda: get_podmonitor(api, namespace), timeout=60, what="PodMonitor")
+        sd = get_sd(api, namespace)
+        assert monitor["metadata"]["ownerReferences"][0]["uid"] == sd["metadata"]["uid"]
+        pods = api.apps.read_namespaced_deployment("llama-8b", namespace).spec.template.metadata.labels
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pods.items()
+        kubectl("delete", "sd", "llama-8b", "-n", namespace)
+        wait_for(lambda: get_podmonitor(api, namespace) is None, timeout=60, what="PodMonitor collected")
+    finally:
+        with_monitors.stop()
+        operator.start()
+        kubectl("delete", "-f", str(ROOT / "tests/fixtures/crds/monitoring.coreos.com_podmonitors.yaml"), check=False)
+
+
+def get_podmonitor(api: Any, namespace: str) -> dict[str, Any] | None:
+    try:
+        return api.custom.get_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "podmonitors",
+                                                       "llama-8b")  # fmt: skip
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
