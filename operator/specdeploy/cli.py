@@ -16,7 +16,8 @@ import yaml
 
 from . import __version__
 from .api import KIND, SpecError, validate_manifest
-from .core.render import Owner, Platform, Site, render_all, spec_k, wants_pod_monitors
+from .core.objects import render_all
+from .core.render import Owner, Platform, Site, spec_k, wants_pod_monitors
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 

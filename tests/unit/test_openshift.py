@@ -13,7 +13,8 @@ import yaml
 from specdeploy.api import validate_manifest
 from specdeploy.api.endpoints import CONFIGMAP, CONFIGMAP_KEY, EndpointAuth, parse_endpoints
 from specdeploy.cli import build_parser
-from specdeploy.core.render import Owner, Platform, Site, render_all, render_deployment, render_pod_monitor, spec_k
+from specdeploy.core.objects import render_all
+from specdeploy.core.render import Owner, Platform, Site, render_deployment, render_pod_monitor, spec_k
 
 from ..conftest import ROOT, SAMPLE
 from ..scc import restricted_v2_violations

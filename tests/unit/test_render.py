@@ -9,6 +9,7 @@ import pytest
 
 from specdeploy.api import validate_manifest, validate_spec
 from specdeploy.cli import main
+from specdeploy.core.objects import render_all
 from specdeploy.core.render import (
     ANNOTATION_K,
     DEFAULT_UID,
@@ -16,7 +17,6 @@ from specdeploy.core.render import (
     Owner,
     Platform,
     Site,
-    render_all,
     render_deployment,
     spec_k,
     speculative_config,

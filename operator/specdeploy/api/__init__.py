@@ -79,6 +79,13 @@ class ServiceType(StrEnum):
     LOAD_BALANCER = "LoadBalancer"
 
 
+class Backend(StrEnum):
+    """What runs vLLM: a Deployment the operator owns, or a KServe InferenceService (OpenShift AI lists those)."""
+
+    DEPLOYMENT = "Deployment"
+    KSERVE = "KServe"
+
+
 class CacheType(StrEnum):
     EMPTY_DIR = "emptyDir"
     PVC = "persistentVolumeClaim"
@@ -207,6 +214,19 @@ class Simulation(Model):
     profile: Free = Field(default_factory=dict, description="Simulator performance-model overrides.")
 
 
+class KServeSpec(Model):
+    """The KServe backend: an InferenceService in RawDeployment mode and its own ServingRuntime, both named after
+    the resource, labelled for the OpenShift AI dashboard."""
+
+    storage_uri: str | None = Field(
+        None,
+        pattern=r"^(hf|oci|pvc|s3|gs|https)://",
+        description="Weights KServe puts at /mnt/models (hf://, oci:// modelcar, pvc://, s3://); default: vLLM "
+        "downloads target.model from the Hub.",
+    )
+    display_name: str | None = Field(None, description="Name the OpenShift AI dashboard shows (default: the name).")
+
+
 class GpuType(StrEnum):
     """GPU classes the policy's starting guess knows (bandwidth and FLOPS); others plan as H100 until measured."""
 
@@ -283,6 +303,8 @@ class SpeculativeDeploymentSpec(Model):
     target: Target = Field(default_factory=Target)
     speculator: Speculator | None = Field(None, description="Leave out to run vLLM without speculation.")
     replicas: int = Field(1, ge=0, le=1000, description="vLLM replicas (pods).")
+    backend: Backend = Field(Backend.DEPLOYMENT, description="Deployment | KServe (an InferenceService).")
+    kserve: KServeSpec = Field(default_factory=KServeSpec, description="The KServe backend's settings.")
     image: str | None = Field(
         None, min_length=1, description=f"vLLM image (default: the operator's, {DEFAULT_IMAGE} unless set otherwise)."
     )
@@ -643,8 +665,15 @@ def _adaptive(spec: SpeculativeDeploymentSpec) -> Found:
 
 
 def _deployment(spec: SpeculativeDeploymentSpec) -> Found:
-    """The workload: a PVC cache names its claim, GPUs match tensor parallelism, a rollout can make progress."""
+    """The workload: a PVC cache names its claim, GPUs match tensor parallelism, a rollout can make progress;
+    KServe settings only with that backend."""
     tp = spec.tensor_parallel_size
+    if spec.backend != Backend.KSERVE:
+        for name, value in (("storageUri", spec.kserve.storage_uri), ("displayName", spec.kserve.display_name)):
+            if value is not None:
+                yield f"kserve.{name}", "only with backend: KServe"
+    elif spec.kserve.storage_uri and spec.short_form:
+        yield "kserve.storageUri", "the speculators short form names its checkpoint in speculator.model; drop one"
     if spec.model_cache.type == CacheType.PVC and not spec.model_cache.claim_name:
         yield "modelCache.claimName", "required when modelCache.type is persistentVolumeClaim"
     if (

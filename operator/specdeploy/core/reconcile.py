@@ -2,7 +2,8 @@
 
 * :func:`effective_k`: which draft length runs now. The user's k wins whenever the user changes it; otherwise
   the k in status stays (the adaptive policy may have moved it), so an operator restart changes nothing.
-* :func:`rollout_of`: the Deployment's rollout state from its status, as the Deployment controller reports it.
+* :func:`rollout_of`: the workload's rollout state from its status, as the Deployment controller (or KServe, for
+  an InferenceService) reports it.
 * :func:`status_patch`: the status fields a reconcile pass owns (what runs and how its rollout goes), built
   from the typed status model.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..api import (
     METHODS_WITH_SCHEDULE,
+    Backend,
     Condition,
     ConditionType,
     Problem,
@@ -72,10 +74,22 @@ def recorded_setting(status: dict[str, Any]) -> Setting | None:
     return k
 
 
-def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
-    """Rollout state as the Deployment controller reports it (kubectl rollout status logic)."""
-    if deployment is None:
-        return RolloutState(Phase.ABSENT, message="Deployment not found")
+def workload_kind(raw_spec: dict[str, Any] | None) -> str:
+    """What runs the resource's pods, read from its raw spec (an invalid spec still names its backend)."""
+    return "InferenceService" if (raw_spec or {}).get("backend") == Backend.KSERVE else "Deployment"
+
+
+def rollout_of(workload: dict[str, Any] | None, kind: str = "Deployment") -> RolloutState:
+    """Rollout state of the workload (a Deployment or an InferenceService) as its controller reports it."""
+    if workload is None:
+        return RolloutState(Phase.ABSENT, message=f"{kind} not found")
+    if workload.get("kind", kind) == "InferenceService":
+        return _inference_service_rollout(workload)
+    return _deployment_rollout(workload)
+
+
+def _deployment_rollout(deployment: dict[str, Any]) -> RolloutState:
+    """kubectl rollout status logic."""
     spec, st = deployment.get("spec", {}), deployment.get("status") or {}
     want = int(spec.get("replicas", 1))
     total, updated = int(st.get("replicas") or 0), int(st.get("updatedReplicas") or 0)
@@ -93,6 +107,29 @@ def rollout_of(deployment: dict[str, Any] | None) -> RolloutState:
     if available < updated:
         return RolloutState(Phase.PROGRESSING, **base, message=f"{available} of {updated} updated replicas available")
     return RolloutState(Phase.COMPLETE, **base, message=f"{ready} of {want} replicas ready")
+
+
+# What KServe's modelStatus.transitionStatus says of a model that will not load without a change of spec.
+KSERVE_FAILED = ("BlockedByFailedLoad", "InvalidSpec")
+
+
+def _inference_service_rollout(isvc: dict[str, Any]) -> RolloutState:
+    """KServe's view: its status for the current generation, Ready, or a model that failed to load. (KServe
+    reports no replica counts: ready and updated are all or none.)"""
+    want = int(isvc.get("spec", {}).get("predictor", {}).get("minReplicas", 1))
+    st = isvc.get("status") or {}
+    if int(st.get("observedGeneration") or 0) < int(isvc.get("metadata", {}).get("generation") or 0):
+        return RolloutState(Phase.PROGRESSING, replicas=want, message="waiting for KServe")
+    model = st.get("modelStatus") or {}
+    if model.get("transitionStatus") in KSERVE_FAILED:
+        failure = model.get("lastFailureInfo") or {}
+        message = failure.get("message") or f"KServe: {model['transitionStatus']}"
+        return RolloutState(Phase.FAILED, replicas=want, message=message)
+    ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if ready.get("status") == "True":
+        return RolloutState(Phase.COMPLETE, want, want, want, message=f"InferenceService ready ({want} replicas)")
+    reason = ": ".join(x for x in (ready.get("reason"), ready.get("message")) if x)
+    return RolloutState(Phase.PROGRESSING, replicas=want, message=reason or "InferenceService not ready yet")
 
 
 def status_patch(

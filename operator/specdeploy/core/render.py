@@ -172,7 +172,7 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
-def _metadata(owner: Owner) -> dict[str, Any]:
+def object_metadata(owner: Owner) -> dict[str, Any]:
     return {
         "name": owner.name,
         "namespace": owner.namespace,
@@ -207,7 +207,7 @@ def _env(spec: SpeculativeDeploymentSpec) -> list[dict[str, Any]]:
     return env + list(spec.env)
 
 
-def _volumes(spec: SpeculativeDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def volumes_and_mounts(spec: SpeculativeDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     mc = spec.model_cache
     if mc.type == CacheType.PVC:
         cache: dict[str, Any] = {"persistentVolumeClaim": {"claimName": mc.claim_name}}
@@ -239,19 +239,11 @@ def render_deployment(
     owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
 ) -> dict[str, Any]:
     """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
-    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: k_label(k)}
-    pod_annotations = {
-        **spec.pod_annotations,
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(spec.service.port),
-        "prometheus.io/path": "/metrics",
-        ANNOTATION_K: k_label(k),
-        ANNOTATION_METHOD: method_name(spec),
-    }
+    pod_labels, pod_annotations = pod_metadata(owner, spec, k)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner),
+        "metadata": object_metadata(owner),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector(owner)},
@@ -272,6 +264,23 @@ def render_deployment(
     }
 
 
+def pod_metadata(
+    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The pods' labels and annotations: the user's, ours, and k (so a change of k is a change of template, and
+    the metrics of old and new pods are told apart by the ``specdeploy_k`` label)."""
+    pod_labels = {**spec.pod_labels, **labels(owner), LABEL_K: k_label(k)}
+    pod_annotations = {
+        **spec.pod_annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.service.port),
+        "prometheus.io/path": "/metrics",
+        ANNOTATION_K: k_label(k),
+        ANNOTATION_METHOD: method_name(spec),
+    }
+    return pod_labels, pod_annotations
+
+
 def pod_security_context(spec: SpeculativeDeploymentSpec, platform: Platform) -> dict[str, Any]:
     """Non-root on every platform. vllm/vllm-openai declares no USER (it would run as root, which the kubelet
     refuses under runAsNonRoot), so plain Kubernetes gets an explicit UID and fsGroup (the cache volume is then
@@ -285,34 +294,32 @@ def pod_security_context(spec: SpeculativeDeploymentSpec, platform: Platform) ->
 
 def _pod_spec(spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site) -> dict[str, Any]:
     """The pod: one vLLM container, its volumes and the user's scheduling fields."""
-    volumes, mounts = _volumes(spec)
-    pod_spec: dict[str, Any] = {
-        "containers": [_container(spec, k, site, mounts)],
-        "volumes": volumes,
+    volumes, mounts = volumes_and_mounts(spec)
+    return {"containers": [vllm_container(spec, k, site, mounts)], "volumes": volumes, **pod_fields(spec, site)}
+
+
+def pod_fields(spec: SpeculativeDeploymentSpec, site: Site) -> dict[str, Any]:
+    """Pod fields beside containers and volumes: its identity and the user's scheduling fields."""
+    fields: dict[str, Any] = {
         "securityContext": pod_security_context(spec, site.platform),
         "terminationGracePeriodSeconds": 60,
     }
     if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
+        fields["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
-        pod_spec["tolerations"] = list(spec.tolerations)
+        fields["tolerations"] = list(spec.tolerations)
     if spec.affinity:
-        pod_spec["affinity"] = dict(spec.affinity)
+        fields["affinity"] = dict(spec.affinity)
     if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
-    return pod_spec
+        fields["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    return fields
 
 
-def _container(
+def vllm_container(
     spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site, mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """``vllm serve`` with the rendered arguments, or the simulator with the same ones (and no GPU)."""
     sim = spec.simulation.enabled
-    resources: dict[str, Any] = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
-    if spec.resources.gpus and not sim:
-        gpu = {spec.resources.gpu_resource_name: str(spec.resources.gpus)}
-        resources["requests"].update(gpu)
-        resources["limits"].update(gpu)
     container = {
         "name": "vllm",
         "image": (spec.simulation.image or site.sim_image) if sim else (spec.image or site.vllm_image),
@@ -321,7 +328,7 @@ def _container(
         "args": vllm_args(spec, k),
         "ports": [{"name": "http", "containerPort": spec.service.port, "protocol": "TCP"}],
         "env": _env(spec),
-        "resources": resources,
+        "resources": container_resources(spec),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -338,11 +345,21 @@ def _container(
     return container
 
 
+def container_resources(spec: SpeculativeDeploymentSpec) -> dict[str, Any]:
+    """CPU, memory and GPUs of the vLLM container (no GPU for the simulator)."""
+    resources: dict[str, Any] = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
+    if spec.resources.gpus and not spec.simulation.enabled:
+        gpu = {spec.resources.gpu_resource_name: str(spec.resources.gpus)}
+        resources["requests"].update(gpu)
+        resources["limits"].update(gpu)
+    return resources
+
+
 def render_service(owner: Owner, spec: SpeculativeDeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner),
+        "metadata": object_metadata(owner),
         "spec": {
             "type": spec.service.type,
             "selector": selector(owner),
@@ -357,15 +374,6 @@ def render_pod_monitor(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": _metadata(owner),
+        "metadata": object_metadata(owner),
         "spec": {"selector": {"matchLabels": selector(owner)}, "podMetricsEndpoints": [POD_METRICS_ENDPOINT]},
     }
-
-
-def render_all(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
-) -> list[dict[str, Any]]:
-    """Every object the operator owns for this SpeculativeDeployment, running draft length k (the Deployment
-    first: what the status is computed from)."""
-    monitors = [render_pod_monitor(owner)] if site.pod_monitors else []
-    return [render_deployment(owner, spec, k, site), render_service(owner, spec), *monitors]

@@ -33,6 +33,7 @@ class Clients:
 
 OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only
 MONITORING_GROUP = "monitoring.coreos.com"  # the prometheus-operator's PodMonitor
+KSERVE_GROUP, KSERVE_VERSION = "serving.kserve.io", "v1beta1"
 
 
 def api_groups(api: kubernetes.client.ApiClient) -> set[str]:
@@ -85,8 +86,13 @@ def apply(clients: Clients, obj: dict[str, Any]) -> dict[str, Any]:
     return clients.api.sanitize_for_serialization(res)
 
 
-def read_deployment(clients: Clients, name: str, namespace: str) -> dict[str, Any] | None:
+def read_workload(clients: Clients, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    """The Deployment or InferenceService of that name (None when absent, or when KServe is not installed)."""
     try:
+        if kind == "InferenceService":
+            return clients.custom.get_namespaced_custom_object(
+                KSERVE_GROUP, KSERVE_VERSION, namespace, "inferenceservices", name
+            )
         res = clients.apps.read_namespaced_deployment(name, namespace)
     except ApiException as exc:
         if exc.status == 404:

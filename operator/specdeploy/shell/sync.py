@@ -17,9 +17,10 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from ..api import ConditionType, Problem, Reason, SpecError, validate_spec
-from ..core.reconcile import Phase, effective_k, rollout_of, status_patch
-from ..core.render import Owner, render_all
-from .kube import Clients, apply, list_resources, namespace_terminating, read_deployment, retryable, write_status
+from ..core.objects import render_all
+from ..core.reconcile import Phase, effective_k, rollout_of, status_patch, workload_kind
+from ..core.render import Owner
+from .kube import Clients, apply, list_resources, namespace_terminating, read_workload, retryable, write_status
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -33,16 +34,17 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
         spec, problems = validate_spec(body.get("spec")), []
     except SpecError as exc:
         spec, problems = None, exc.problems
+    kind = workload_kind(body.get("spec"))
     try:
         if spec is None:
-            dep = read_deployment(clients, name, namespace)
+            workload = read_workload(clients, kind, name, namespace)
             k = status.get("k")
         else:
             k = effective_k(spec, status)
-            dep_obj, *others = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.site)
+            workload_obj, *others = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.site)
             for obj in others:
                 apply(clients, obj)
-            dep = apply(clients, dep_obj)
+            workload = apply(clients, workload_obj)
     except ApiException as exc:
         if namespace_terminating(exc):
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
@@ -55,7 +57,7 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
         problems=problems,
         old_status=status,
         k=k,
-        rollout=rollout_of(dep),
+        rollout=rollout_of(workload, kind),
         generation=generation,
         deployment_name=name,
         now=now,
