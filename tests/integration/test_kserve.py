@@ -92,7 +92,8 @@ def test_a_change_of_k_patches_the_inference_service_and_kserves_status_is_read(
 
     def patched() -> dict[str, Any] | None:
         i = get(api, namespace, "inferenceservices")
-        return i if i and '"num_speculative_tokens":2' in json.dumps(i["spec"]) else None
+        args = i["spec"]["predictor"]["model"]["args"] if i else []
+        return i if any('"num_speculative_tokens":2' in a for a in args) else None
 
     after = wait_for(patched, what="k=2 in the args")
     assert (
@@ -117,3 +118,7 @@ def test_a_change_of_k_patches_the_inference_service_and_kserves_status_is_read(
                     timeout=60, what="Complete from KServe's status")  # fmt: skip
     assert done["k"] == 2 and done["readyReplicas"] == 2
     assert cond(get_sd(api, namespace, NAME), "Ready")["status"] == "True"
+    # The operator-wide loop saw the rollout complete (no watch on InferenceServices) and posted its Event.
+    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
+    assert {"DraftLengthChanged", "RolloutComplete"} <= {e["reason"] for e in events if e["source"].get("component")
+                                                        == "specdeploy"}  # fmt: skip

@@ -11,14 +11,12 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
 from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from .endpoints import Connection, EndpointSource
-from .kube import Clients, k_label, list_resources, write_status
+from .kube import Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
 from .sync import changed, reconcile
 
@@ -127,6 +125,6 @@ def _carry_out(
     target = decision.to_k if decision.to_k else "off"
     message = f"{decision.action}: {what} -> {target}: {decision.reason}"
     if acts:
-        kopf.info(cr, reason="AdaptiveChange", message=message)
+        post_event(clients, cr, "AdaptiveChange", message)
     elif decision.reason != (status.get("lastEvaluation") or {}).get("reason"):
-        kopf.info(cr, reason="Recommendation", message=message)
+        post_event(clients, cr, "Recommendation", message)

@@ -6,18 +6,21 @@ Everything here is I/O; what to write comes from the core.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from ..api import GROUP, PLURAL, VERSION
+from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from ..core.reconcile import recorded_setting
 from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site, wants_pod_monitors
 from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
+EVENT_MESSAGE_LIMIT = 1024  # the API server refuses longer Event messages
 
 
 @dataclass
@@ -99,6 +102,37 @@ def read_workload(clients: Clients, kind: str, name: str, namespace: str) -> dic
             return None
         raise
     return clients.api.sanitize_for_serialization(res)
+
+
+def post_event(clients: Clients, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+    """A core/v1 Event about ``obj``, written with the operator's client: kopf's own posting works only inside
+    its per-object handlers, and the operator-wide loop posts too. Best effort: an Event that cannot be written
+    (its namespace is terminating, say) is logged, never a reason to fail the pass that posts it."""
+    meta = obj["metadata"]
+    now = datetime.now(UTC)
+    event = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", API_VERSION),
+            "kind": obj.get("kind", KIND),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": MANAGER},
+        "reportingComponent": MANAGER,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        clients.core.create_namespaced_event(meta["namespace"], event)
+    except ApiException as exc:
+        logging.getLogger(__name__).warning("event %s for %s/%s not posted: %s %s", reason, meta["namespace"],
+                                            meta["name"], exc.status, exc.reason)  # fmt: skip
 
 
 def retryable(exc: ApiException) -> bool:

@@ -20,7 +20,16 @@ from ..api import ConditionType, Problem, Reason, SpecError, validate_spec
 from ..core.objects import render_all
 from ..core.reconcile import Phase, effective_k, rollout_of, status_patch, workload_kind
 from ..core.render import Owner
-from .kube import Clients, apply, list_resources, namespace_terminating, read_workload, retryable, write_status
+from .kube import (
+    Clients,
+    apply,
+    list_resources,
+    namespace_terminating,
+    post_event,
+    read_workload,
+    retryable,
+    write_status,
+)
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -62,25 +71,30 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
         deployment_name=name,
         now=now,
     )
-    _post_events(body, status, new, problems, logger)
+    _post_events(clients, body, status, new, problems, logger)
     return new
 
 
 def _post_events(
-    body: dict[str, Any], old: dict[str, Any], new: dict[str, Any], problems: list[Problem], logger: Logger
+    clients: Clients,
+    body: dict[str, Any],
+    old: dict[str, Any],
+    new: dict[str, Any],
+    problems: list[Problem],
+    logger: Logger,
 ) -> None:
     """Events for what changed, once per change (the periodic resync must not repeat them)."""
     if problems:
         if old.get("observedGeneration") != new["observedGeneration"]:
-            kopf.warn(body, reason=Reason.INVALID_SPEC, message="; ".join(str(p) for p in problems))
+            post_event(clients, body, Reason.INVALID_SPEC, "; ".join(str(p) for p in problems), warning=True)
         return
     if "k" in old and old.get("k") != new.get("k"):
-        kopf.info(body, reason="DraftLengthChanged", message=f"k {old.get('k')} -> {new.get('k')}: rolling restart")
+        post_event(clients, body, "DraftLengthChanged", f"k {old.get('k')} -> {new.get('k')}: rolling restart")
     if old.get("rollout") != new.get("rollout"):
         if new.get("rollout") == Phase.FAILED:
-            kopf.warn(body, reason=Reason.ROLLOUT_FAILED, message=_message(new, ConditionType.DEGRADED))
+            post_event(clients, body, Reason.ROLLOUT_FAILED, _message(new, ConditionType.DEGRADED), warning=True)
         elif new.get("rollout") == Phase.COMPLETE and old.get("rollout"):
-            kopf.info(body, reason="RolloutComplete", message=_message(new, ConditionType.READY))
+            post_event(clients, body, "RolloutComplete", _message(new, ConditionType.READY))
     if "observedGeneration" not in old:
         logger.info("reconciled %s/%s for the first time", body["metadata"]["namespace"], body["metadata"]["name"])
 
