@@ -26,9 +26,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from specdeploy.api import KIND, METHODS_WITH_SCHEDULE, SpecError, validate_manifest
+from specdeploy.core.kserve import served_command
 from specdeploy.core.model import Setting, parse_schedule
+from specdeploy.core.objects import render_all
 from specdeploy.core.observation import queries
-from specdeploy.core.render import Owner, render_deployment, spec_k
+from specdeploy.core.render import Owner, spec_k
 from specdeploy.sim.engine import Engine, Profile
 from specdeploy.sim.server import Metrics
 
@@ -92,17 +94,22 @@ def settings(spec: Any) -> list[Setting | None]:
 def containers(
     named_specs: list[tuple[str, Any]], settings_of: Callable[[Any], list[Setting | None]] = settings
 ) -> list[dict[str, Any]]:
-    """The vLLM container of each rendered Deployment, at each of its settings: what the judge parses."""
+    """The vLLM container of each rendered workload (a Deployment's, or the one KServe composes from the
+    InferenceService and its ServingRuntime), at each of its settings: what the judge parses."""
     out, seen = [], set()
     for name, spec in named_specs:
         for k in settings_of(spec):
-            c = render_deployment(Owner(name.split("/")[-1], "ns", "uid"), spec, k)["spec"]["template"]["spec"]
-            c = c["containers"][0]
-            command = ["vllm", "serve"] if c["command"] == SIM_COMMAND else c["command"]
-            key = json.dumps([command, c["args"]])
+            workload, other, *_ = render_all(Owner(name.split("/")[-1], "ns", "uid"), spec, k)
+            if workload["kind"] == "InferenceService":
+                command, args = served_command(other, workload)
+            else:
+                c = workload["spec"]["template"]["spec"]["containers"][0]
+                command, args = c["command"], c["args"]
+            command = ["vllm", "serve"] if command == SIM_COMMAND else command
+            key = json.dumps([command, args])
             if key not in seen:
                 seen.add(key)
-                out.append({"name": f"{name} k={k}", "command": command, "args": c["args"]})
+                out.append({"name": f"{name} k={k}", "command": command, "args": args})
     return out
 
 

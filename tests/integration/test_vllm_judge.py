@@ -31,6 +31,7 @@ def test_the_samples_and_one_resource_per_method_render_only_commands_vllm_accep
     assert {spec.speculator.method for _, spec in named if spec.speculator and spec.speculator.method} == set(Method)
     items = vllm_check.containers(named)
     assert any("schedule" in i["name"] for i in items) and any(i["name"].endswith("k=0") for i in items)
+    assert any(i["args"][0] == "/mnt/models" for i in items)  # the KServe backend's, as KServe composes it
     assert vllm_check.refusals(vllm_check.judge("commands", items)) == []
 
 
