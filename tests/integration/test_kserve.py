@@ -20,6 +20,7 @@ import kubernetes
 import pytest
 import yaml
 
+from ..argocd import health
 from ..conftest import ROOT
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
 from .test_operator import cond, get_sd
@@ -86,6 +87,7 @@ def test_a_change_of_k_patches_the_inference_service_and_kserves_status_is_read(
     wait_for(lambda: (get_sd(api, namespace, NAME).get("status") or {}).get("rollout") == "Progressing",
              what="Progressing")  # fmt: skip
     assert cond(get_sd(api, namespace, NAME), "Progressing")["message"] == "waiting for KServe"
+    assert health(get_sd(api, namespace, NAME)) == {"status": "Progressing", "message": "waiting for KServe"}
 
     kubectl("patch", "-n", namespace, "sd", NAME, "--type", "merge",
             "-p", json.dumps({"spec": {"speculator": {"numSpeculativeTokens": 2}}}))  # fmt: skip

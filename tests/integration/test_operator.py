@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ..argocd import health
 from ..conftest import ROOT, SAMPLE
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
 
@@ -63,7 +64,7 @@ def wait_for_a_resync(api: Any, ns: str) -> None:
 
 
 def replicasets(api: Any, ns: str) -> list[Any]:
-    return api.apps.list_namespaced_replica_set(ns, label_selector="app.kubernetes.io/instance=llama-8b").items
+    return api.apps.list_namespaced_replica_set(ns, label_selector="specdeploy.io/deployment=llama-8b").items
 
 
 def test_apply_sample_creates_deployment_service_and_status(api: Any, namespace: str, operator: Operator) -> None:
@@ -143,6 +144,7 @@ def test_editing_k_rolls_pods_and_reports_progress(api: Any, namespace: str, ope
     )
     assert sd["status"]["k"] == 2 and sd["status"]["updatedReplicas"] == 2
     assert cond(sd, "Ready")["status"] == "True"
+    assert health(sd)["status"] == "Healthy"  # what Argo CD shows of the status the operator wrote
     events = kubectl("get", "events", "-n", namespace, "-o", "json")
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert "DraftLengthChanged" in reasons
@@ -166,6 +168,7 @@ def test_invalid_spec_is_degraded_and_running_deployment_untouched(
     msg = cond(sd, "Degraded")["message"]
     assert "spec.speculator.draftTensorParallelSize: must be 1 or the target's tensor parallel size (1) (got 2)" in msg
     assert cond(sd, "Degraded")["status"] == "True"
+    assert health(sd)["status"] == "Degraded"  # what Argo CD shows of the status the operator wrote
     # The pass that wrote this condition handled the new generation, and a pass applies before it writes status:
     # a Deployment changed by the invalid spec would show it now.
     assert cond(sd, "Degraded")["observedGeneration"] == sd["metadata"]["generation"]
@@ -202,6 +205,27 @@ def test_hand_deleted_or_edited_deployment_is_restored(api: Any, namespace: str,
     )
 
 
+def test_a_deployment_an_earlier_release_made_is_taken_over_with_its_selector(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    """Earlier releases selected pods by ``app.kubernetes.io/instance`` (Argo CD's tracking label), and a selector
+    is immutable: such a Deployment keeps it and gets everything else the operator renders."""
+    legacy = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "llama-8b"}
+    pod = {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.33.0"}]}
+    old = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-8b", "labels": legacy},
+           "spec": {"replicas": 0, "selector": {"matchLabels": legacy},
+                    "template": {"metadata": {"labels": legacy}, "spec": pod}}}  # fmt: skip
+    kubectl_apply(old, namespace)
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    dep = wait_for(
+        lambda: (d := api.apps.read_namespaced_deployment("llama-8b", namespace)).metadata.owner_references and d,
+        what="the Deployment owned",
+    )
+    assert dep.spec.selector.match_labels == legacy and dep.spec.replicas == 2
+    assert '"num_speculative_tokens":3' in " ".join(args_of(dep))
+    wait_for(lambda: (get_sd(api, namespace).get("status") or {}).get("k") == 3, what="status")
+
+
 def test_deleting_the_resource_garbage_collects_its_objects(api: Any, namespace: str, operator: Operator) -> None:
     kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
     wait_for(lambda: api.apps.read_namespaced_deployment("llama-8b", namespace), what="Deployment")
@@ -225,6 +249,7 @@ def test_rollout_past_its_deadline_is_degraded(api: Any, namespace: str, operato
     )
     assert sd["status"]["rollout"] == "Failed"
     assert "progress" in cond(sd, "Degraded")["message"].lower()
+    assert health(sd) == {"status": "Degraded", "message": "RolloutFailed: " + cond(sd, "Degraded")["message"]}
 
 
 def test_restarting_the_operator_changes_nothing(api: Any, namespace: str, operator: Operator) -> None:

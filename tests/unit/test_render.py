@@ -277,3 +277,21 @@ def test_a_policy_schedule_renders_as_vllm_per_batch_size_k_and_labels_the_pods(
     assert dep["spec"]["template"]["metadata"]["labels"][LABEL_K] == "s3x1_2x29_1x53_0x135"
     assert dep["spec"]["template"]["metadata"]["labels"][LABEL_K] != render_deployment(OWNER, spec, 3)["spec"][
         "template"]["metadata"]["labels"][LABEL_K]  # fmt: skip
+
+
+ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
+
+
+@pytest.mark.parametrize("backend", ["Deployment", "KServe"])
+def test_no_object_or_pod_carries_argo_cds_tracking_label(backend: str) -> None:
+    """An Argo CD Application named like the resource would otherwise take them for its own, and prune them."""
+    spec = validate_spec({**SAMPLE["spec"], "backend": backend})
+    text = json.dumps(render_all(OWNER, spec, 3, Site(pod_monitors=True)))
+    assert ARGO_TRACKING_LABEL not in text
+
+
+def test_a_deployment_from_an_earlier_release_keeps_its_immutable_selector() -> None:
+    legacy = {"app.kubernetes.io/name": "vllm", ARGO_TRACKING_LABEL: OWNER.name}
+    dep = render_deployment(OWNER, validate_manifest(SAMPLE), 3, live_selector=legacy)
+    assert dep["spec"]["selector"]["matchLabels"] == legacy
+    assert legacy.items() <= dep["spec"]["template"]["metadata"]["labels"].items()

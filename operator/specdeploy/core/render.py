@@ -17,7 +17,6 @@ from ..api import API_VERSION, DEFAULT_IMAGE, KIND, CacheType, Method, Speculati
 from .model import Setting, top_k, vllm_schedule
 
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_DEPLOYMENT = "specdeploy.io/deployment"
 LABEL_K = "specdeploy.io/k"
 ANNOTATION_K = "specdeploy.io/num-speculative-tokens"
@@ -146,9 +145,10 @@ def vllm_args(spec: SpeculativeDeploymentSpec, k: Setting | None) -> list[str]:
 
 
 def labels(owner: Owner) -> dict[str, str]:
+    """Our objects' labels. Not ``app.kubernetes.io/instance``: Argo CD's default tracking label, with which an
+    Argo CD Application named like the resource would take the operator's objects for its own (and prune them)."""
     return {
         LABEL_NAME: "vllm",
-        LABEL_INSTANCE: owner.name,
         "app.kubernetes.io/component": "inference",
         "app.kubernetes.io/part-of": "specdeploy",
         "app.kubernetes.io/managed-by": MANAGER,
@@ -158,7 +158,7 @@ def labels(owner: Owner) -> dict[str, str]:
 
 def selector(owner: Owner) -> dict[str, str]:
     """Immutable Deployment selector: only labels that never change for an owner."""
-    return {LABEL_NAME: "vllm", LABEL_INSTANCE: owner.name}
+    return {LABEL_NAME: "vllm", LABEL_DEPLOYMENT: owner.name}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -236,17 +236,23 @@ def _probes() -> dict[str, Any]:
 
 
 def render_deployment(
-    owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None, site: Site = DEFAULT_SITE
+    owner: Owner,
+    spec: SpeculativeDeploymentSpec,
+    k: Setting | None,
+    site: Site = DEFAULT_SITE,
+    live_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says)."""
+    """The vLLM Deployment running draft length k (0 = off, None = as the speculators checkpoint says).
+    ``live_selector``: the selector of a Deployment an earlier release created (immutable), kept with its labels."""
     pod_labels, pod_annotations = pod_metadata(owner, spec, k)
+    pod_labels = {**(live_selector or {}), **pod_labels}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": object_metadata(owner),
         "spec": {
             "replicas": spec.replicas,
-            "selector": {"matchLabels": selector(owner)},
+            "selector": {"matchLabels": live_selector or selector(owner)},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {

@@ -135,6 +135,11 @@ def post_event(clients: Clients, obj: dict[str, Any], reason: str, message: str,
                                             meta["name"], exc.status, exc.reason)  # fmt: skip
 
 
+def selector_immutable(exc: ApiException) -> bool:
+    """The API server refused a change of a Deployment's selector."""
+    return exc.status == 422 and "selector" in str(exc.body) and "immutable" in str(exc.body)
+
+
 def retryable(exc: ApiException) -> bool:
     return exc.status in (409, 429) or exc.status >= 500
 

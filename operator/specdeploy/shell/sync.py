@@ -16,10 +16,11 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import ConditionType, Problem, Reason, SpecError, validate_spec
+from ..api import ConditionType, Problem, Reason, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..core.model import Setting
 from ..core.objects import render_all
 from ..core.reconcile import Phase, effective_k, rollout_of, status_patch, workload_kind
-from ..core.render import Owner
+from ..core.render import Owner, render_deployment
 from .kube import (
     Clients,
     apply,
@@ -28,6 +29,7 @@ from .kube import (
     post_event,
     read_workload,
     retryable,
+    selector_immutable,
     write_status,
 )
 
@@ -50,10 +52,11 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
             k = status.get("k")
         else:
             k = effective_k(spec, status)
-            workload_obj, *others = render_all(Owner(name, namespace, meta["uid"]), spec, k, clients.site)
+            owner = Owner(name, namespace, meta["uid"])
+            workload_obj, *others = render_all(owner, spec, k, clients.site)
             for obj in others:
                 apply(clients, obj)
-            workload = apply(clients, workload_obj)
+            workload = _apply_workload(clients, workload_obj, owner, spec, k)
     except ApiException as exc:
         if namespace_terminating(exc):
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
@@ -73,6 +76,21 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[st
     )
     _post_events(clients, body, status, new, problems, logger)
     return new
+
+
+def _apply_workload(
+    clients: Clients, obj: dict[str, Any], owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None
+) -> dict[str, Any]:
+    """Apply the workload. A Deployment an earlier release created selects its pods by Argo CD's tracking label,
+    and a selector is immutable: such a Deployment keeps its selector (and its pods that label)."""
+    try:
+        return apply(clients, obj)
+    except ApiException as exc:
+        live = read_workload(clients, "Deployment", owner.name, owner.namespace) if selector_immutable(exc) else None
+        if live is None:
+            raise
+        legacy = live["spec"]["selector"]["matchLabels"]
+        return apply(clients, render_deployment(owner, spec, k, clients.site, live_selector=legacy))
 
 
 def _post_events(
