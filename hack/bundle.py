@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
+from install import base_objects
 from specdeploy import __version__
 from specdeploy.api import GROUP, KIND, PLURAL, VERSION
 from specdeploy.api.crd import crd_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = ROOT / "manifests" / "base"
 OUT = ROOT / "bundle"
 PACKAGE = "specdeploy"
 CHANNEL = "alpha"
@@ -63,15 +63,6 @@ _Dumper.add_representer(
 
 def dump(obj: Any) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120)
-
-
-def base_objects() -> list[dict[str, Any]]:
-    """The objects manifests/base lists, as written (kustomize's namespace and image transforms: see csv())."""
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    docs = []
-    for name in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((BASE / name).read_text()) if d]
-    return docs
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ SCRAPE_INTERVAL = "5s"
 GPUS = 8  # nvidia.com/gpu the node advertises, so GPU pods are scheduled as on a GPU node
 OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT = "specdeploy-system", "specdeploy-operator"
 PROMETHEUS_URL = f"http://{NODE_IP}:{PROMETHEUS_PORT}"  # the cluster's own Prometheus, the operator's default
+SHIPPED_IMAGE = "ghcr.io/specdeploy/specdeploy:0.1.0"  # the operator's (and simulator's) image in the manifests
 # Static tokens for the control plane's users (loopback and private-bridge only; a test cluster's credentials).
 TOKENS = {
     "admin": ("specdeploy-admin-token", "admin", "system:masters"),
@@ -412,23 +413,12 @@ def metrics_endpoints(url: str) -> dict:
 
 
 def install_operator(image: str) -> None:
-    """``kubectl apply -k manifests`` with the image pointed at the local build and the local Prometheus as the
-    metrics endpoint: a kustomization over the project's own, as a user would write one."""
-    d = P.install
-    d.mkdir(parents=True, exist_ok=True)
-    name, tag = image.rsplit(":", 1)
-    container = {"name": "operator", "args": ["run", "--liveness", "http://0.0.0.0:8080/healthz", "--sim-image", image]}
-    (d / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(ROOT / "manifests", d)],
-        "images": [{"name": "ghcr.io/specdeploy/specdeploy", "newName": name, "newTag": tag}],
-        "patches": [{"target": {"kind": "Deployment", "name": OPERATOR_DEPLOYMENT}, "patch": yaml.safe_dump({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": OPERATOR_DEPLOYMENT},
-            "spec": {"template": {"spec": {"containers": [container]}}}})},
-            {"target": {"kind": "ConfigMap", "name": "specdeploy-metrics"},
-             "patch": yaml.safe_dump(metrics_endpoints(PROMETHEUS_URL))}],
-    }, sort_keys=False))  # fmt: skip
-    kubectl("apply", "-k", str(d))
+    """``kubectl apply -f specdeploy.yaml`` with the shipped image replaced by the local build (as an air-gapped
+    user mirrors it), then the local Prometheus as the metrics endpoint."""
+    text = (ROOT / "specdeploy.yaml").read_text()
+    assert SHIPPED_IMAGE in text, f"{SHIPPED_IMAGE} is not the image specdeploy.yaml installs"
+    kubectl("apply", "-f", "-", stdin=text.replace(SHIPPED_IMAGE, image))
+    kubectl("apply", "-f", "-", stdin=json.dumps(metrics_endpoints(PROMETHEUS_URL)))
     kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--timeout=180s")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -27,6 +28,7 @@ from specdeploy.core.model import vllm_schedule
 from specdeploy.core.reconcile import recorded_setting
 from specdeploy.core.render import LABEL_K, k_label
 
+from ..argocd import health
 from ..conftest import ROOT
 from ..integration.conftest import Cluster, kubectl, kubectl_apply, wait_for
 
@@ -82,6 +84,10 @@ def resource(**adaptive: Any) -> dict[str, Any]:
          "minDwellSeconds": 20, "cooldownSeconds": 10, "restartSeconds": 5, "horizonSeconds": 60, **adaptive}
     )  # fmt: skip
     return doc
+
+
+def get_resource(api: Any, ns: str) -> dict[str, Any]:
+    return api.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, NAME)
 
 
 def status(api: Any, ns: str) -> dict[str, Any]:
@@ -158,7 +164,11 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     setting, and the pods' own metrics show it: no drafts at high load; with a schedule, drafts again at low load
     without another restart."""
     load.set(namespace, NAME, LOW)
-    kubectl_apply(resource(), namespace)
+    # Applied as Argo CD applies it (server-side, its field manager): after the operator's changes, a diff of the
+    # same file must show nothing, or Argo CD would report the resource OutOfSync and undo the policy.
+    argocd = ("--server-side", "--field-manager=argocd-controller", "-n", namespace, "-f", "-")
+    git_file = json.dumps(resource())
+    kubectl("apply", *argocd, stdin=git_file)
     # Pods turn Ready one by one through their probes: acceptance is measured once both serve their share.
     st = wait_for(
         lambda: (s := status(api, namespace)) and cond(s, "MetricsAvailable").get("status") == "True"
@@ -178,6 +188,9 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
         return chosen and (setting == 0 or (not isinstance(setting, int) and setting[-1][1] == 0))
 
     st = wait_k(api, namespace, stops_drafting, "drafting stops under high load")
+    diff = subprocess.run(["kubectl", "diff", *argocd], input=git_file, capture_output=True, text=True)
+    assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
+    assert health(get_resource(api, namespace))["status"] in ("Healthy", "Progressing")
     last = st["decisions"][-1]
     assert last["applied"] is True and last["setting"] == (st.get("schedule") or "0")
     args = api.apps.read_namespaced_deployment(NAME, namespace).spec.template.spec.containers[0].args
@@ -206,6 +219,8 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
         return s if ok else None
 
     st = wait_for(drafting, timeout=180, interval=1, what="pods draft again at low load")
+    shown = health(get_resource(api, namespace))
+    assert shown["status"] == ("Healthy" if cond(st, "Ready")["status"] == "True" else "Progressing"), shown
     applied = sum(1 for d in st["decisions"] if d["applied"])
     assert applied <= MAX_RESTARTS and st["restartBudgetRemaining"] == MAX_RESTARTS - applied
 

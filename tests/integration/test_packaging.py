@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ..conftest import ROOT
+from ..conftest import ROOT, SAMPLES
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
 from .test_operator import get_sd, sample
 
@@ -51,7 +51,7 @@ def test_manifests_pass_server_side_dry_run(cluster: Any) -> None:
     out = kubectl("apply", "--dry-run=server", "-k", str(ROOT / "manifests"))
     # (created, or unchanged when `hack/cluster.sh up` installed it before these tests)
     assert re.search(r"deployment.apps/specdeploy-operator (created|configured|unchanged) \(server dry run\)", out)
-    for sample_file in sorted((ROOT / "manifests" / "samples").glob("*.yaml")):
+    for sample_file in SAMPLES:
         doc = yaml.safe_load(sample_file.read_text())
         kubectl("create", "namespace", doc["metadata"]["namespace"], check=False)
         assert "(server dry run)" in kubectl("apply", "--dry-run=server", "-f", str(sample_file))

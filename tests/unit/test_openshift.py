@@ -16,11 +16,11 @@ from specdeploy.cli import build_parser
 from specdeploy.core.objects import render_all
 from specdeploy.core.render import Owner, Platform, Site, render_deployment, render_pod_monitor, spec_k
 
-from ..conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE, SAMPLES
 from ..scc import restricted_v2_violations
 
 OVERLAY = ROOT / "manifests/overlays/openshift"
-RESOURCES = sorted([*(ROOT / "manifests/samples").glob("*.yaml"), *(ROOT / "tests/fixtures/methods").glob("*.yaml")])
+RESOURCES = sorted([*SAMPLES, *(ROOT / "tests/fixtures/methods").glob("*.yaml")])
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from specdeploy.core.render import (
     vllm_args,
 )
 
-from ..conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE, SAMPLES
 from .test_api import METHOD_SPECS
 
 OWNER = Owner("llama-8b", "inference", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
@@ -249,7 +249,7 @@ def test_a_spec_naming_no_image_gets_the_operators_and_one_naming_its_own_keeps_
     assert _container(render_deployment(OWNER, own, 3, site))["image"] == "example.com/vllm:mine"
 
 
-@pytest.mark.parametrize("sample", sorted(p.name for p in (ROOT / "manifests/samples").glob("*.yaml")))
+@pytest.mark.parametrize("sample", [p.name for p in SAMPLES])
 def test_samples_render_what_was_reviewed(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`specdeploy render` of each shipped sample is exactly the reviewed manifest in tests/fixtures/rendered.
     After an intended change: `specdeploy render -f manifests/samples/NAME > tests/fixtures/rendered/NAME`."""
