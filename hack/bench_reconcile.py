@@ -83,7 +83,16 @@ def main() -> int:
     cluster.scale_operator(0)
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     op = subprocess.Popen(
-        [sys.executable, "-m", "specdeploy.cli", "run", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+        [
+            sys.executable,
+            "-m",
+            "specdeploy.cli",
+            "run",
+            "--liveness",
+            f"http://127.0.0.1:{free_port()}/healthz",
+            "--metrics-port",
+            "0",
+        ],
         env=env,
         stdout=open(work / "operator.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

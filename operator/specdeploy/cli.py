@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 namespaces=args.namespace,
                 platform=args.platform,
                 pod_monitors=args.pod_monitors,
+                metrics_port=args.metrics_port,
                 prometheus_url=args.prometheus_url,
                 metrics_namespace=args.metrics_namespace,
             ),
@@ -216,6 +217,7 @@ def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
+    p.add_argument("--metrics-port", type=int, default=8081, help="the operator's own /metrics (0: none)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
         "--platform",

@@ -81,7 +81,7 @@ class Operator:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "SPECDEPLOY_RESYNC_SECONDS": "3", **self.env}
-        port = free_port()
+        port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -92,6 +92,8 @@ class Operator:
                 f"http://127.0.0.1:{port}/healthz",
                 "--sim-image",
                 self.image,
+                "--metrics-port",
+                str(self.metrics_port),
                 *self.args,
             ],
             env=env,

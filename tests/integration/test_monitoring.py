@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,46 @@ def get_podmonitor(api: Any, namespace: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise
+
+
+OPERATOR_FAMILIES = {
+    "specdeploy_evaluations_total", "specdeploy_decisions_total", "specdeploy_restarts_total",
+    "specdeploy_rollbacks_total", "specdeploy_restart_budget_remaining", "specdeploy_effective_k",
+    "specdeploy_predicted_token_latency_seconds", "specdeploy_observed_token_latency_seconds",
+    "specdeploy_metrics_available", "specdeploy_metrics_age_seconds", "specdeploy_rollout_failed",
+    "specdeploy_reconcile_duration_seconds", "specdeploy_reconcile_errors_total",
+}  # fmt: skip
+
+
+def scrape(url: str) -> dict[str, Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+
+
+def test_the_operator_serves_its_own_metrics(api: Any, namespace: str, operator: Operator) -> None:
+    kubectl_apply(named("watched", {"metricsEndpoint": "attacker"}), namespace)  # evaluated, without data
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    mine = {"namespace": namespace, "name": "watched"}
+
+    def evaluated() -> dict[str, Any] | None:
+        fams = scrape(url)
+        ok = any(s.labels == mine for s in fams["specdeploy_metrics_available"].samples)
+        return fams if ok else None
+
+    fams = wait_for(evaluated, timeout=60, what="the resource's series")
+    # (prometheus-client names a counter's family without its _total suffix)
+    names = {n if fams[n].type != "counter" else f"{n}_total" for n in fams}
+    assert names >= OPERATOR_FAMILIES, OPERATOR_FAMILIES - names
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples}
+    key = tuple(sorted(mine.items()))
+    assert value[("specdeploy_metrics_available", key)] == 0
+    assert value[("specdeploy_effective_k", key)] == 3
+    assert value[("specdeploy_rollout_failed", key)] == 0
+    assert value[("specdeploy_evaluations_total", (("outcome", "no_data"),))] >= 1
+    assert value[("specdeploy_reconcile_duration_seconds_count", ())] >= 1
+    # The resource deleted: its series go at the next pass.
+    kubectl("delete", "sd", "watched", "-n", namespace)
+    wait_for(lambda: not any(s.labels.get("name") == "watched" for f in scrape(url).values() for s in f.samples),
+             timeout=60, what="the deleted resource's series removed")  # fmt: skip

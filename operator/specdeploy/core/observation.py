@@ -80,6 +80,11 @@ class Observation:
     failed_rate: float = 0.0  # requests aborted or failed per second
 
     @property
+    def token_latency_s(self) -> float | None:
+        """Mean time per generated token: a step's latency over the tokens a step yields (1 + accepted drafts)."""
+        return self.itl_mean_s / (1 + sum(self.per_position)) if self.itl_mean_s else None
+
+    @property
     def k_running(self) -> int:
         """The k the pods run, read from the positions vLLM reports (0 when they do not speculate)."""
         return len(self.per_position)

@@ -534,8 +534,8 @@ def learn(
             floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
-    if obs.itl_mean_s and top_k(current_k) == obs.k_running and not load.queued:
-        load = replace(load, measured_ms=obs.itl_mean_s * 1000 / (1 + sum(obs.per_position)))
+    if obs.token_latency_s and top_k(current_k) == obs.k_running and not load.queued:
+        load = replace(load, measured_ms=obs.token_latency_s * 1000)
     return st, load, waiting
 
 

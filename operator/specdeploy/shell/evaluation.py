@@ -15,6 +15,7 @@ from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_s
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
+from . import telemetry
 from .endpoints import Connection, EndpointSource
 from .kube import Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
@@ -59,8 +60,10 @@ def evaluate_all(
 ) -> None:
     """Read metrics for every resource that is due, evaluate each, write status, and carry out Auto decisions."""
     now = datetime.now(UTC)
+    items = list_resources(clients, namespaces)
+    telemetry.forget_all_but((cr["metadata"]["namespace"], cr["metadata"]["name"]) for cr in items)
     due = []
-    for cr, spec in valid(list_resources(clients, namespaces), lambda *_: None):
+    for cr, spec in valid(items, lambda *_: None):
         meta = cr["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         if spec.adaptive.mode == AdaptiveMode.OFF or meta.get("deletionTimestamp"):
@@ -119,6 +122,7 @@ def _carry_out(
     if acts:
         patch = {**patch, **reconcile(clients, {**cr, "status": {**status, **patch}}, logger)}
     write_status(clients, cr, changed(status, patch))
+    telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return
     what = "k" if decision.to_k else "speculation"

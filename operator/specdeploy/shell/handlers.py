@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from ..api import GROUP, KIND, PLURAL, VERSION, Reason
 from ..api.endpoints import CONFIGMAP
 from ..core.render import DEFAULT_SITE, LABEL_DEPLOYMENT, MANAGER
+from . import telemetry
 from .endpoints import EndpointSource, operator_namespace
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
@@ -102,6 +103,7 @@ async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
 
 @kopf.on.startup()
 async def start_loop(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    telemetry.serve(memo.get("metrics_port", 0), logger)
     memo["loop"] = asyncio.create_task(control_loop(memo, logging.getLogger("specdeploy.loop")))
 
 

@@ -21,6 +21,7 @@ from ..core.model import Setting
 from ..core.objects import render_all
 from ..core.reconcile import Phase, effective_k, rollout_of, status_patch, workload_kind
 from ..core.render import Owner, render_deployment
+from . import telemetry
 from .kube import (
     Clients,
     apply,
@@ -38,6 +39,13 @@ Logger = logging.Logger | logging.LoggerAdapter
 
 def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
     """One idempotent pass for one SpeculativeDeployment; returns the status to write."""
+    with telemetry.reconcile_pass():
+        new = _reconcile(clients, body, logger)
+    telemetry.reconciled(body, new)
+    return new
+
+
+def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     now = datetime.now(UTC)
