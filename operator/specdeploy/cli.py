@@ -147,6 +147,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .offline.trace import load_trace
 
     paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "offline" / "traces").glob("*.yaml"))
+    if args.plot and Path(args.plot).suffix not in (".png", ".svg", ".html"):
+        raise UsageError(f"--plot {args.plot}: the picture must be a .png, .svg or .html file")
     results = []
     for path in paths:
         try:
@@ -156,6 +158,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.slo_ms is not None:
             trace = dataclasses.replace(trace, adaptive=trace.adaptive.model_copy(update={"slo_ms": args.slo_ms}))
         results.append(compare(trace))
+        if args.plot:
+            from .offline.plot import plot
+
+            out = Path(args.plot)
+            plot(trace, results[-1], out if len(paths) == 1 else out.with_name(f"{out.stem}-{trace.name}{out.suffix}"))
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     else:
@@ -273,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="append", help="trace file (YAML/JSON); default: the shipped traces")
     p.add_argument("--json", action="store_true", help="one JSON object (a list for several traces)")
     p.add_argument("--slo-ms", type=float, default=None, help="per-token latency SLO (default 50)")
+    p.add_argument("--plot", default=None, help="also draw load, setting and latency over time (.png/.svg/.html)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("recommend", help="the decision the policy would take now, without acting")

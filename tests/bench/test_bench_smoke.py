@@ -72,3 +72,31 @@ def test_simulate_reports_bad_traces_without_traceback(tmp_path: Path) -> None:
         [sys.executable, "-m", "specdeploy.cli", "simulate", "--trace", str(bad)], capture_output=True, text=True
     )
     assert out.returncode == 2 and "points[0]: qps is required" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_simulate_plot_draws_each_controller_over_the_trace(tmp_path: Path) -> None:
+    """One run of the CLI writes the picture; the runs it draws are the controllers the table scores."""
+    from specdeploy.offline.plot import runs
+    from specdeploy.offline.simulate import compare
+    from specdeploy.offline.trace import load_trace
+
+    path = ROOT / "operator/specdeploy/offline/traces/steady_low.yaml"
+    for name in ("p.png", "p.html"):
+        out = subprocess.run(
+            [sys.executable, "-m", "specdeploy.cli", "simulate", "--trace", str(path), "--plot", str(tmp_path / name)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert "steady_low" in out.stdout
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (tmp_path / "p.html").read_text()
+    bad = subprocess.run([sys.executable, "-m", "specdeploy.cli", "simulate", "--plot", "p.txt"], capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--plot p.txt" in bad.stderr
+    trace = load_trace(path)
+    result = compare(trace)
+    drawn = runs(trace, result)
+    assert [n.split(":")[0] for n in drawn][::3] == ["policy", "oracle"] and len(drawn) == 4
+    assert all(len(m) == len(trace.points) for m in drawn.values())
+    # every run starts where the deployment runs
+    policy = next(m for n, m in drawn.items() if n.startswith("policy"))
+    assert policy[0].setting == trace.start_k

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.model import Setting, schedule_label, top_k
+from ..core.model import Setting, k_at, schedule_label, top_k
 from ..core.observation import Observation
 from ..core.policy import PolicyState, decide, rollout_seconds
 from .oracle import hindsight_schedule, oracle_schedule
@@ -55,14 +55,29 @@ class Totals:
         }
 
 
+@dataclass(frozen=True)
+class Moment:
+    """One step of a run, for plots: when, the offered load, the setting running, the k it drafted at the batch
+    size that ran (a schedule's band), the per-token latency."""
+
+    t: float
+    qps: float
+    setting: Setting
+    k_drafted: int
+    token_ms: float
+
+
 def simulate(
-    trace: Trace, choose: Callable[[int, StepOutcome | None, float], Setting], score_from: int = 0
+    trace: Trace,
+    choose: Callable[[int, StepOutcome | None, float], Setting],
+    score_from: int = 0,
+    record: list[Moment] | None = None,
 ) -> dict[str, Any]:
     """Run the trace with a controller ``choose(step, last_outcome, now) -> k``; returns the figures.
 
     Every controller starts from the deployment as it runs (``trace.start_k``): any other setting, even at
     the first step, is a rolling restart and costs one. With ``score_from``, the figures count only the steps
-    from there on (the controller still runs from the start)."""
+    from there on (the controller still runs from the start). ``record`` gets every step's :class:`Moment`."""
     dt, slo = trace.step_seconds, trace.adaptive.slo_ms
     rollout_s = rollout_seconds(trace.rollout)
     tot, backlog, k, k_from, restart_left, last = Totals(), 0.0, trace.start_k, trace.start_k, 0.0, None
@@ -74,6 +89,8 @@ def simulate(
         out = run_step(trace, point, k, backlog, restart_left, dt, k_from)
         restart_left = max(0.0, restart_left - dt)
         backlog, last = out.backlog, out
+        if record is not None:
+            record.append(Moment(i * dt, point.qps, k, k_at(k, out.batch), out.token_ms))
         if i >= score_from:
             tot.add(out, slo)
     # Requests still queued at the end are served afterwards; their wait counts, their tokens not in goodput.
