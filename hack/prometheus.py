@@ -70,6 +70,27 @@ def podmonitor_jobs(pods_file: Path, interval: str | None = None) -> list[dict[s
     return jobs
 
 
+def servicemonitor_jobs(pods_file: Path, interval: str | None = None) -> list[dict[str, Any]]:
+    """The operator's ServiceMonitor (manifests/monitoring/operator-metrics.yaml) as a scrape job: its Service's
+    pods and port, labelled job=<the Service> as the prometheus-operator labels them. (The prometheus-operator
+    discovers a Service's endpoints; the pods the Service selects, discovered by hack/pod_sd.py, are the same.)"""
+    docs = list(yaml.safe_load_all((PODMONITOR.parent / "operator-metrics.yaml").read_text()))
+    svc = next(d for d in docs if d["kind"] == "Service")
+    sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    port = next(p for p in svc["spec"]["ports"] if p["name"] == sm["spec"]["endpoints"][0]["port"])
+    relabel: list[dict[str, Any]] = [
+        {"action": "keep", "source_labels": ["__meta_kubernetes_namespace"], "regex": svc["metadata"]["namespace"]},
+        *({"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{meta_label(k)}"], "regex": v}
+          for k, v in svc["spec"]["selector"].items()),
+        {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port["targetPort"]},
+        {"target_label": "job", "replacement": svc["metadata"]["name"]},
+    ]  # fmt: skip
+    every = interval or sm["spec"]["endpoints"][0].get("interval", "30s")
+    return [{"job_name": f"serviceMonitor/{sm['metadata']['name']}/0", "scrape_interval": every,
+             "scrape_timeout": every, "file_sd_configs": [{"files": [str(pods_file)], "refresh_interval": "1s"}],
+             "relabel_configs": relabel}]  # fmt: skip
+
+
 @dataclass
 class Prometheus:
     workdir: Path

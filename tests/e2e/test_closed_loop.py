@@ -35,7 +35,7 @@ from ..integration.conftest import Cluster, kubectl, kubectl_apply, wait_for
 sys.path.insert(0, str(ROOT / "hack"))
 import cluster as local_cluster
 from load import PodLoad
-from prometheus import Prometheus, podmonitor_jobs
+from prometheus import Prometheus, podmonitor_jobs, servicemonitor_jobs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 GROUP, VERSION, PLURAL = "specdeploy.io", "v1alpha1", "speculativedeployments"
@@ -62,7 +62,8 @@ def installed_operator(cluster: Cluster) -> Iterator[None]:
 def prometheus(tmp_path: Path, cluster: Cluster) -> Iterator[Prometheus]:
     """A Prometheus of this test's own (it is stopped mid-test), on the node's address so the operator's pod
     reaches it, scraping the cluster's pods with the PodMonitor's configuration every second."""
-    jobs = podmonitor_jobs(local_cluster.P.prometheus / "pods.json", "1s")
+    pods = local_cluster.P.prometheus / "pods.json"
+    jobs = podmonitor_jobs(pods, "1s") + servicemonitor_jobs(pods, "1s")  # vLLM's pods, and the operator
     prom = Prometheus(tmp_path / "prom", host=local_cluster.NODE_IP, jobs=jobs).start()
     # The operator reads where its installer points it: this Prometheus becomes its default endpoint.
     kubectl("apply", "-f", "-", stdin=json.dumps(local_cluster.metrics_endpoints(prom.url)))
@@ -156,6 +157,33 @@ def drafts_per_token(prometheus: Prometheus, ns: str, setting: Any) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def assert_dashboard_has_data(prometheus: Prometheus, namespace: str, since: float) -> None:
+    """Every query of the Grafana dashboard, for this resource, returns data from the Prometheus scraping the
+    simulator's pods and the operator: the panels now, the annotations (k changes) over the test so far."""
+    board = json.loads((ROOT / "manifests/monitoring/dashboard.json").read_text())
+
+    def promql(expr: str) -> str:
+        return (expr.replace("$namespace", namespace).replace("$name", NAME)
+                .replace("$__rate_interval", "30s"))  # fmt: skip
+
+    def query(path: str, **params: Any) -> list[Any]:
+        with urllib.request.urlopen(f"{prometheus.url}/api/v1/{path}?{urlencode(params)}", timeout=10) as resp:
+            return json.loads(resp.read())["data"]["result"]
+
+    def empty() -> list[str]:
+        return [f"{p['title']}: {t['expr']}" for p in board["panels"] for t in p["targets"]
+                if not query("query", query=promql(t["expr"]))]  # fmt: skip
+
+    try:  # the operator's series appear at its next scrape and evaluation
+        wait_for(lambda: not empty(), timeout=60, interval=2, what="every panel with data")
+    except AssertionError:
+        raise AssertionError("panels without data:\n" + "\n".join(empty())) from None
+    for a in board["annotations"]["list"]:
+        if "expr" in a:
+            found = query("query_range", query=promql(a["expr"]), start=since, end=time.time(), step=5)
+            assert found, f"annotation {a['name']} found nothing: {a['expr']}"
+
+
 def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometheus_loss(
     api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
 ) -> None:
@@ -163,6 +191,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     per-batch-size k) a schedule drafting nothing at the batch sizes that load runs. The Deployment carries the
     setting, and the pods' own metrics show it: no drafts at high load; with a schedule, drafts again at low load
     without another restart."""
+    started = time.time()
     load.set(namespace, NAME, LOW)
     # Applied as Argo CD applies it (server-side, its field manager): after the operator's changes, a diff of the
     # same file must show nothing, or Argo CD would report the resource OutOfSync and undo the policy.
@@ -219,6 +248,7 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
         return s if ok else None
 
     st = wait_for(drafting, timeout=180, interval=1, what="pods draft again at low load")
+    assert_dashboard_has_data(prometheus, namespace, since=started)
     shown = health(get_resource(api, namespace))
     assert shown["status"] == ("Healthy" if cond(st, "Ready")["status"] == "True" else "Progressing"), shown
     applied = sum(1 for d in st["decisions"] if d["applied"])
