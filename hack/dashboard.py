@@ -53,7 +53,11 @@ PANELS = [
         ("observed", f"specdeploy_observed_token_latency_seconds{{{OPERATOR}}}"),
     ]),
 ]  # fmt: skip
-K_CHANGES = f"changes(specdeploy_effective_k{{{OPERATOR}}}[2m]) > 0"
+# A restart the policy started (a change of k or of schedule, which need not change the largest k), or a rollback.
+K_CHANGES = (
+    f"changes(specdeploy_restarts_total{{{OPERATOR}}}[2m]) > 0"
+    f" or changes(specdeploy_rollbacks_total{{{OPERATOR}}}[2m]) > 0"
+)
 
 
 def build() -> dict:
@@ -77,7 +81,7 @@ def build() -> dict:
         )
         .annotation(
             dashboard.AnnotationQuery()
-            .name("k changes")
+            .name("setting changes")
             .datasource(DATASOURCE)
             .enable(True)
             .icon_color("orange")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,32 +115,48 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the operator until interrupted (kopf), watching all namespaces or the ones given."""
+    """Run the operator until interrupted (kopf), watching all namespaces or the ones given; with leader
+    election (the default) only while this replica holds the Lease. Exit 1 when the Lease was lost."""
     import asyncio
+    import threading
 
     import kopf
 
     from .shell import handlers  # noqa: F401 - registers the handlers
+    from .shell.endpoints import operator_namespace
+    from .shell.kube import coordination_api
+    from .shell.leader import Elector, lead
 
     kopf.configure(verbose=args.verbose)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=True,
-            liveness_endpoint=args.liveness,
-            memo=kopf.Memo(
-                site=Site(vllm_image=args.vllm_image, sim_image=args.sim_image),
-                namespaces=args.namespace,
-                platform=args.platform,
-                pod_monitors=args.pod_monitors,
-                metrics_port=args.metrics_port,
-                prometheus_url=args.prometheus_url,
-                metrics_namespace=args.metrics_namespace,
-            ),
-        )
+    memo = kopf.Memo(
+        site=Site(vllm_image=args.vllm_image, sim_image=args.sim_image),
+        namespaces=args.namespace,
+        platform=args.platform,
+        pod_monitors=args.pod_monitors,
+        metrics_port=args.metrics_port,
+        prometheus_url=args.prometheus_url,
+        metrics_namespace=args.metrics_namespace,
     )
-    return 0
+
+    def run(lost: threading.Event | None) -> None:
+        async def operator() -> None:
+            stop = asyncio.Event()
+            if lost is not None:  # the Lease lost: kopf stops as on SIGTERM
+                loop = asyncio.get_running_loop()
+                threading.Thread(
+                    target=lambda: lost.wait() and loop.call_soon_threadsafe(stop.set), daemon=True
+                ).start()
+            await kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
+                                liveness_endpoint=args.liveness, memo=memo, stop_flag=stop)  # fmt: skip
+
+        asyncio.run(operator())
+
+    if not args.leader_election:
+        run(None)
+        return 0
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = Elector(coordination_api(), args.metrics_namespace or operator_namespace(), identity)
+    return 1 if lead(elector, args.liveness, run) else 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -225,6 +243,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL")
     p.add_argument("--metrics-port", type=int, default=8081, help="the operator's own /metrics (0: none)")
+    p.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding the Lease specdeploy-operator in the operator's namespace (replicas > 1)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
         "--platform",

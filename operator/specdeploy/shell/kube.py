@@ -50,6 +50,12 @@ def _load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
+def coordination_api() -> kubernetes.client.CoordinationV1Api:
+    """The Lease API, for leader election (before kopf and its clients start)."""
+    _load_config()
+    return kubernetes.client.CoordinationV1Api()
+
+
 def make_clients(site: Site = DEFAULT_SITE, platform: str = "auto", pod_monitors: str = "auto") -> Clients:
     """Clients for the cluster and the site as the cluster has it. ``platform`` auto: OpenShift when the cluster
     serves the SCC API group (its SCCs then assign the pods' UID and fsGroup). ``pod_monitors`` auto: on OpenShift;

@@ -83,6 +83,8 @@ def evaluated(
     setting = recorded_setting(status)
     if setting is not None:
         _of(EFFECTIVE_K, key).set(top_k(setting))
+    for counter in (RESTARTS, ROLLBACKS):  # at 0 from the first evaluation: the first restart is an increase
+        _of(counter, key)
     if decision is None:
         return
     for name, at in (("current", setting), ("off", 0)):
