@@ -121,7 +121,11 @@ def assemble(
                 gaps[key].add(name)
                 continue
             if name == "per_pos":
-                positions[key][int(m.get("position", "0"))] = v
+                position = _position(m)
+                if position is None:  # not vLLM's label: a malformed answer, ignored as a gap
+                    gaps[key].add(name)
+                    continue
+                positions[key][position] = v
             else:
                 by_key[key][name] = v
     out: dict[tuple[str, str], Observation | NoData] = {}
@@ -140,6 +144,12 @@ def assemble(
             continue
         out[(ns, dep)] = _observation(ns, dep, k_label, vals, positions.get(key, {}))
     return out
+
+
+def _position(metric: dict[str, Any]) -> int | None:
+    """vLLM's ``position`` label: a draft position, 0 first."""
+    text = str(metric.get("position", "0"))
+    return int(text) if text.isdigit() else None
 
 
 def _observation(ns: str, dep: str, k_label: str, vals: dict[str, float], pos: dict[int, float]) -> Observation:

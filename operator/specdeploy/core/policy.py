@@ -601,7 +601,8 @@ def predict(
     }
     best = min(feasible, key=lambda k: (horizon[k], isinstance(k, int), top_k(k)))
     here = horizon[current_k]
-    gain = 1.0 if math.isinf(here) else (here - horizon[best]) / here
+    # (No load, no cost: nothing to gain from any change.)
+    gain = 1.0 if math.isinf(here) else (here - horizon[best]) / here if here > 0 else 0.0
     return Prediction(p, measured_len, latency, horizon, feasible, best, gain)
 
 
