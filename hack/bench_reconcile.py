@@ -92,6 +92,7 @@ def main() -> int:
             f"http://127.0.0.1:{free_port()}/healthz",
             "--metrics-port",
             "0",
+            "--no-leader-election",
         ],
         env=env,
         stdout=open(work / "operator.log", "wb"),  # noqa: SIM115

@@ -80,6 +80,8 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # The leader-election Lease lives in the operator's namespace, which the install creates.
+        kubectl("create", "namespace", "specdeploy-system", check=False)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "SPECDEPLOY_RESYNC_SECONDS": "3", **self.env}
         port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(

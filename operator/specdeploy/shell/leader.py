@@ -33,6 +33,15 @@ RENEW_SECONDS = 5  # a leader renews this often: three tries per lease before it
 RETRY_SECONDS = 2  # a standby looks this often
 
 
+def _brief(exc: Exception) -> str:
+    """One line for the log; a missing namespace says what to do."""
+    if isinstance(exc, ApiException):
+        if exc.status == 404 and "namespaces" in str(exc.body):
+            return "its namespace does not exist: create it, or run with --no-leader-election"
+        return f"{exc.status} {exc.reason}"
+    return str(exc)
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -107,7 +116,7 @@ class Elector:
                         "spec": {"holderIdentity": None, "leaseDurationSeconds": 1}}  # fmt: skip
                 self.api.patch_namespaced_lease(self.name, self.namespace, body)
         except (ApiException, OSError) as exc:
-            self.logger.warning("lease %s/%s not released: %s", self.namespace, self.name, exc)
+            self.logger.warning("lease %s/%s not released: %s", self.namespace, self.name, _brief(exc))
 
     def wait_to_lead(self) -> None:
         """Block until this replica leads."""
@@ -118,7 +127,7 @@ class Elector:
                 holder = self._seen[0] if self._seen else None
                 self.logger.info("standby: the lease %s/%s is held by %s", self.namespace, self.name, holder)
             except (ApiException, OSError) as exc:
-                self.logger.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                self.logger.warning("lease %s/%s: %s", self.namespace, self.name, _brief(exc))
             time.sleep(RETRY_SECONDS)
 
     def keep_leading(self, stopping: threading.Event) -> None:
@@ -133,7 +142,7 @@ class Elector:
                     return
                 last = time.monotonic()
             except (ApiException, OSError) as exc:
-                self.logger.warning("lease %s/%s not renewed: %s", self.namespace, self.name, exc)
+                self.logger.warning("lease %s/%s not renewed: %s", self.namespace, self.name, _brief(exc))
                 if time.monotonic() - last >= self.lease_seconds - RENEW_SECONDS:
                     self.logger.error("lease %s/%s not renewed for a lease: stopping", self.namespace, self.name)
                     return
