@@ -14,15 +14,18 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from ..argocd import health
 from ..conftest import ROOT
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
+from .sim_helpers import Prometheus, SimProcess, write_targets
 from .test_operator import cond, get_sd
 
 pytestmark = pytest.mark.cluster
@@ -124,3 +127,73 @@ def test_a_change_of_k_patches_the_inference_service_and_kserves_status_is_read(
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
     assert {"DraftLengthChanged", "RolloutComplete"} <= {e["reason"] for e in events if e["source"].get("component")
                                                         == "specdeploy"}  # fmt: skip
+
+
+# The e2e test's engine: small and compute-bound (one replica serves 20 req/s off, 13 at k=3), cheap to simulate.
+ENGINE = {"t_mem_ms": 15, "n_knee": 16, "t_tok_ms": 1.5, "max_num_seqs": 32, "output_tokens": 32,
+          "prompt_tokens": 128, "prefill_ms_per_ktok": 20, "t_kv_ms_per_ktok": 0.1}  # fmt: skip
+
+
+@pytest.mark.prometheus
+def test_the_closed_loop_changes_k_by_patching_the_inference_service_alone(
+    kserve_crds: None, cluster: Any, api: Any, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    """The policy in Auto, on metrics from a real Prometheus: two simulator processes stand in for the pods KServe
+    would run for the InferenceService, labelled as its predictor labels them (the PodMonitor's relabelings give
+    namespace, deployment, specdeploy_k) and loaded past what k=3 serves. The operator decides from them and
+    carries the decision out by patching the InferenceService's args (and its pods' k label): the ServingRuntime
+    and every other field stay as they were."""
+    prom = Prometheus(tmp_path / "prom").start()
+    sims = [SimProcess(f"{NAME}-predictor-{i}", 3, 18.5, namespace=namespace, deployment=NAME, seed=i + 1,
+                       profile=ENGINE) for i in range(2)]  # fmt: skip
+    operator.stop()
+    auto = Operator(cluster.kubeconfig, tmp_path / "op.log", cluster.image, args=("--prometheus-url", prom.url))
+    try:
+        write_targets(prom.targets_file, sims)
+        auto.start()
+        doc = resource()
+        measured = {k: v for k, v in ENGINE.items() if k not in ("output_tokens", "prompt_tokens")}
+        doc["spec"]["adaptive"] = {
+            "mode": "Auto", "minTokens": 1, "maxTokens": 6, "evaluationIntervalSeconds": 5, "windowSeconds": 30,
+            "minDwellSeconds": 20, "cooldownSeconds": 10, "restartSeconds": 5, "horizonSeconds": 60,
+            "prior": {"profile": {to_camel(k): v for k, v in measured.items()}},
+        }  # fmt: skip
+        kubectl_apply(doc, namespace)
+        isvc = wait_for(lambda: get(api, namespace, "inferenceservices"), timeout=60, what="InferenceService")
+        runtime = get(api, namespace, "servingruntimes")
+        ready = {"observedGeneration": isvc["metadata"]["generation"],
+                 "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+        api.custom.patch_namespaced_custom_object_status(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", NAME, {"status": ready}
+        )  # KServe's report on the pods the simulators stand in for
+
+        def changed() -> dict[str, Any] | None:
+            i = get(api, namespace, "inferenceservices")
+            return i if i and i["metadata"]["generation"] > isvc["metadata"]["generation"] else None
+
+        after = wait_for(changed, timeout=150, interval=1, what="the policy's change in the InferenceService")
+        st = get_sd(api, namespace, NAME)["status"]
+        assert st["decisions"][-1]["applied"] is True, st["decisions"]
+        assert (
+            get(api, namespace, "servingruntimes")["metadata"]["resourceVersion"]
+            == runtime["metadata"]["resourceVersion"]
+        )
+        before_pred, after_pred = isvc["spec"]["predictor"], after["spec"]["predictor"]
+        assert before_pred["model"]["args"] != after_pred["model"]["args"]
+        assert {k: v for k, v in before_pred["model"].items() if k != "args"} == {
+            k: v for k, v in after_pred["model"].items() if k != "args"
+        }
+        assert {k: v for k, v in before_pred.items() if k not in ("model", "labels", "annotations")} == {
+            k: v for k, v in after_pred.items() if k not in ("model", "labels", "annotations")
+        }
+        assert after_pred["labels"]["specdeploy.io/k"] == str(st["k"]) != "3"
+        assert {k: v for k, v in after.items() if k not in ("spec", "metadata", "status")} == {
+            k: v for k, v in isvc.items() if k not in ("spec", "metadata", "status")
+        }
+        print(f"the policy's change: {st['decisions'][-1]['reason']}")
+    finally:
+        auto.stop()
+        operator.start()
+        for s in sims:
+            s.stop()
+        prom.stop()
