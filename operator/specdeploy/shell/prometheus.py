@@ -6,6 +6,7 @@ exception: the operator never decides on stale data.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,8 +14,14 @@ from dataclasses import dataclass, field
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
 
 from ..core.observation import NoData, Observation, assemble, queries
+
+# One more try for a blip, soon after: the next evaluation is the real retry, and a pass waits for a Prometheus
+# that does not answer at most (1 + RETRIES) timeouts (the library's own default, 3 tries with backoff, ~47 s).
+RETRIES = 1
+RETRY_BACKOFF_S = 0.5
 
 
 @dataclass
@@ -25,13 +32,15 @@ class Reader:
     token: str | None = None
     timeout: float = 10.0
     verify: bool | str = True  # as requests takes it: the system's CAs, none, or a PEM bundle's path
+    retries: int = RETRIES
     queries_sent: int = field(default=0, init=False)
 
     def _client(self) -> PrometheusConnect:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         session = requests.Session()
         session.verify = self.verify
-        return PrometheusConnect(url=self.url, headers=headers, session=session, timeout=self.timeout)
+        retry = Retry(total=self.retries, backoff_factor=RETRY_BACKOFF_S, status_forcelist=(429, 500, 502, 503, 504))
+        return PrometheusConnect(url=self.url, headers=headers, session=session, timeout=self.timeout, retry=retry)
 
     def read(
         self, wanted: Iterable[tuple[str, str, str]], window_seconds: int
@@ -48,6 +57,22 @@ class Reader:
                 self.queries_sent += 1
                 raw[name] = client.custom_query(query, params=at)
         except (PrometheusApiClientException, RequestException, ValueError) as exc:
-            reason = f"Prometheus at {self.url} unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+            reason = f"Prometheus at {self.url} unavailable: {self._why(exc)}"
             return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
         return assemble(raw, wanted)
+
+    def _why(self, exc: Exception) -> str:
+        """What went wrong, in a line a user reads in the MetricsAvailable condition (the library's messages
+        carry the whole URL-encoded query)."""
+        text = str(exc)
+        if "timed out" in text or isinstance(exc, requests.exceptions.Timeout):
+            return f"no answer within the {self.timeout:g}s timeout"
+        if status := re.search(r"too many (\d{3}) error responses", text):
+            return f"it answered HTTP {status.group(1)} ({1 + self.retries} tries)"
+        if status := re.search(r"HTTP Status Code (\d{3}) \((.*)\)", text, re.S):
+            return f"it answered HTTP {status.group(1)}: {status.group(2)[:160]}"
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return "connection failed (nothing listening, or the address unreachable)"
+        if isinstance(exc, ValueError):
+            return f"its answer is not the JSON the query API gives ({type(exc).__name__})"
+        return f"{type(exc).__name__}: {text[:160]}"
