@@ -11,15 +11,18 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
+from ..core.reconcile import Phase
 from . import telemetry
 from .endpoints import Connection, EndpointSource
 from .kube import Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
-from .sync import changed, reconcile
+from .sync import changed, reconcile_and_write
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
 
@@ -113,15 +116,29 @@ def _carry_out(
     now: datetime,
     logger: logging.Logger,
 ) -> None:
-    """Write the evaluation's status. An Auto change of k is carried out at once by a reconcile pass, which
-    renders the new k and starts the rolling restart; its status goes out in the same write, so no reader sees
-    the new k beside the old rollout's state. A recommendation is posted as an Event once."""
+    """Write the evaluation's status. The decision was made on the snapshot the pass listed, so it is written only
+    if the resource has not changed since (the write carries the snapshot's resourceVersion): a newer spec, or
+    another writer's status, wins, and the resource is evaluated afresh next pass. An Auto change of k is then
+    carried out by a reconcile pass, which renders the recorded k and starts the rolling restart: recorded
+    first, it happens exactly once even if the operator dies in between (the next pass applies what status
+    records). A recommendation is posted as an Event once."""
     status = cr.get("status") or {}
     decision, patch = evaluate(spec, status, obs, now)
     acts = "k" in patch
+    if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete
+        patch = {**patch, "rollout": Phase.PROGRESSING}
+    try:
+        version = write_status(clients, cr, changed(status, patch), guarded=True)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        logger.info(
+            "%s/%s changed since it was read: evaluated afresh at its next interval", *telemetry.resource_key(cr)
+        )
+        return
     if acts:
-        patch = {**patch, **reconcile(clients, {**cr, "status": {**status, **patch}}, logger)}
-    write_status(clients, cr, changed(status, patch))
+        recorded = {**cr, "metadata": {**cr["metadata"], "resourceVersion": version}, "status": {**status, **patch}}
+        reconcile_and_write(clients, recorded, logger)
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return

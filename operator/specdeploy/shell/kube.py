@@ -166,13 +166,20 @@ def list_resources(clients: Clients, namespaces: list[str]) -> list[dict[str, An
     ]
 
 
-def write_status(clients: Clients, cr: dict[str, Any], changed: dict[str, Any]) -> None:
-    """Merge-patch the changed status fields through the status subresource (nothing when nothing changed)."""
-    if changed:
-        meta = cr["metadata"]
-        clients.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": changed}
-        )
+def write_status(clients: Clients, cr: dict[str, Any], changed: dict[str, Any], guarded: bool = False) -> str | None:
+    """Merge-patch the changed status fields through the status subresource (nothing when nothing changed);
+    returns the new resourceVersion. ``guarded``: only if the resource is still at the resourceVersion ``cr`` was
+    read at (the API server answers 409 Conflict otherwise)."""
+    if not changed:
+        return None
+    meta = cr["metadata"]
+    body: dict[str, Any] = {"status": changed}
+    if guarded:
+        body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    res = clients.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+    )
+    return (res.get("metadata") or {}).get("resourceVersion")
 
 
 def k_label(cr: dict[str, Any]) -> str:

@@ -56,7 +56,7 @@ def serve(port: int, logger: logging.Logger) -> None:
             logger.error("operator metrics not served on port %d: %s", port, exc)
 
 
-def _key(cr: dict[str, Any]) -> tuple[str, str]:
+def resource_key(cr: dict[str, Any]) -> tuple[str, str]:
     return cr["metadata"]["namespace"], cr["metadata"]["name"]
 
 
@@ -70,7 +70,7 @@ def evaluated(
     cr: dict[str, Any], obs: Observation | NoData, decision: Decision | None, status: dict[str, Any], acted: bool
 ) -> None:
     """One evaluation and the status it produced."""
-    key, now = _key(cr), time.time()
+    key, now = resource_key(cr), time.time()
     EVALUATIONS.labels("no_data" if isinstance(obs, NoData) else "observed").inc()
     _of(METRICS_AVAILABLE, key).set(0 if isinstance(obs, NoData) else 1)
     if isinstance(obs, Observation):
@@ -97,7 +97,7 @@ def evaluated(
 
 
 def reconciled(cr: dict[str, Any], status: dict[str, Any]) -> None:
-    _of(ROLLOUT_FAILED, _key(cr)).set(1 if status.get("rollout") == Phase.FAILED else 0)
+    _of(ROLLOUT_FAILED, resource_key(cr)).set(1 if status.get("rollout") == Phase.FAILED else 0)
 
 
 @contextmanager
