@@ -548,9 +548,16 @@ def running() -> bool:
 
 
 def scale_operator(replicas: int) -> None:
-    """Scale the installed operator (if any): tests run their own, never two at once."""
+    """Scale the installed operator (if any): tests run their own, never two at once. Scaled to zero, its pods
+    are waited for, and the leader-election Lease is removed: a pod killed at the end of its grace period holds
+    it for one lease more, which would keep the tests' own operator waiting as a standby."""
     if "deployment" in kubectl("get", "deployment", "-n", OPERATOR_NAMESPACE, "-o", "name", "--ignore-not-found"):
         kubectl("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR_DEPLOYMENT}", f"--replicas={replicas}")
+        if replicas == 0:
+            pods = ("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=specdeploy-operator",
+                    "-o", "name")  # fmt: skip
+            wait(lambda: kubectl(*pods).strip() == "", "the operator's pods gone", timeout=120, interval=1)
+            kubectl("-n", OPERATOR_NAMESPACE, "delete", "lease", "specdeploy-operator", "--ignore-not-found")
 
 
 def status() -> int:

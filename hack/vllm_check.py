@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from specdeploy.api import KIND, METHODS_WITH_SCHEDULE, SpecError, validate_manifest
-from specdeploy.core.kserve import served_command
+from specdeploy.core.kserve import MODEL_DIR, served_command
 from specdeploy.core.model import Setting, parse_schedule
 from specdeploy.core.objects import render_all
 from specdeploy.core.observation import queries
@@ -100,8 +100,11 @@ def containers(
     for name, spec in named_specs:
         for k in settings_of(spec):
             workload, other, *_ = render_all(Owner(name.split("/")[-1], "ns", "uid"), spec, k)
+            model_dirs = {}
             if workload["kind"] == "InferenceService":
                 command, args = served_command(other, workload)
+                if spec.kserve.storage_uri:  # KServe puts the weights there: the judge finds the model's config
+                    model_dirs = {MODEL_DIR: spec.target.model}
             else:
                 c = workload["spec"]["template"]["spec"]["containers"][0]
                 command, args = c["command"], c["args"]
@@ -109,7 +112,7 @@ def containers(
             key = json.dumps([command, args])
             if key not in seen:
                 seen.add(key)
-                out.append({"name": f"{name} k={k}", "command": command, "args": args})
+                out.append({"name": f"{name} k={k}", "command": command, "args": args, "model_dirs": model_dirs})
     return out
 
 

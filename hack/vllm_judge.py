@@ -72,11 +72,24 @@ def engine_config(command: list[str], args: list[str]) -> Any:
     return AsyncEngineArgs.from_cli_args(serve_namespace(command, args)).create_engine_config()
 
 
-def judge_commands(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_model_dirs(item: dict[str, Any], home: Path) -> list[str]:
+    """The item's args with each ``model_dirs`` path (where KServe puts a storageUri's weights) replaced by a
+    directory holding that Hub model's config.json, as the pod would find it there."""
+    configs = json.loads(HF_CONFIGS.read_text())["models"]
+    args = list(item["args"])
+    for path, repo in (item.get("model_dirs") or {}).items():
+        local = home / "model-dirs" / repo.replace("/", "--")
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "config.json").write_text(json.dumps(configs[repo]))
+        args = [str(local) if a == path else a for a in args]
+    return args
+
+
+def judge_commands(items: list[dict[str, Any]], home: Path) -> list[dict[str, Any]]:
     out = []
     for item in items:
         try:
-            engine_config(item["command"], item["args"])
+            engine_config(item["command"], with_model_dirs(item, home))
             out.append({"name": item["name"], "ok": True, "error": ""})
         except Exception as exc:  # vLLM's verdict, whatever its type
             out.append({"name": item["name"], "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -123,7 +136,7 @@ def main(argv: list[str]) -> int:
         os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_TARGET_DEVICE="cpu")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         if argv[0] == "commands":
-            result: Any = judge_commands(json.load(sys.stdin))
+            result: Any = judge_commands(json.load(sys.stdin), Path(home))
         elif argv[0] == "metrics":
             result = metrics_text(json.load(sys.stdin))
         else:
