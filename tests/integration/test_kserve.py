@@ -22,6 +22,9 @@ import pytest
 import yaml
 from pydantic.alias_generators import to_camel
 
+from specdeploy.core.reconcile import recorded_setting
+from specdeploy.core.render import k_label
+
 from ..argocd import health
 from ..conftest import ROOT
 from .conftest import Operator, kubectl, kubectl_apply, wait_for
@@ -186,7 +189,8 @@ def test_the_closed_loop_changes_k_by_patching_the_inference_service_alone(
         assert {k: v for k, v in before_pred.items() if k not in ("model", "labels", "annotations")} == {
             k: v for k, v in after_pred.items() if k not in ("model", "labels", "annotations")
         }
-        assert after_pred["labels"]["specdeploy.io/k"] == str(st["k"]) != "3"
+        # (a k, or a per-batch-size schedule: eagle3 runs vLLM's)
+        assert after_pred["labels"]["specdeploy.io/k"] == k_label(recorded_setting(st)) != "3"
         assert {k: v for k, v in after.items() if k not in ("spec", "metadata", "status")} == {
             k: v for k, v in isvc.items() if k not in ("spec", "metadata", "status")
         }
