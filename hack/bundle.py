@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from install import base_objects
+from install import base_objects, dump
 from specdeploy import __version__
 from specdeploy.api import GROUP, KIND, PLURAL, VERSION
 from specdeploy.api.crd import crd_yaml
@@ -50,19 +50,6 @@ STATUS_DESCRIPTORS = [
     ("rollout", "Rollout", []),
     ("readyReplicas", "Ready replicas", ["urn:alm:descriptor:com.tectonic.ui:podCount"]),
 ]
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the description, alm-examples) as literal blocks, as bundle authors write them."""
-
-
-_Dumper.add_representer(
-    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
-)
-
-
-def dump(obj: Any) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

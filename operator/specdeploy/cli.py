@@ -161,12 +161,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Closed-loop policy vs always-off, static k, best static and the oracle, on shipped or given traces."""
+    from .offline.plot import FORMATS as PLOT_FORMATS
+    from .offline.plot import plot
     from .offline.simulate import compare, table
     from .offline.trace import load_trace
 
     paths = args.trace or sorted(str(p) for p in (Path(__file__).parent / "offline" / "traces").glob("*.yaml"))
-    if args.plot and Path(args.plot).suffix not in (".png", ".svg", ".html"):
-        raise UsageError(f"--plot {args.plot}: the picture must be a .png, .svg or .html file")
+    if args.plot and Path(args.plot).suffix not in PLOT_FORMATS:
+        raise UsageError(f"--plot {args.plot}: the picture must be one of {', '.join(PLOT_FORMATS)}")
     results = []
     for path in paths:
         try:
@@ -177,8 +179,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             trace = dataclasses.replace(trace, adaptive=trace.adaptive.model_copy(update={"slo_ms": args.slo_ms}))
         results.append(compare(trace))
         if args.plot:
-            from .offline.plot import plot
-
             out = Path(args.plot)
             plot(trace, results[-1], out if len(paths) == 1 else out.with_name(f"{out.stem}-{trace.name}{out.suffix}"))
     if args.json:

@@ -44,8 +44,11 @@ def answer(status: int, body: bytes) -> Callable[[http.server.BaseHTTPRequestHan
     return respond
 
 
+ANSWER_NOW = threading.Event()  # the slow Prometheus answers once the test has its verdict
+
+
 def slow(h: http.server.BaseHTTPRequestHandler) -> None:
-    time.sleep(3)
+    ANSWER_NOW.wait(timeout=60)
     answer(200, b'{"status":"success","data":{"resultType":"vector","result":[]}}')(h)
 
 
@@ -62,10 +65,12 @@ FAULTS = {
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_misbehaving_prometheus_gives_no_data_with_the_reason(fault: str) -> None:
     respond, says = FAULTS[fault]
+    ANSWER_NOW.clear()
     for url in serving(respond):
         started = time.monotonic()
         out = Reader(url, timeout=1).read(WANTED, window_seconds=60)
         assert time.monotonic() - started < 8  # the batch gives up at its first failing query
+        ANSWER_NOW.set()  # (lets the server stop)
         assert set(out) == {("ns", "llm"), ("ns", "other")}
         for obs in out.values():
             assert isinstance(obs, NoData) and obs.reason.startswith(f"Prometheus at {url} unavailable: {says}"), obs

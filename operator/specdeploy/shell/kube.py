@@ -15,6 +15,8 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from ..core.kserve import API_GROUP as KSERVE_GROUP
+from ..core.kserve import ISVC_VERSION
 from ..core.reconcile import recorded_setting
 from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site, wants_pod_monitors
 from ..core.render import k_label as pod_k_label
@@ -36,7 +38,6 @@ class Clients:
 
 OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only
 MONITORING_GROUP = "monitoring.coreos.com"  # the prometheus-operator's PodMonitor
-KSERVE_GROUP, KSERVE_VERSION = "serving.kserve.io", "v1beta1"
 
 
 def api_groups(api: kubernetes.client.ApiClient) -> set[str]:
@@ -100,7 +101,7 @@ def read_workload(clients: Clients, kind: str, name: str, namespace: str) -> dic
     try:
         if kind == "InferenceService":
             return clients.custom.get_namespaced_custom_object(
-                KSERVE_GROUP, KSERVE_VERSION, namespace, "inferenceservices", name
+                KSERVE_GROUP, ISVC_VERSION, namespace, "inferenceservices", name
             )
         res = clients.apps.read_namespaced_deployment(name, namespace)
     except ApiException as exc:
