@@ -387,3 +387,33 @@ def test_a_growing_queue_is_left_even_where_the_model_says_the_setting_serves() 
                          last_eval=T0 - 60)  # fmt: skip
     assert run(obs(15, 3), 3, recent).action == KEEP
     assert run(obs(15, 3, waiting=40), 3, recent).action != KEEP
+
+
+def test_the_users_k_set_during_the_policys_rollout_wins_even_when_it_fails() -> None:
+    spec = validate_spec(SPEC)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    assert change["decisions"][-1]["applied"] and change["policy"]["pending_from"] == 3
+    # Mid-rollout the user sets k=5 in the spec: the reconcile pass records it in status; its pods then fail.
+    user = validate_spec({**SPEC, "speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}})
+    failed = {**status(k=5, policy=change["policy"], decisions=change["decisions"]), "specK": 5, "rollout": "Failed"}
+    later = datetime.fromtimestamp(T0 + 60, UTC)
+    decision, patch = evaluate(user, failed, obs(27.3, 5), later)
+    assert decision is not None and decision.action == KEEP and "k" not in patch  # no rollback over the user's k
+    record = patch["decisions"][-1]
+    assert record["action"] == "user-change" and record["toK"] == 5 and "still rolling out" in record["reason"]
+    assert patch["policy"]["k"] == 5 and patch["policy"]["pending_from"] is None
+    # Once adopted it is not recorded again.
+    _, again = evaluate(user, {**failed, "policy": patch["policy"], "decisions": patch["decisions"]}, obs(27.3, 5),
+                        later)  # fmt: skip
+    assert "decisions" not in again
+
+
+def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:
+    spec = validate_spec(SPEC)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    failed = {**status(k=change["k"], policy=change["policy"], decisions=change["decisions"]), "rollout": "Failed"}
+    if change.get("schedule"):
+        failed["schedule"] = change["schedule"]
+    decision, patch = evaluate(spec, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
+    assert decision is not None and decision.action == "rollback" and patch["k"] == 3
+    assert [d["action"] for d in patch["decisions"]][-1] == "rollback"

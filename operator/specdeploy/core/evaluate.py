@@ -26,7 +26,7 @@ from ..api import (
 )
 from .model import schedule_label, top_k
 from .observation import NoData, Observation
-from .policy import KEEP, Decision, PolicyState, Rollout, budget_left, decide, rollback
+from .policy import KEEP, USER_CHANGE, Decision, PolicyState, Rollout, budget_left, decide, label, rollback
 from .prior import prior_of_spec
 from .reconcile import Phase, recorded_setting
 from .status import as_patch, condition, merge, transition_time
@@ -113,20 +113,45 @@ def evaluate(
         out.k = top_k(to)
         out.schedule = None if isinstance(to, int) else schedule_label(to)
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
+    entries = [] if (user := _user_change(status, now)) is None else [user]
     if decision.action != KEEP:
-        entry = DecisionRecord(
-            time=now_iso(now),
-            action=decision.action,
-            from_k=k,
-            to_k=out.recommended_k,
-            setting=None if to is None else schedule_label(to),
-            reason=decision.reason,
-            expected_gain=decision.expected_gain,
-            applied=acts,
+        entries.append(
+            DecisionRecord(
+                time=now_iso(now),
+                action=decision.action,
+                from_k=k,
+                to_k=out.recommended_k,
+                setting=None if to is None else schedule_label(to),
+                reason=decision.reason,
+                expected_gain=decision.expected_gain,
+                applied=acts,
+            )
         )
+    if entries:
         history = [DecisionRecord.model_validate(d) for d in status.get("decisions") or []]
-        out.decisions = [*history, entry][-HISTORY:]
+        out.decisions = [*history, *entries][-HISTORY:]
     return decision, as_patch(out)
+
+
+def _user_change(status: dict[str, Any], now: datetime) -> DecisionRecord | None:
+    """The setting running is not the one the policy last chose or adopted: the user changed the spec (in the
+    middle of the policy's own rollout, perhaps). The history says so; the policy adopts it as a new setting."""
+    state = PolicyState.from_dict(status.get("policy"))
+    running = recorded_setting(status) or 0
+    if state.k is None or state.k == running:
+        return None
+    replaced = (
+        f"; the policy's change to {label(state.k)} was still rolling out" if state.pending_from is not None else ""
+    )
+    return DecisionRecord(
+        time=now_iso(now),
+        action=USER_CHANGE,
+        from_k=top_k(state.k),
+        to_k=top_k(running),
+        setting=schedule_label(running),
+        reason=f"the spec now asks for {label(running)} (was {label(state.k)}): the user's setting wins{replaced}",
+        applied=True,
+    )
 
 
 def _metrics_condition(old: list[dict[str, Any]], obs: Observation | NoData, now: datetime, gen: int) -> Condition:
@@ -139,9 +164,10 @@ def _metrics_condition(old: list[dict[str, Any]], obs: Observation | NoData, now
 def _decide(
     spec: SpeculativeDeploymentSpec, status: dict[str, Any], obs: Observation | NoData, now: datetime
 ) -> Decision:
-    """A rollback after a failed rollout of the policy's own change, else the policy's decision."""
+    """A rollback after a failed rollout of the policy's own change (not of a setting the user has since put in
+    its place: that one is the user's to fix, and Degraded says why), else the policy's decision."""
     state, ts = PolicyState.from_dict(status.get("policy")), now.timestamp()
-    if status.get("rollout") == Phase.FAILED:
+    if status.get("rollout") == Phase.FAILED and state.k == (recorded_setting(status) or 0):
         back = rollback(state, ts, "new pods did not become ready before the progress deadline")
         if back is not None:
             return back

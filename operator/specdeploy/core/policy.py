@@ -65,6 +65,7 @@ from .model import (
 from .observation import NoData, Observation
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
+USER_CHANGE = "user-change"  # not the policy's: the history's record that the user's spec replaced its setting
 HOUR_S = 3600.0  # the restart budget's window (spec.adaptive.maxRestartsPerHour)
 
 # Tuned constants. Each was set on the shipped traces (hack/bench_policy.py) and pinned by a test in
