@@ -57,3 +57,22 @@ def test_a_decision_on_a_stale_snapshot_is_dropped_and_the_newer_spec_wins(
     fresh = get_sd(api, namespace)
     _carry_out(clients(), fresh, validate_spec(fresh["spec"]), obs, datetime.now(UTC), logging.getLogger("t"))
     assert get_sd(api, namespace)["status"]["metrics"]["requestRate"] == SATURATED.request_rate
+
+
+def test_a_conflict_with_another_status_writer_is_retried_on_fresh_state(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    """Another writer changes status after the pass read the resource (409 for the guarded write): the evaluation
+    is made again on the resource as it is now, and both writes survive."""
+    kubectl_apply(sample(adaptive={"mode": "Auto", "minTokens": 1, "maxTokens": 6}), namespace)
+    wait_for(lambda: (get_sd(api, namespace).get("status") or {}).get("rollout"), what="status")
+    stale = get_sd(api, namespace)
+    api.custom.patch_namespaced_custom_object_status(
+        "specdeploy.io", "v1alpha1", namespace, "speculativedeployments", "llama-8b",
+        {"status": {"kopf": {"other-writer": "was here"}}},
+    )  # fmt: skip
+    obs = Observation(**{**SATURATED.__dict__, "namespace": namespace})
+    _carry_out(clients(), stale, validate_spec(stale["spec"]), obs, datetime.now(UTC), logging.getLogger("t"))
+    st = get_sd(api, namespace)["status"]
+    assert st["metrics"]["requestRate"] == SATURATED.request_rate  # written on the second try
+    assert st["kopf"]["other-writer"] == "was here"

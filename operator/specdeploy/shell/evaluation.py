@@ -11,18 +11,19 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from ..core.reconcile import Phase
-from . import telemetry
+from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
 from .kube import Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
-from .sync import changed, reconcile_and_write
+from .sync import changed, reconcile
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
 
@@ -92,7 +93,15 @@ def evaluate_all(
         return connections[name]
 
     for cr, spec, obs in observe(due, connection_of):
-        _carry_out(clients, cr, spec, obs, now, logger)
+        try:
+            _carry_out(clients, cr, spec, obs, now, logger)
+        except (ApiException, kopf.TemporaryError) as exc:  # one resource's failure must not stop the others'
+            telemetry.EVALUATIONS.labels("error").inc()
+            logger.warning("evaluation of %s/%s failed, retried at its next interval: %s", *telemetry.resource_key(cr),
+                           exc)  # fmt: skip
+        except Exception:  # a bug: its traceback, and the other resources still evaluated
+            telemetry.EVALUATIONS.labels("error").inc()
+            logger.exception("evaluation of %s/%s failed; retried at its next interval", *telemetry.resource_key(cr))
 
 
 def _connect(
@@ -108,6 +117,10 @@ def _connect(
         return NoData(f"metrics endpoint {name or config.default!r}: {exc}")
 
 
+CONFLICT_RETRIES = 3  # fresh reads after a 409 before a resource is left to its next interval: enough to get past a
+# burst of other writers, few enough that one contended resource cannot hold up the pass
+
+
 def _carry_out(
     clients: Clients,
     cr: dict[str, Any],
@@ -116,29 +129,64 @@ def _carry_out(
     now: datetime,
     logger: logging.Logger,
 ) -> None:
-    """Write the evaluation's status. The decision was made on the snapshot the pass listed, so it is written only
-    if the resource has not changed since (the write carries the snapshot's resourceVersion): a newer spec, or
-    another writer's status, wins, and the resource is evaluated afresh next pass. An Auto change of k is then
-    carried out by a reconcile pass, which renders the recorded k and starts the rolling restart: recorded
-    first, it happens exactly once even if the operator dies in between (the next pass applies what status
-    records). A recommendation is posted as an Event once."""
+    """Write the evaluation and carry out its decision. The decision is made on the snapshot the pass listed and
+    written only if the resource has not changed since (the write carries the snapshot's resourceVersion). On a
+    409 the resource is read again and evaluated afresh on its new state (a newer spec, or another writer's
+    status, wins), as long as the observation is still of its pods; else it waits for its next interval."""
+    for _ in range(CONFLICT_RETRIES + 1):
+        try:
+            return _record(clients, cr, spec, obs, now, logger)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        fresh = _reread(clients, cr)
+        if fresh is None:
+            break
+        cr, spec = fresh
+    logger.info("%s/%s changed since it was read: evaluated afresh at its next interval", *telemetry.resource_key(cr))
+
+
+def _reread(clients: Clients, cr: dict[str, Any]) -> Resource | None:
+    """The resource as it is now, if the pass's observation still applies to it: the same object, not being
+    deleted, a valid spec that wants evaluating, and the same pods (the setting in status unchanged)."""
+    meta = cr["metadata"]
+    try:
+        fresh = clients.custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+        spec = validate_spec(fresh.get("spec"))
+    except (ApiException, SpecError):
+        return None
+    same = fresh["metadata"]["uid"] == meta["uid"] and not fresh["metadata"].get("deletionTimestamp")
+    if not same or spec.adaptive.mode == AdaptiveMode.OFF or k_label(fresh) != k_label(cr):
+        return None
+    return fresh, spec
+
+
+def _record(
+    clients: Clients,
+    cr: dict[str, Any],
+    spec: SpeculativeDeploymentSpec,
+    obs: Observation | NoData,
+    now: datetime,
+    logger: logging.Logger,
+) -> None:
+    """Evaluate, write status guarded by ``cr``'s resourceVersion (409 if it moved), then carry out an Auto change:
+    a reconcile pass renders the recorded setting and starts the rolling restart. Recorded first, a change happens
+    exactly once even if the operator dies at any step (the next pass applies what status records; the fail
+    points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once."""
     status = cr.get("status") or {}
     decision, patch = evaluate(spec, status, obs, now)
     acts = "k" in patch
+    action = decision.action if decision else ""
     if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete
         patch = {**patch, "rollout": Phase.PROGRESSING}
-    try:
-        version = write_status(clients, cr, changed(status, patch), guarded=True)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        logger.info(
-            "%s/%s changed since it was read: evaluated afresh at its next interval", *telemetry.resource_key(cr)
-        )
-        return
+        failpoints.reach("decided", action)
+    version = write_status(clients, cr, changed(status, patch), guarded=True)
     if acts:
+        failpoints.reach("recorded", action)
         recorded = {**cr, "metadata": {**cr["metadata"], "resourceVersion": version}, "status": {**status, **patch}}
-        reconcile_and_write(clients, recorded, logger)
+        rolled = reconcile(clients, recorded, logger)
+        failpoints.reach("applied", action)
+        write_status(clients, recorded, changed(recorded["status"], rolled))
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return
