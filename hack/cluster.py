@@ -148,6 +148,23 @@ def stop_all() -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def crash(*names: str) -> None:
+    """Kill these components at once (SIGKILL, as a crash would), for the fault tests; :func:`recover` restarts
+    them with the same flags and data."""
+    pids = _pids()
+    for name in names:
+        pid = pids.get(name)
+        if pid is not None and _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            wait(lambda pid=pid: not _alive(pid), f"{name} to die", timeout=15, interval=0.1)
+
+
+def recover() -> None:
+    """Start whatever control-plane component is not running (after :func:`crash`); returns once the API server
+    is ready."""
+    control_plane(binaries())
+
+
 # --- pieces ------------------------------------------------------------------------------------------------------
 
 

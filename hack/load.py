@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
+import urllib3
 
 POLL_SECONDS = 0.5  # how soon a newly Ready pod gets its share; each poll is one pod list per deployment
 
@@ -49,8 +50,8 @@ class PodLoad:
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(POLL_SECONDS):
             for (namespace, deployment), load in list(self.loads.items()):
-                # A namespace going away or the apiserver restarting: the next poll tries again.
-                with contextlib.suppress(kubernetes.client.ApiException):
+                # A namespace going away or the API server restarting: the next poll tries again.
+                with contextlib.suppress(kubernetes.client.ApiException, urllib3.exceptions.HTTPError):
                     self._share(namespace, deployment, load)
 
     def start(self) -> threading.Event:
