@@ -28,12 +28,13 @@ P = [0.75, 0.55, 0.40]
 T0 = time.time()
 
 
-def exposition(n: int) -> bytes:
+def exposition(names: list[str], namespace: str = "bench") -> bytes:
+    """vLLM-named series for two k=3 pods of each named deployment, counters growing at fixed rates."""
     t = time.time() - T0
     lines = []
-    for d in range(n):
+    for d in names:
         for pod in range(2):
-            lab = f'namespace="bench",deployment="d{d}",pod="d{d}-{pod}",specdeploy_k="3",model_name="m",engine="0"'
+            lab = f'namespace="{namespace}",deployment="{d}",pod="{d}-{pod}",specdeploy_k="3",model_name="m",engine="0"'
             drafts = 100 * t
             lines += [
                 f"vllm:num_requests_running{{{lab}}} 8",
@@ -54,10 +55,12 @@ def exposition(n: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def serve(n: int) -> tuple[ThreadingHTTPServer, int]:
+def serve(names: list[str], namespace: str = "bench") -> tuple[ThreadingHTTPServer, int]:
+    """The synthetic exporter on a free local port."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = exposition(n)
+            body = exposition(names, namespace)
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
@@ -79,7 +82,7 @@ def main() -> int:
     args = ap.parse_args()
     print(f"{'resources':>10}{'queries':>9}{'seconds':>10}{'observed':>10}")
     for n in args.sizes:
-        srv, port = serve(n)
+        srv, port = serve([f"d{d}" for d in range(n)])
         prom = Prometheus(Path(tempfile.mkdtemp(prefix="specdeploy-benchprom-"))).start()
         try:
             prom.targets_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {}}]))

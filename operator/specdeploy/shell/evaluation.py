@@ -66,18 +66,30 @@ def evaluate_all(
     now = datetime.now(UTC)
     items = list_resources(clients, namespaces)
     telemetry.forget_all_but((cr["metadata"]["namespace"], cr["metadata"]["name"]) for cr in items)
-    due = []
+    due, lag = [], 0.0
     for cr, spec in valid(items, lambda *_: None):
         meta = cr["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         if spec.adaptive.mode == AdaptiveMode.OFF or meta.get("deletionTimestamp"):
             continue
-        if now.timestamp() - last.get(key, 0.0) >= spec.adaptive.evaluation_interval_seconds:
+        late = now.timestamp() - last.get(key, 0.0) - spec.adaptive.evaluation_interval_seconds
+        if late >= 0:
+            lag = max(lag, late if key in last else 0.0)
             last[key] = now.timestamp()
             due.append((cr, spec))
 
     if not due:
         return
+    telemetry.EVALUATION_LAG.set(lag)
+    telemetry.EVALUATION_PASS_SIZE.set(len(due))
+    with telemetry.EVALUATION_PASS.time():
+        _evaluate_due(clients, source, due, now, logger)
+
+
+def _evaluate_due(
+    clients: Clients, source: EndpointSource, due: list[Resource], now: datetime, logger: logging.Logger
+) -> None:
+    """One batch of metrics per endpoint, then each resource on its own: one's failure never stops the others."""
     try:
         config = source.load(clients)
     except SpecError as exc:

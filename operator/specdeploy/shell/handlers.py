@@ -95,7 +95,8 @@ async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:
         try:
             if time.monotonic() >= next_resync:
                 next_resync = time.monotonic() + RESYNC_SECONDS
-                await asyncio.to_thread(resync_all, clients, namespaces, logger)
+                with telemetry.RESYNC_PASS.time():
+                    await asyncio.to_thread(resync_all, clients, namespaces, logger)
             await asyncio.to_thread(evaluate_all, clients, source, namespaces, last_eval, logger)
         except Exception as exc:  # the loop must survive an API or Prometheus outage
             logger.warning("control loop pass failed, retrying: %s", exc)

@@ -41,6 +41,15 @@ METRICS_AGE = Gauge("specdeploy_metrics_age_seconds", "Seconds since the last ev
 ROLLOUT_FAILED = Gauge("specdeploy_rollout_failed", "1 while the workload's rollout has failed.", PER_RESOURCE)
 RECONCILE_SECONDS = Histogram("specdeploy_reconcile_duration_seconds", "Duration of one reconcile pass.")
 RECONCILE_ERRORS = Counter("specdeploy_reconcile_errors_total", "Reconcile passes that raised.")
+PASS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # one resource to a few thousand
+RESYNC_PASS = Histogram("specdeploy_resync_duration_seconds", "One resync pass over every resource.",
+                        buckets=PASS_BUCKETS)  # fmt: skip
+EVALUATION_PASS = Histogram("specdeploy_evaluation_pass_duration_seconds",
+                            "One pass over the resources due: metrics read, policy, status writes.",
+                            buckets=PASS_BUCKETS)  # fmt: skip
+EVALUATION_PASS_SIZE = Gauge("specdeploy_evaluation_pass_resources", "Resources the last evaluation pass evaluated.")
+EVALUATION_LAG = Gauge("specdeploy_evaluation_lag_seconds",
+                       "How late the last pass started its most overdue evaluation (0: on time).")  # fmt: skip
 
 _last_data: dict[tuple[str, str], float] = {}
 _children: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}  # per resource: (metric, label values)
