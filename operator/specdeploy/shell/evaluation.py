@@ -151,6 +151,7 @@ def _carry_out(
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            telemetry.CONFLICTS.inc()
         fresh = _reread(clients, cr)
         if fresh is None:
             break

@@ -41,6 +41,8 @@ METRICS_AGE = Gauge("specdeploy_metrics_age_seconds", "Seconds since the last ev
 ROLLOUT_FAILED = Gauge("specdeploy_rollout_failed", "1 while the workload's rollout has failed.", PER_RESOURCE)
 RECONCILE_SECONDS = Histogram("specdeploy_reconcile_duration_seconds", "Duration of one reconcile pass.")
 RECONCILE_ERRORS = Counter("specdeploy_reconcile_errors_total", "Reconcile passes that raised.")
+CONFLICTS = Counter("specdeploy_status_conflicts_total",
+                    "Status writes refused (409) because the resource changed since it was read.")  # fmt: skip
 PASS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # one resource to a few thousand
 RESYNC_PASS = Histogram("specdeploy_resync_duration_seconds", "One resync pass over every resource.",
                         buckets=PASS_BUCKETS)  # fmt: skip

@@ -59,8 +59,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument(
         "--sim-fail-settings",
         default=os.environ.get("SPECDEPLOY_SIM_FAIL_SETTINGS", ""),
-        help="space-separated settings (k or schedule labels, as in status) that crash at start, as a draft "
+        help="space-separated settings (k or schedule labels, as in status) that fail at start, as a draft "
         "length that does not fit in GPU memory would; !S: every setting but S",
+    )
+    p.add_argument(
+        "--sim-fail-mode",
+        choices=("crash", "hang"),
+        default=os.environ.get("SPECDEPLOY_SIM_FAIL_MODE", "crash"),
+        help="how a failing setting fails: crash (exit 1: the pod crash-loops) or hang (never listens, as a model "
+        "load that never finishes: the pod runs, never Ready)",
     )
     return p.parse_known_args(argv)
 
@@ -314,18 +321,22 @@ def fails_at_start(setting: str, rules: list[str]) -> bool:
 async def serve(args: argparse.Namespace) -> None:
     server = SimServer(args)
     setting = schedule_label(server.k)
+    # As PID 1 of a container a process gets no default SIGTERM handling: without this, every pod deletion would
+    # wait out its whole termination grace period (vLLM shuts down on SIGTERM).
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     if fails_at_start(setting, args.sim_fail_settings.split()):
-        raise SystemExit(f"simulated start failure for setting {setting} (--sim-fail-settings)")
+        if args.sim_fail_mode == "crash":
+            raise SystemExit(f"simulated start failure for setting {setting} (--sim-fail-settings)")
+        log.info("simulated start that never finishes for setting %s (--sim-fail-mode hang)", setting)
+        await stopping.wait()
+        return
     if args.sim_startup_seconds:
         await asyncio.sleep(args.sim_startup_seconds)  # model load: nothing listens yet, as with vLLM
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     log.info("simulating %s with k=%s (%s) on %s:%d", server.model_name, setting, server.method, args.host, args.port)
-    # As PID 1 of a container a process gets no default SIGTERM handling: without this, every pod deletion would
-    # wait out its whole termination grace period (vLLM shuts down on SIGTERM).
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     engine = asyncio.create_task(server.run_engine())
     await stopping.wait()
     log.info("SIGTERM: shutting down")
