@@ -340,3 +340,17 @@ def test_the_readme_example_is_the_sample_the_tests_run() -> None:
     readme = (ROOT / "README.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert example == (ROOT / "manifests/samples/llama-8b.yaml").read_text()
+
+
+@pytest.mark.parametrize(("path", "value"), [(("replicas",), True), (("replicas",), 2.0), (("replicas",), "2"),
+                                             (("rollout", "maxUnavailable"), False)])  # fmt: skip
+def test_types_are_checked_as_strictly_as_the_api_server_does(path: tuple[str, ...], value: object) -> None:
+    """A boolean, 2.0 or "2" is no integer to the API server's schema, so validation must not coerce it."""
+    raw = copy.deepcopy(SAMPLE["spec"])
+    parent = raw
+    for key in path[:-1]:
+        parent = parent.setdefault(key, {})
+    parent[path[-1]] = value
+    with pytest.raises(SpecError) as exc:
+        validate_spec(raw)
+    assert exc.value.problems[0].path.startswith("spec." + ".".join(path))

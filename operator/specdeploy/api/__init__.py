@@ -13,6 +13,7 @@ the operator and the CLI validate with them. Two layers of checks:
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -703,8 +704,8 @@ _MANAGED_CONFIG_KEYS = frozenset(
 
 def validate_spec(raw: dict[str, Any] | None) -> SpeculativeDeploymentSpec:
     """Parse and check a spec; raise :class:`SpecError` listing every problem with its field path."""
-    try:
-        spec = SpeculativeDeploymentSpec.model_validate(raw or {})
+    try:  # strictly, as JSON: a boolean or 2.0 is no integer, "3" no number (the API server's schema agrees)
+        spec = SpeculativeDeploymentSpec.model_validate_json(json.dumps(raw or {}, default=str), strict=True)
     except ValidationError as exc:
         raise SpecError(
             [Problem(path=_loc_to_path("spec", e["loc"]), message=_describe(e)) for e in exc.errors()]
