@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,10 @@ from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
 EVENT_MESSAGE_LIMIT = 1024  # the API server refuses longer Event messages
+EVENT_REPEAT_SECONDS = 600.0  # the same event about the same object is posted once in this long: passes that run
+# at once (a watch event, the resync, an evaluation) all see the same change; longer would hide a real recurrence
+_posted: dict[tuple[str, str, str], float] = {}  # (uid, reason, message) -> when posted (monotonic)
+_posting = threading.Lock()  # kopf's handlers and the operator-wide loop post from different threads
 
 
 @dataclass
@@ -113,9 +120,17 @@ def read_workload(clients: Clients, kind: str, name: str, namespace: str) -> dic
 
 def post_event(clients: Clients, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
     """A core/v1 Event about ``obj``, written with the operator's client: kopf's own posting works only inside
-    its per-object handlers, and the operator-wide loop posts too. Best effort: an Event that cannot be written
-    (its namespace is terminating, say) is logged, never a reason to fail the pass that posts it."""
+    its per-object handlers, and the operator-wide loop posts too. The same event again within
+    :data:`EVENT_REPEAT_SECONDS` is not posted (as client-go's event correlator folds repeats). Best effort: an
+    Event that cannot be written (its namespace is terminating, say) is logged, never a reason to fail the pass."""
     meta = obj["metadata"]
+    key, at = (str(meta.get("uid")), reason, message), time.monotonic()
+    with _posting:
+        if at - _posted.get(key, -math.inf) < EVENT_REPEAT_SECONDS:
+            return
+        for old in [k for k, t in _posted.items() if at - t >= EVENT_REPEAT_SECONDS]:
+            del _posted[old]
+        _posted[key] = at
     now = datetime.now(UTC)
     event = {
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
