@@ -417,3 +417,10 @@ def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:
     decision, patch = evaluate(spec, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
     assert decision is not None and decision.action == "rollback" and patch["k"] == 3
     assert [d["action"] for d in patch["decisions"]][-1] == "rollback"
+
+
+def test_a_deployment_scaled_to_zero_is_evaluated_without_error() -> None:
+    """Found by the soak (hack/soak.py): replicas 0 divided by zero in the rollout's arithmetic."""
+    spec = validate_spec({**SPEC, "replicas": 0})
+    decision, patch = evaluate(spec, status(policy=settled(3).to_dict()), obs(4.0, 3), NOW)
+    assert decision is not None and patch["lastEvaluation"]["reason"]

@@ -211,6 +211,8 @@ def new_share(r: Rollout) -> float:
     so the old setting carries the first wave entirely (two replicas one at a time: a quarter on average)."""
     m = max(1, r.max_surge + r.max_unavailable)
     waves = math.ceil(r.replicas / m)
+    if waves == 0:  # scaled to zero: nothing to roll, what comes up runs the new setting
+        return 1.0
     return sum(min(r.replicas, j * m) for j in range(waves)) / waves / max(1, r.replicas)
 
 
