@@ -79,17 +79,31 @@ def workload_kind(raw_spec: dict[str, Any] | None) -> str:
     return "InferenceService" if (raw_spec or {}).get("backend") == Backend.KSERVE else "Deployment"
 
 
-def rollout_of(workload: dict[str, Any] | None, kind: str = "Deployment") -> RolloutState:
-    """Rollout state of the workload (a Deployment or an InferenceService) as its controller reports it."""
+def rollout_of(workload: dict[str, Any] | None, kind: str = "Deployment", unchanged: bool = False) -> RolloutState:
+    """Rollout state of the workload (a Deployment or an InferenceService) as its controller reports it.
+    ``unchanged``: nothing the operator renders has changed since a pass found the rollout complete
+    (:func:`rendered_unchanged`)."""
     if workload is None:
         return RolloutState(Phase.ABSENT, message=f"{kind} not found")
     if workload.get("kind", kind) == "InferenceService":
         return _inference_service_rollout(workload)
-    return _deployment_rollout(workload)
+    return _deployment_rollout(workload, unchanged)
 
 
-def _deployment_rollout(deployment: dict[str, Any]) -> RolloutState:
-    """kubectl rollout status logic."""
+def rendered_unchanged(status: dict[str, Any], generation: int, setting: Setting | None) -> bool:
+    """The last pass found the rollout complete, and neither the spec (its generation) nor the setting has changed
+    since: what the operator applies now is what completed. A Deployment's generation also moves when only its
+    annotations change (another client writing them); its controller's observedGeneration then trails for a moment,
+    which must not read as a restart (a restart that keeps the policy waiting for a settled rollout)."""
+    return (
+        status.get("rollout") == Phase.COMPLETE
+        and status.get("observedGeneration") == generation
+        and recorded_setting(status) == setting
+    )
+
+
+def _deployment_rollout(deployment: dict[str, Any], unchanged: bool = False) -> RolloutState:
+    """kubectl rollout status logic; a trailing observedGeneration is ignored when ``unchanged``."""
     spec, st = deployment.get("spec", {}), deployment.get("status") or {}
     want = int(spec.get("replicas", 1))
     total, updated = int(st.get("replicas") or 0), int(st.get("updatedReplicas") or 0)
@@ -98,7 +112,8 @@ def _deployment_rollout(deployment: dict[str, Any]) -> RolloutState:
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == DEADLINE_EXCEEDED:
             return RolloutState(Phase.FAILED, **base, message=cond.get("message", "progress deadline exceeded"))
-    if int(st.get("observedGeneration") or 0) < int(deployment.get("metadata", {}).get("generation") or 0):
+    trails = int(st.get("observedGeneration") or 0) < int(deployment.get("metadata", {}).get("generation") or 0)
+    if trails and not unchanged:
         return RolloutState(Phase.PROGRESSING, **base, message="waiting for the Deployment controller")
     if updated < want:
         return RolloutState(Phase.PROGRESSING, **base, message=f"{updated} of {want} replicas updated")

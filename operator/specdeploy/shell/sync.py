@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from ..api import ConditionType, Problem, Reason, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..core.model import Setting
 from ..core.objects import render_all
-from ..core.reconcile import Phase, effective_k, rollout_of, status_patch, workload_kind
+from ..core.reconcile import Phase, effective_k, rendered_unchanged, rollout_of, status_patch, workload_kind
 from ..core.render import Owner, render_deployment
 from . import telemetry
 from .kube import (
@@ -77,7 +77,7 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[s
         problems=problems,
         old_status=status,
         k=k,
-        rollout=rollout_of(workload, kind),
+        rollout=rollout_of(workload, kind, unchanged=rendered_unchanged(status, generation, k)),
         generation=generation,
         deployment_name=name,
         now=now,
