@@ -424,3 +424,16 @@ def test_a_deployment_scaled_to_zero_is_evaluated_without_error() -> None:
     spec = validate_spec({**SPEC, "replicas": 0})
     decision, patch = evaluate(spec, status(policy=settled(3).to_dict()), obs(4.0, 3), NOW)
     assert decision is not None and patch["lastEvaluation"]["reason"]
+
+
+def test_switching_to_off_mid_rollout_stops_the_policy_even_from_rolling_back() -> None:
+    """Off means the operator changes nothing more: a change already rolling out is not undone when it fails (the
+    user sets k in the spec to choose the setting)."""
+    spec = validate_spec(SPEC)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    failed = {**status(k=change["k"], policy=change["policy"], decisions=change["decisions"]), "rollout": "Failed"}
+    if change.get("schedule"):
+        failed["schedule"] = change["schedule"]
+    off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
+    decision, patch = evaluate(off, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
+    assert decision is None and "k" not in patch and "decisions" not in patch
