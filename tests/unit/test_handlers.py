@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from specdeploy.shell.kube import Clients
-from specdeploy.shell.sync import reconcile
+from specdeploy.shell.sync import ApplyFailed, reconcile
 
 from ..conftest import SAMPLE
 
@@ -49,11 +49,20 @@ def test_terminating_namespace_leaves_status_as_it_is() -> None:
     assert reconcile(clients, body, logging.getLogger("test")) == body["status"]
 
 
-def test_rbac_denial_is_not_swallowed() -> None:
-    with pytest.raises(ApiException):
+def degraded(exc: ApplyFailed) -> dict[str, Any]:
+    return next(c for c in exc.status["conditions"] if c["type"] == "Degraded")
+
+
+def test_rbac_denial_is_not_swallowed_and_status_says_so() -> None:
+    with pytest.raises(ApplyFailed) as exc:
         reconcile(_clients(403, "Forbidden", "Forbidden"), _body(), logging.getLogger("test"))
+    cond = degraded(exc.value)
+    assert cond["status"] == "True" and cond["reason"] == "ApplyFailed"
+    assert "403 Forbidden" in cond["message"] and "RBAC" in cond["message"]
+    assert "observedGeneration" not in exc.value.status  # the new generation is not in effect
 
 
-def test_server_errors_are_retried() -> None:
-    with pytest.raises(kopf.TemporaryError):
-        reconcile(_clients(503, "Service Unavailable", "ServiceUnavailable"), _body(), logging.getLogger("test"))
+def test_server_errors_are_retried_and_status_says_why() -> None:
+    with pytest.raises(kopf.TemporaryError) as exc:
+        reconcile(_clients(500, "Internal Server Error", "x"), _body(), logging.getLogger("test"))
+    assert isinstance(exc.value, ApplyFailed) and "500" in degraded(exc.value)["message"]

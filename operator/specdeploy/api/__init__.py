@@ -380,6 +380,7 @@ class Reason(StrEnum):
     REPLICAS_NOT_READY = "ReplicasNotReady"
     ROLLING_UPDATE = "RollingUpdate"
     ROLLOUT_FAILED = "RolloutFailed"
+    APPLY_FAILED = "ApplyFailed"
     DEPLOYMENT_MISSING = "DeploymentMissing"
     AS_EXPECTED = "AsExpected"
     INVALID_SPEC = "InvalidSpec"

@@ -190,6 +190,14 @@ def status_patch(
     )
 
 
+def apply_failed_patch(old_status: dict[str, Any], message: str, generation: int, now: datetime) -> dict[str, Any]:
+    """The status of a pass whose objects the API server refused: Degraded with its words; everything else as it
+    was (``observedGeneration`` included: this generation is not in effect)."""
+    old = old_status.get("conditions") or []
+    degraded = condition(old, ConditionType.DEGRADED, True, Reason.APPLY_FAILED, message, now, generation)
+    return as_patch(SpeculativeDeploymentStatus(conditions=merge(old, [degraded])))
+
+
 def _conditions(
     old: list[dict[str, Any]],
     spec: SpeculativeDeploymentSpec,

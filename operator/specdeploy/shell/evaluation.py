@@ -23,7 +23,7 @@ from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
 from .kube import Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
-from .sync import changed, reconcile
+from .sync import changed, reconcile_and_write
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
 
@@ -197,9 +197,7 @@ def _record(
     if acts:
         failpoints.reach("recorded", action)
         recorded = {**cr, "metadata": {**cr["metadata"], "resourceVersion": version}, "status": {**status, **patch}}
-        rolled = reconcile(clients, recorded, logger)
-        failpoints.reach("applied", action)
-        write_status(clients, recorded, changed(recorded["status"], rolled))
+        reconcile_and_write(clients, recorded, logger, applied=lambda: failpoints.reach("applied", action))
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return

@@ -20,7 +20,7 @@ from . import telemetry
 from .endpoints import EndpointSource, operator_namespace
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
-from .sync import changed, reconcile, reconcile_and_write, resync_all
+from .sync import ApplyFailed, changed, reconcile, reconcile_and_write, resync_all
 
 RESYNC_SECONDS = float(os.environ.get("SPECDEPLOY_RESYNC_SECONDS", "30"))
 TICK_SECONDS = min(5.0, RESYNC_SECONDS)
@@ -49,7 +49,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Spec created or changed (or operator resumed): reconcile; a bad spec is Degraded and fails for good."""
-    new = reconcile(memo["clients"], dict(body), logger)
+    try:
+        new = reconcile(memo["clients"], dict(body), logger)
+    except ApplyFailed as exc:  # kopf writes the patch though the handler fails, and retries it
+        patch.status.update(changed(dict(body.get("status") or {}), exc.status))
+        raise
     patch.status.update(changed(dict(body.get("status") or {}), new))
     invalid = next((c for c in new["conditions"] if c["reason"] == Reason.INVALID_SPEC), None)
     if invalid:

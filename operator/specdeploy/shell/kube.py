@@ -6,6 +6,7 @@ Everything here is I/O; what to write comes from the core.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -160,6 +161,15 @@ def post_event(clients: Clients, obj: dict[str, Any], reason: str, message: str,
 def selector_immutable(exc: ApiException) -> bool:
     """The API server refused a change of a Deployment's selector."""
     return exc.status == 422 and "selector" in str(exc.body) and "immutable" in str(exc.body)
+
+
+def api_message(exc: ApiException) -> str:
+    """What the API server said: its Status message (e.g. "failed to allocate a serviceIP: range is full"), else
+    the HTTP reason."""
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
 
 
 def retryable(exc: ApiException) -> bool:

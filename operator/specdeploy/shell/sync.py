@@ -10,6 +10,7 @@ writes ``spec``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,11 +20,20 @@ from kubernetes.client.rest import ApiException
 from ..api import ConditionType, Problem, Reason, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..core.model import Setting
 from ..core.objects import render_all
-from ..core.reconcile import Phase, effective_k, rendered_unchanged, rollout_of, status_patch, workload_kind
+from ..core.reconcile import (
+    Phase,
+    apply_failed_patch,
+    effective_k,
+    rendered_unchanged,
+    rollout_of,
+    status_patch,
+    workload_kind,
+)
 from ..core.render import Owner, render_deployment
 from . import telemetry
 from .kube import (
     Clients,
+    api_message,
     apply,
     list_resources,
     namespace_terminating,
@@ -35,6 +45,16 @@ from .kube import (
 )
 
 Logger = logging.Logger | logging.LoggerAdapter
+APPLY_RETRY_SECONDS = 5  # kopf retries a refused apply after this (the resync also does, every RESYNC_SECONDS)
+
+
+class ApplyFailed(kopf.TemporaryError):
+    """The API server refused an object of the pass; ``status`` says so (Degraded=ApplyFailed) and must be written
+    though the pass failed, so the user sees why in status, not only in the operator's log."""
+
+    def __init__(self, message: str, status: dict[str, Any]):
+        super().__init__(message, delay=APPLY_RETRY_SECONDS)
+        self.status = status
 
 
 def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
@@ -69,9 +89,10 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[s
         if namespace_terminating(exc):
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
             return status
-        if retryable(exc):
-            raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=5) from exc
-        raise
+        message = f"the API server refused the {kind} or its Service: {exc.status} {api_message(exc)}"
+        if not retryable(exc):
+            message += " (retried with backoff; the operator's RBAC or an admission policy may need a change)"
+        raise ApplyFailed(message, apply_failed_patch(status, message, generation, now)) from exc
     new = status_patch(
         spec=spec,
         problems=problems,
@@ -134,9 +155,18 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in new.items() if old.get(k) != v}
 
 
-def reconcile_and_write(clients: Clients, cr: dict[str, Any], logger: Logger) -> None:
-    """Reconcile outside a kopf change handler and write what changed in status through the status subresource."""
-    write_status(clients, cr, changed(cr.get("status") or {}, reconcile(clients, cr, logger)))
+def reconcile_and_write(
+    clients: Clients, cr: dict[str, Any], logger: Logger, applied: Callable[[], None] = lambda: None
+) -> None:
+    """Reconcile outside a kopf change handler and write what changed in status through the status subresource
+    (also when the API server refused an object: then the pass still fails). ``applied`` runs between the two."""
+    try:
+        new = reconcile(clients, cr, logger)
+    except ApplyFailed as exc:
+        write_status(clients, cr, changed(cr.get("status") or {}, exc.status))
+        raise
+    applied()
+    write_status(clients, cr, changed(cr.get("status") or {}, new))
 
 
 def resync_all(clients: Clients, namespaces: list[str], logger: Logger) -> None:
