@@ -5,14 +5,22 @@ happened (the policy then changes nothing: tests/e2e shows it on the cluster), n
 from __future__ import annotations
 
 import http.server
+import json
+import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
-from specdeploy.core.observation import NoData
+from specdeploy.core.observation import NoData, Observation
 from specdeploy.shell.prometheus import Reader
+
+from ..integration.conftest import wait_for
+from ..integration.sim_helpers import Prometheus, SimProcess, write_targets
 
 pytestmark = pytest.mark.faults
 
@@ -82,3 +90,34 @@ def test_a_prometheus_that_is_gone_gives_no_data() -> None:
     out = Reader(url, timeout=1).read(WANTED, window_seconds=60)
     assert all(isinstance(o, NoData) and o.reason.endswith("connection failed (nothing listening, or the address "
                                                            "unreachable)") for o in out.values()), out  # fmt: skip
+
+
+def scrapes(url: str) -> int:
+    """How many scrapes of the simulator Prometheus holds in the last 10 s."""
+    query = urlencode({"query": "count_over_time(vllm:num_requests_running[10s])"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as r:
+        result = json.load(r)["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+@pytest.mark.prometheus
+def test_a_prometheus_restarted_with_empty_storage_gives_no_data_until_the_window_fills(tmp_path: Path) -> None:
+    """Debian's Prometheus scraping a simulator: restarted without its storage, it holds a few scrapes, whose rates
+    would be extrapolated to a whole window; the reader says so instead, and recovers once the window is full."""
+    window, key = 10, ("ns", "llm")
+    sim = SimProcess("llm-0", 3, 10.0)
+    prom = Prometheus(tmp_path / "prom").start()
+    try:
+        write_targets(prom.targets_file, [sim])
+        observed = lambda: isinstance(Reader(prom.url).read([("ns", "llm", "3")], window)[key], Observation)  # noqa: E731
+        wait_for(observed, timeout=60, interval=1, what="a full window")
+        prom.stop()
+        shutil.rmtree(prom.workdir / "data")
+        prom.start()
+        wait_for(lambda: scrapes(prom.url) >= 3, timeout=30, what="a few scrapes: enough for a rate, not a window")
+        out = Reader(prom.url).read([("ns", "llm", "3")], window)[key]
+        assert isinstance(out, NoData) and "holds only" in out.reason and "window is not yet full" in out.reason, out
+        wait_for(observed, timeout=60, interval=1, what="the window full again")
+    finally:
+        prom.stop()
+        sim.stop()

@@ -252,6 +252,26 @@ def test_rollout_past_its_deadline_is_degraded(api: Any, namespace: str, operato
     assert health(sd) == {"status": "Degraded", "message": "RolloutFailed: " + cond(sd, "Degraded")["message"]}
 
 
+def test_an_object_the_api_server_refuses_is_degraded_with_its_words_and_recovers(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    """A ResourceQuota allows no Service in the namespace: the API server refuses it, status says so in Degraded
+    (not only the operator's log), and once the quota is gone the next pass creates everything."""
+    api.core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-services"},
+                                                          "spec": {"hard": {"services": "0"}}})  # fmt: skip
+    kubectl_apply(sample(adaptive={"mode": "Off"}), namespace)
+    sd = wait_for(lambda: (o := get_sd(api, namespace)) and cond(o, "Degraded").get("reason") == "ApplyFailed" and o,
+                  timeout=30, what="Degraded ApplyFailed")  # fmt: skip
+    msg = cond(sd, "Degraded")["message"]
+    assert "403" in msg and "exceeded quota: no-services" in msg, msg
+    assert health(sd)["status"] == "Degraded"
+    api.core.delete_namespaced_resource_quota("no-services", namespace)
+    wait_for(lambda: api.core.read_namespaced_service("llama-8b", namespace), timeout=30, what="the Service created")
+    sd = wait_for(lambda: (o := get_sd(api, namespace)) and cond(o, "Degraded").get("status") == "False" and o,
+                  timeout=30, what="Degraded cleared")  # fmt: skip
+    assert sd["status"]["observedGeneration"] == sd["metadata"]["generation"]
+
+
 def test_restarting_the_operator_changes_nothing(api: Any, namespace: str, operator: Operator) -> None:
     kubectl_apply(simulated(), namespace)
     wait_for(lambda: cond(get_sd(api, namespace), "Ready").get("status") == "True", timeout=90, what="Ready")

@@ -22,6 +22,8 @@ from ..core.observation import NoData, Observation, assemble, queries
 # that does not answer at most (1 + RETRIES) timeouts (the library's own default, 3 tries with backoff, ~47 s).
 RETRIES = 1
 RETRY_BACKOFF_S = 0.5
+HEAD_SPAN_S = 3600.0  # Prometheus's in-memory head keeps at least its last hour (a 2 h block is cut once it spans
+# 3 h); older samples are in blocks its minTime does not show, so a window is checked against this much at most
 
 
 @dataclass
@@ -42,6 +44,19 @@ class Reader:
         retry = Retry(total=self.retries, backoff_factor=RETRY_BACKOFF_S, status_forcelist=(429, 500, 502, 503, 504))
         return PrometheusConnect(url=self.url, headers=headers, session=session, timeout=self.timeout, retry=retry)
 
+    def _held_since(self) -> float | None:
+        """When the oldest sample Prometheus holds in memory was taken (its TSDB head's minTime): a Prometheus that
+        lost its storage holds less than a window, and rates over it would be a few scrapes extrapolated. None
+        when the server does not say (Thanos Query has no TSDB status): then the window is taken as it comes."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        resp = requests.get(f"{self.url}/api/v1/status/tsdb", headers=headers, timeout=self.timeout, verify=self.verify)
+        if resp.status_code != 200:
+            return None
+        try:
+            return float(resp.json()["data"]["headStats"]["minTime"]) / 1000
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def read(
         self, wanted: Iterable[tuple[str, str, str]], window_seconds: int
     ) -> dict[tuple[str, str], Observation | NoData]:
@@ -51,8 +66,14 @@ class Reader:
             return {}
         # One evaluation instant for the whole batch: queries sent one after another would otherwise see
         # different scrapes, and a ratio of two (accepted per position / drafts) could mix pod sets.
-        client, raw, at = self._client(), {}, {"time": f"{time.time():.3f}"}
+        now = time.time()
+        client, raw, at = self._client(), {}, {"time": f"{now:.3f}"}
         try:
+            held = self._held_since()
+            if held is not None and now - held < min(window_seconds, HEAD_SPAN_S):
+                reason = (f"Prometheus at {self.url} holds only {max(0.0, now - held):.0f}s of data (restarted with "
+                          f"empty storage?): the {window_seconds}s window is not yet full")  # fmt: skip
+                return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
             for name, query in queries(f"{window_seconds}s").items():
                 self.queries_sent += 1
                 raw[name] = client.custom_query(query, params=at)
