@@ -17,7 +17,9 @@ from kubernetes.client.rest import ApiException
 from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
+from ..core.model import schedule_label
 from ..core.observation import NoData, Observation
+from ..core.policy import label
 from ..core.reconcile import Phase
 from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
@@ -185,7 +187,8 @@ def _record(
     """Evaluate, write status guarded by ``cr``'s resourceVersion (409 if it moved), then carry out an Auto change:
     a reconcile pass renders the recorded setting and starts the rolling restart. Recorded first, a change happens
     exactly once even if the operator dies at any step (the next pass applies what status records; the fail
-    points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once."""
+    points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once per setting
+    recommended in a row (its predicted figures move at every evaluation)."""
     status = cr.get("status") or {}
     decision, patch = evaluate(spec, status, obs, now)
     acts = "k" in patch
@@ -201,10 +204,9 @@ def _record(
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return
-    what = "k" if decision.to_k else "speculation"
-    target = decision.to_k if decision.to_k else "off"
-    message = f"{decision.action}: {what} -> {target}: {decision.reason}"
+    message = f"{decision.action} -> {label(decision.to_k or 0)}: {decision.reason}"  # a schedule as status shows it
+    last = (status.get("decisions") or [{}])[-1]  # the history before this evaluation
     if acts:
         post_event(clients, cr, "AdaptiveChange", message)
-    elif decision.reason != (status.get("lastEvaluation") or {}).get("reason"):
-        post_event(clients, cr, "Recommendation", message)
+    elif last.get("applied", True) or last.get("setting") != schedule_label(decision.to_k or 0):
+        post_event(clients, cr, "Recommendation", message)  # a new recommendation, not its figures moving
