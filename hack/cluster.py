@@ -110,12 +110,16 @@ def _pids() -> dict[str, int]:
 
 
 def _alive(pid: int) -> bool:
+    """Any thread of the process still runs. Not only the leader's state: a Go program's leader thread can be a
+    zombie while its other threads still exit, holding the process's files and sockets (a restarted etcd then
+    found its port in use)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+    return any(state not in ("Z", "X") for state in states)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

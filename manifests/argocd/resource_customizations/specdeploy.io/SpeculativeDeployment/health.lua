@@ -17,16 +17,24 @@ if obj.status == nil or obj.status.conditions == nil then
   return hs
 end
 
+local conditions = obj.status.conditions
 local generation = obj.metadata.generation or 0
 local observed = obj.status.observedGeneration or 0
+local degraded = condition(conditions, "Degraded")
+-- Degraded about this very generation (a spec the API server refused to apply: the generation is not in effect,
+-- so status.observedGeneration still trails it) is Degraded, not Progressing.
+if degraded ~= nil and degraded.status == "True" and (degraded.observedGeneration or 0) >= generation then
+  hs.status = "Degraded"
+  hs.message = (degraded.reason or "Degraded") .. ": " .. (degraded.message or "")
+  return hs
+end
+
 if observed < generation then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to observe generation " .. generation .. " (status is for " .. observed .. ")"
   return hs
 end
 
-local conditions = obj.status.conditions
-local degraded = condition(conditions, "Degraded")
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = (degraded.reason or "Degraded") .. ": " .. (degraded.message or "")
