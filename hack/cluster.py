@@ -116,10 +116,15 @@ def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
     except (ProcessLookupError, FileNotFoundError):
         return False
-    return any(state not in ("Z", "X") for state in states)
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that thread has just gone; the others decide
+    return False
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes.client.rest import ApiException
 
 from ..api import GROUP, KIND, PLURAL, VERSION, Reason
@@ -75,12 +76,16 @@ def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
     namespace = body["metadata"]["namespace"]
     try:
         cr = clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner["name"])
+        if cr["metadata"]["uid"] == owner["uid"] and not cr["metadata"].get("deletionTimestamp"):
+            reconcile_and_write(clients, cr, logger)
     except ApiException as exc:
-        if exc.status == 404:
-            return  # the owner is gone: garbage collection removes the rest
-        raise
-    if cr["metadata"]["uid"] == owner["uid"] and not cr["metadata"].get("deletionTimestamp"):
-        reconcile_and_write(clients, cr, logger)
+        if exc.status != 404:  # (404: the owner is gone; garbage collection removes the rest)
+            logger.warning(f"{owner['name']}: not reconciled after its Deployment changed ({exc.status} {exc.reason}); "
+                           "the resync will")  # fmt: skip
+    except (OSError, urllib3.exceptions.HTTPError, kopf.TemporaryError) as exc:  # kopf retries no event handler
+        logger.warning(
+            f"{owner['name']}: not reconciled after its Deployment changed ({type(exc).__name__}); the resync will"
+        )
 
 
 async def control_loop(memo: kopf.Memo, logger: logging.Logger) -> None:

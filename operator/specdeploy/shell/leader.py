@@ -25,12 +25,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import kubernetes
+import urllib3
 from kubernetes.client.rest import ApiException
 
 LEASE_NAME = "specdeploy-operator"
 LEASE_SECONDS = 15  # how long a dead leader holds up its standby: failover time against Lease writes per second
 RENEW_SECONDS = 5  # a leader renews this often: three tries per lease before it must stop
 RETRY_SECONDS = 2  # a standby looks this often
+# What a Lease call raises when the API server refuses or cannot be reached: the client's connection errors are
+# urllib3's (MaxRetryError is no OSError), and an uncaught one would end the renewal thread while kopf acts on.
+UNREACHABLE = (ApiException, OSError, urllib3.exceptions.HTTPError)
 
 
 def _brief(exc: Exception) -> str:
@@ -39,6 +43,8 @@ def _brief(exc: Exception) -> str:
         if exc.status == 404 and "namespaces" in str(exc.body):
             return "its namespace does not exist: create it, or run with --no-leader-election"
         return f"{exc.status} {exc.reason}"
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return "the API server is unreachable"
     return str(exc)
 
 
@@ -115,7 +121,7 @@ class Elector:
                 body = {"metadata": {"resourceVersion": lease.metadata.resource_version},
                         "spec": {"holderIdentity": None, "leaseDurationSeconds": 1}}  # fmt: skip
                 self.api.patch_namespaced_lease(self.name, self.namespace, body)
-        except (ApiException, OSError) as exc:
+        except UNREACHABLE as exc:
             self.logger.warning("lease %s/%s not released: %s", self.namespace, self.name, _brief(exc))
 
     def wait_to_lead(self) -> None:
@@ -126,7 +132,7 @@ class Elector:
                     return
                 holder = self._seen[0] if self._seen else None
                 self.logger.info("standby: the lease %s/%s is held by %s", self.namespace, self.name, holder)
-            except (ApiException, OSError) as exc:
+            except UNREACHABLE as exc:
                 self.logger.warning("lease %s/%s: %s", self.namespace, self.name, _brief(exc))
             time.sleep(RETRY_SECONDS)
 
@@ -141,7 +147,7 @@ class Elector:
                                       self._seen[0] if self._seen else None)  # fmt: skip
                     return
                 last = time.monotonic()
-            except (ApiException, OSError) as exc:
+            except UNREACHABLE as exc:
                 self.logger.warning("lease %s/%s not renewed: %s", self.namespace, self.name, _brief(exc))
                 if time.monotonic() - last >= self.lease_seconds - RENEW_SECONDS:
                     self.logger.error("lease %s/%s not renewed for a lease: stopping", self.namespace, self.name)
