@@ -84,7 +84,7 @@ def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
                            "the resync will")  # fmt: skip
     except (OSError, urllib3.exceptions.HTTPError, kopf.TemporaryError) as exc:  # kopf retries no event handler
         logger.warning(
-            f"{owner['name']}: not reconciled after its Deployment changed ({type(exc).__name__}); the resync will"
+            f"{owner['name']}: not reconciled after its Deployment changed ({exc.__class__.__name__}); the resync will"
         )
 
 
