@@ -22,6 +22,8 @@ from ..core.observation import NoData, Observation, assemble, queries
 # that does not answer at most (1 + RETRIES) timeouts (the library's own default, 3 tries with backoff, ~47 s).
 RETRIES = 1
 RETRY_BACKOFF_S = 0.5
+WINDOW_COVERAGE = 0.9  # share of a window Prometheus must hold: a window's first scrape lands up to one interval
+# after its start, so a full one holds a little less than its length; a few scrapes after a restart hold far less
 HEAD_SPAN_S = 3600.0  # Prometheus's in-memory head keeps at least its last hour (a 2 h block is cut once it spans
 # 3 h); older samples are in blocks its minTime does not show, so a window is checked against this much at most
 
@@ -37,8 +39,11 @@ class Reader:
     retries: int = RETRIES
     queries_sent: int = field(default=0, init=False)
 
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def _client(self) -> PrometheusConnect:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        headers = self._headers() or None
         session = requests.Session()
         session.verify = self.verify
         retry = Retry(total=self.retries, backoff_factor=RETRY_BACKOFF_S, status_forcelist=(429, 500, 502, 503, 504))
@@ -48,8 +53,8 @@ class Reader:
         """When the oldest sample Prometheus holds in memory was taken (its TSDB head's minTime): a Prometheus that
         lost its storage holds less than a window, and rates over it would be a few scrapes extrapolated. None
         when the server does not say (Thanos Query has no TSDB status): then the window is taken as it comes."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        resp = requests.get(f"{self.url}/api/v1/status/tsdb", headers=headers, timeout=self.timeout, verify=self.verify)
+        resp = requests.get(f"{self.url}/api/v1/status/tsdb", headers=self._headers(), timeout=self.timeout,
+                            verify=self.verify)  # fmt: skip
         if resp.status_code != 200:
             return None
         try:
@@ -70,7 +75,7 @@ class Reader:
         client, raw, at = self._client(), {}, {"time": f"{now:.3f}"}
         try:
             held = self._held_since()
-            if held is not None and now - held < min(window_seconds, HEAD_SPAN_S):
+            if held is not None and now - held < WINDOW_COVERAGE * min(window_seconds, HEAD_SPAN_S):
                 reason = (f"Prometheus at {self.url} holds only {max(0.0, now - held):.0f}s of data (restarted with "
                           f"empty storage?): the {window_seconds}s window is not yet full")  # fmt: skip
                 return {(ns, dep): NoData(reason) for ns, dep, _ in wanted}
