@@ -23,7 +23,7 @@ import kubernetes
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 import cluster  # noqa: E402
-from procs import free_port  # noqa: E402
+from procs import free_port, memory_mib  # noqa: E402
 
 SPEC = {
     "target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},
@@ -34,13 +34,6 @@ SPEC = {
     },
     "replicas": 0,  # the Deployment is what is timed; no pods, so the node's GPUs are not the bottleneck
 }
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):  # peak resident set
-            return int(line.split()[1])
-    return 0
 
 
 def run(n: int, custom: kubernetes.client.CustomObjectsApi, apps: kubernetes.client.AppsV1Api) -> list[float]:
@@ -108,7 +101,7 @@ def main() -> int:
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
             print(
                 f"{n:>10}{len(lat):>9}{statistics.median(lat) * 1000:>10.0f}{p99 * 1000:>10.0f}"
-                f"{lat[-1] * 1000:>10.0f}{rss_kib(op.pid) / 1024:>18.1f}",
+                f"{lat[-1] * 1000:>10.0f}{memory_mib(op.pid, 'VmHWM'):>18.1f}",
                 flush=True,
             )
     finally:

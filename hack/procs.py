@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from pathlib import Path
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's memory from /proc/PID/status: ``VmRSS`` (resident now) or ``VmHWM`` (its peak); 0 if absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def free_port() -> int:

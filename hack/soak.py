@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 import cluster  # noqa: E402
 from bench_metrics import serve  # noqa: E402
-from procs import free_port, stop  # noqa: E402
+from procs import free_port, memory_mib, stop  # noqa: E402
 from prometheus import Prometheus  # noqa: E402
 from specdeploy.api import GROUP, PLURAL, VERSION, now_iso, parse_time, validate_spec  # noqa: E402
 from specdeploy.core.objects import render_all  # noqa: E402
@@ -54,13 +54,6 @@ def spec(interval: int) -> dict[str, Any]:
         "replicas": 0,  # no pods: the node's GPUs are not what is measured; the metrics are synthetic
         "adaptive": {"mode": "Recommend", "evaluationIntervalSeconds": interval, "windowSeconds": 60},
     }  # fmt: skip
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def operator_metrics(port: int) -> dict[str, float]:
@@ -167,7 +160,7 @@ def main() -> int:
             time.sleep(SAMPLE_SECONDS)
             if op.poll() is not None:
                 raise SystemExit(f"the operator exited ({op.returncode}); log in {work / 'operator.log'}")
-            rss.append(rss_mib(op.pid))
+            rss.append(memory_mib(op.pid))
             lags.append(operator_metrics(metrics_port).get("specdeploy_evaluation_lag_seconds", 0.0))
             if time.monotonic() >= next_age:
                 next_age += args.interval
