@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prometheus import meta_label
@@ -76,7 +77,9 @@ def main() -> int:
     while True:
         try:
             targets = [t for pod in core.list_pod_for_all_namespaces().items for t in pod_targets(pod)]
-        except (kubernetes.client.ApiException, OSError) as exc:
+        except (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError) as exc:
+            # An API server restart surfaces as urllib3's MaxRetryError (not an OSError): keep polling, keep the
+            # last target list, as Prometheus's own discovery does while the API server is away.
             print(f"pod-sd: {exc}", file=sys.stderr, flush=True)
         else:
             body = json.dumps(targets, sort_keys=True)
