@@ -128,7 +128,10 @@ def main() -> int:
     exporter, port = serve(names, NAMESPACE)
     prom = Prometheus(work / "prom", scrape_interval="15s").start()
     prom.targets_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {}}]))
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(cluster.metrics_endpoints(prom.url)))
+    # The operator reads its endpoints from its own namespace, which a cluster started without it lacks.
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.OPERATOR_NAMESPACE}}
+    endpoints = {"apiVersion": "v1", "kind": "List", "items": [namespace, cluster.metrics_endpoints(prom.url)]}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(endpoints))
     clients.core.create_namespace({"metadata": {"name": NAMESPACE}})
     metrics_port = free_port()
     op = subprocess.Popen(
