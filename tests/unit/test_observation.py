@@ -73,6 +73,19 @@ def test_series_of_other_pods_nan_and_gaps_are_no_data_with_the_reason() -> None
     assert isinstance(obs, Observation) and obs.k_running == 0 and obs.acceptance_rate is None
 
 
+def test_the_token_latency_is_counted_not_derived_from_the_acceptance() -> None:
+    """Under a per-batch-size schedule a step drafts the k of its batch size, or none: the window's steps over the
+    tokens they yielded, not a step over what a full draft would yield."""
+    obs = assemble(answers(), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(obs, Observation) and obs.token_latency_s is not None
+    # 100 steps/s of 9 ms yielded 2048 - 8 tokens/s after the requests' first ones
+    assert obs.token_latency_s == pytest.approx(0.9 / (2048 - 8))
+    undrafted = assemble(answers(generation_tps=[sample(108.0)]), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(undrafted, Observation) and undrafted.token_latency_s == pytest.approx(0.009)
+    no_count = assemble(answers(itl_count=[]), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(no_count, NoData) or no_count.token_latency_s is None
+
+
 SPEC = {
     "target": {"model": "t"},
     "speculator": {"method": "eagle3", "model": "d", "numSpeculativeTokens": 3},

@@ -12,7 +12,15 @@ import pytest
 
 from specdeploy.api import Adaptive, validate_spec
 from specdeploy.core.evaluate import evaluate
-from specdeploy.core.model import Profile, k_at, schedule_label, steady_state, top_k, within_envelope
+from specdeploy.core.model import (
+    Profile,
+    capacity_qps,
+    k_at,
+    schedule_label,
+    steady_state,
+    top_k,
+    within_envelope,
+)
 from specdeploy.core.observation import NoData, Observation
 from specdeploy.core.policy import (
     KEEP,
@@ -140,12 +148,15 @@ def test_restart_must_pay_within_the_horizon() -> None:
 def test_a_load_that_has_held_longer_lengthens_the_payback_horizon() -> None:
     """Off at 21.6 req/s per replica, k=1 is 40% faster with 20% headroom, but its rollout queues (priced with the
     rollout margin); that pays back over an hour, not over the configured half hour. A load that has held for an
-    hour is likely to hold about as long again: then the change is made, and not before."""
+    hour is likely to hold about as long again: then the change is made, and not before. (Windows at k=1 measured
+    the tokens per step it verifies: its gain rests on no compute unmeasured.)"""
+    measured = [2 * steady_state(PROFILE, 21.6, 0, []).batch, T0 - 600]
 
     def steady_for(seconds: float) -> PolicyState:
         return PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 600, load_qps=21.6,
                            load_time=T0 - 30, last_waiting=0.0, last_eval=T0 - 30, peak_qps=21.6,
-                           peak_time=T0 - 3000, regime_qps=21.6, regime_since=T0 - seconds)  # fmt: skip
+                           peak_time=T0 - 3000, regime_qps=21.6, regime_since=T0 - seconds,
+                           envelope=measured)  # fmt: skip
 
     assert run(obs(21.6, 0), 0, steady_for(600)).action == KEEP
     d = run(obs(21.6, 0), 0, steady_for(3600))
@@ -352,6 +363,31 @@ def test_at_light_load_a_schedule_as_fast_is_taken_for_the_headroom_it_buys() ->
     assert dict(light.to_k)[1] >= 3 > light.to_k[-1][1]  # as much drafting at small batches, less at large
     busy = run(obs(12, 3), 3, settled(3), schedules=True)
     assert busy.action == KEEP
+
+
+def test_a_candidate_drafting_what_runs_is_predicted_as_the_running_setting_was_measured() -> None:
+    """The running setting is measured at the window's load, the candidates predicted at the forecast (a little
+    lower: the window's count is noisy): the model's error on the running setting, applied to every candidate,
+    compares like with like, so a schedule drafting k=3 at the batch k=3 runs is no gain over it."""
+    qps = 0.7 * capacity_qps(PROFILE, 3, P[:3])
+    ss = steady_state(PROFILE, qps, 3, P[:3])
+    counted = {"generation_tps": 2 * qps * PROFILE.output_tokens, "itl_rate": 2 * ss.batch / (ss.step_ms / 1000)}
+    o = replace(obs(qps, 3), **counted)
+    d = run(o, 3, settled(3), schedules=True)
+    alike = [c for c in d.predicted_ms if not isinstance(c, int) and k_at(c, ss.batch) == 3]
+    assert d.action == KEEP and alike
+    for c in alike:
+        assert d.predicted_ms[c] == pytest.approx(d.predicted_ms[3], rel=1e-6)
+
+
+def test_a_change_by_choice_never_rests_on_compute_no_window_measured() -> None:
+    """Off at 14 req/s per replica, the windows measured about 32 tokens per step: k=3 would verify far more, and
+    would saturate were that compute twice the prior's, so the policy turns on k=2, which gains either way. With
+    windows measured at three times the tokens per step, k=3."""
+    batch = steady_state(PROFILE, 14, 0, []).batch
+    narrow = run(obs(14, 0), 0, replace(settled(0), envelope=[batch, T0 - 60]))
+    wide = run(obs(14, 0), 0, replace(settled(0), envelope=[3 * batch, T0 - 60]))
+    assert (narrow.action, narrow.to_k, wide.action, wide.to_k) == (TURN_ON, 2, TURN_ON, 3)
 
 
 def test_past_the_tokens_per_step_measured_a_setting_drafts_no_more_than_what_runs() -> None:

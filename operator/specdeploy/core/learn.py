@@ -42,7 +42,7 @@ SAMPLES_PER_K = 12  # ... and the newest of every other k, however old: windows 
 MIN_COST_FACTOR, MAX_COST_FACTOR = 0.1, 10.0  # a learned cost stays within these factors of the prior's
 CAPACITY_MEMORY_S = 6 * 3600.0  # a capacity seen this long ago no longer binds: the traffic shape moves
 CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
-ENVELOPE_GROWTH = 2.0  # where the prior does not know the compute, a setting may verify this many times the most
+ENVELOPE_GROWTH = 1.5  # where the prior does not know the compute, a setting may verify this many times the most
 # tokens per step measured: more learns it faster, and risks drafting where its cost was never seen
 SHAPE_MEMORY = 0.3  # EWMA weight of the newest window for tokens per request: windows are noisy, traffic drifts
 
@@ -226,10 +226,10 @@ def held_max(old: list[float] | None, value: float, now: float, digits: int) -> 
     return old
 
 
-def envelope_limit(measured: list[float] | None, known: float) -> float:
+def envelope_limit(measured: list[float] | None, known: float, growth: float = ENVELOPE_GROWTH) -> float:
     """The tokens per step a setting may verify before the model's word on its cost is a guess: what the prior
-    knows (``Profile.known_tokens_per_step``), or :data:`ENVELOPE_GROWTH` times what a window measured."""
-    return max(known, ENVELOPE_GROWTH * (measured[0] if measured else 0.0))
+    knows (``Profile.known_tokens_per_step``), or ``growth`` times what a window measured."""
+    return max(known, growth * (measured[0] if measured else 0.0))
 
 
 def learned_profile(prior: Profile, samples: Sequence[Sample], capacity: Capacity, now: float) -> Profile:

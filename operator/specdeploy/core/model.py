@@ -182,20 +182,21 @@ def steady_state(prof: Profile, qps: float, setting: Setting, p: Sequence[float]
     return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)
 
 
-def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int], loads: Sequence[float]) -> Schedule:
-    """The schedule that drafts, at each batch size, the k that is fastest at the load producing that batch: for
-    each load the best k and the batch it runs, k made non-increasing in the batch (past its capacity a k is no
-    choice), then cut into vLLM's bands."""
-    points = []
-    for qps in loads:
-        k = min(ks, key=lambda k: (steady_state(prof, qps, k, p[:k]).token_latency_ms, -k))
-        points.append((steady_state(prof, qps, k, p[:k]).batch, k))
+def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int]) -> Schedule:
+    """The schedule that drafts, at each batch size up to the cap, the k whose step yields tokens fastest there
+    (least ``step(B, k) / E(k)``; the smaller k of equals), cut into vLLM's bands.
+
+    At every batch size it completes more tokens per second than any other choice, so at every load its balance
+    (the batch where completions meet arrivals) is the smallest, and with it the per-token latency: the one
+    schedule is best at every load at once. Its throughput rises with the batch across every band edge (at an
+    edge both ks are equally fast), so a load balances at one batch only; a schedule whose edge sits where the
+    smaller k is slower balances twice, below and past the edge, and a burst leaves it stuck at the slow one."""
+    ks = sorted(set(ks))
     bands: list[tuple[int, int]] = []
-    for batch, k in sorted(points):
-        k = min(k, bands[-1][1]) if bands else k
-        first = max(1, math.ceil(batch)) if bands else 1
+    for b in range(1, prof.max_num_seqs + 1):
+        k = min(ks, key=lambda k: (step_time_ms(prof, b, k) / tokens_per_step(p[:k], k), k))
         if not bands or k != bands[-1][1]:
-            bands.append((max(first, bands[-1][0] + 1) if bands else 1, k))
+            bands.append((b, k))
     return tuple(bands)
 
 

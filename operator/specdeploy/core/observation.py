@@ -74,6 +74,7 @@ class Observation:
     mean_acceptance_length: float | None = None
     per_position: tuple[float, ...] = ()
     itl_mean_s: float | None = None
+    itl_rate: float | None = None  # ITL observations per second: one per running request per engine step
     itl_p50_s: float | None = None
     itl_p95_s: float | None = None
     kv_usage: float | None = None
@@ -81,7 +82,13 @@ class Observation:
 
     @property
     def token_latency_s(self) -> float | None:
-        """Mean time per generated token: a step's latency over the tokens a step yields (1 + accepted drafts)."""
+        """Mean time per generated token after the first: the time the window's steps took over the tokens they
+        yielded (ITL is observed once per request per step; a request's first token comes from its prefill).
+        Counted, not derived from the acceptance: under a per-batch-size schedule a step drafts the k of its batch
+        size, or none. Without the ITL count, a step's latency over the tokens a full draft yields."""
+        decoded = self.generation_tps - self.request_rate
+        if self.itl_mean_s and self.itl_rate and decoded > 0:
+            return self.itl_mean_s * self.itl_rate / decoded
         return self.itl_mean_s / (1 + sum(self.per_position)) if self.itl_mean_s else None
 
     @property
@@ -173,6 +180,7 @@ def _observation(ns: str, dep: str, k_label: str, vals: dict[str, float], pos: d
         mean_acceptance_length=1 + accepted / drafts if accepted is not None and drafts else None,
         per_position=per_position,
         itl_mean_s=itl_mean,
+        itl_rate=vals.get("itl_count"),
         itl_p50_s=vals.get("itl_p50"),
         itl_p95_s=vals.get("itl_p95"),
         kv_usage=vals.get("kv_usage"),

@@ -36,6 +36,7 @@ from typing import Any
 from ..api import Adaptive, AdaptiveMode
 from .learn import (
     CAPACITY_MEMORY_S,
+    ENVELOPE_GROWTH,
     Capacity,
     Sample,
     envelope_limit,
@@ -87,7 +88,6 @@ RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to r
 QUEUE_MIN = 1.0  # requests waiting per replica that show a setting serves all it can (a capacity ceiling)
 HEADROOM_MIN = 0.2  # a schedule taken for headroom alone must carry this much more load: less restarts for little
 HEADROOM_LOAD_SHARE = 0.5  # ... and the load be below this share of the current capacity: a restart is cheap there
-SCHEDULE_LOADS = 20  # loads a candidate schedule is fitted at: more places its bands finer, and costs more
 TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
 TREND_MIN_WINDOWS = 10  # windows before a trend counts at all: fewer, and a short noisy history forces changes
 TREND_Z = 1.0  # a trend counts less this many standard errors: more waits for surer rises (0 chased noise on diurnal)
@@ -98,6 +98,10 @@ TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the curre
 ROLLOUT_MARGIN = 0.15  # a rollout is priced at a load this much above the forecast (its queue, or infinite where the
 # new setting would not drain it): where no queue has shown a setting's capacity the model's figure is a guess, and
 # a rollout that queues near capacity costs more than most changes gain; higher holds still nearer capacity
+MODEL_ERROR_MAX = 2.0  # the model's error measured on the running setting scales every candidate by at most this
+# factor either way: a window far off the model says more about the window than about the model
+UNMEASURED_COMPUTE_FACTOR = 2.0  # compute no window measured is planned this dear, for a change by choice, beside
+# the fitted model: a prior's cost is known to within about this factor; higher changes less on the prior's word
 FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
 # budget is not spent on it again, yet a fix (memory, image) is picked up within the working day
 
@@ -301,7 +305,8 @@ class Load:
     rise: float  # the trend of a gradual rise, req/s per second (0 when falling, flat or jumping)
     horizon: float  # how long the load is expected to stay as it is, seconds
     queued: bool = False  # measured saturation: requests wait and their queue grew over the last interval
-    measured_ms: float | None = None  # the running setting's per-token latency this window (ITL / tokens per step)
+    measured_ms: float | None = None  # the running setting's per-token latency this window (steps / tokens)
+    measured_qps: float = 0.0  # ... at the load this window served
 
 
 def _learn_load(
@@ -462,7 +467,7 @@ def decide(
     accepted = effective_acceptance(st, now, settings.max_tokens, profile)
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
     pred = predict(st, accepted, load, waiting, settings, rollout, model, current_k, now, schedules)
-    return gate(pred, st, load, settings, rollout, model, current_k, now)
+    return gate(pred, st, load, settings, rollout, model, current_k, now, dear=_dear(model, profile))
 
 
 def _remember(state: PolicyState, current_k: Setting, now: float) -> PolicyState:
@@ -538,7 +543,7 @@ def learn(
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     if obs.token_latency_s and top_k(current_k) == obs.k_running and not load.queued:
-        load = replace(load, measured_ms=obs.token_latency_s * 1000)
+        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps)
     return st, load, waiting
 
 
@@ -570,29 +575,30 @@ def predict(
     """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible.
     ``accepted``: the acceptance to plan with and how many of its positions were measured
     (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
-    setting, and, where vLLM can run one, the schedule the model finds best at every load up to the one the
-    widest setting serves. With a schedule at hand, a k beyond the positions measured is tried only inside one,
-    never as a static setting. At equal cost a schedule wins: it meets a change of load without a restart."""
+    setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
+    there (:func:`~.model.best_schedule`). Each prediction is corrected by the model's error on the running
+    setting this window (:func:`_corrected`). With a schedule at hand, a k beyond the positions measured is tried
+    only inside one, never as a static setting. At equal cost a schedule wins: it meets a change of load without a
+    restart."""
     p, measured_len = accepted
-    # Past the tokens per step the prior knows or the windows measured, a candidate drafts no more than what
-    # runs; a measured queue lifts that: the setting running cannot serve, and the model is the best word left.
-    limit = math.inf if load.queued else envelope_limit(st.envelope, profile.known_tokens_per_step)
+    # Past the tokens per step the prior knows or ENVELOPE_GROWTH times what the windows measured, a candidate drafts
+    # no more than what runs; under a measured queue, past what they measured: a saturated setting is left for one
+    # that drafts less where drafting more was never measured to add capacity.
+    growth = 1.0 if load.queued else ENVELOPE_GROWTH
+    limit = envelope_limit(st.envelope, profile.known_tokens_per_step, growth)
     ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
     candidates: list[Setting] = list(ks)
     if schedules:
         known = max(measured_len, top_k(current_k))
         candidates = [k for k in ks if k <= known]
-        widest = max(capacity_qps(profile, k, upto(p, k)) for k in ks)
-        loads = [widest * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
-        schedule = best_schedule(profile, p, ks, loads)
+        schedule = best_schedule(profile, p, ks)
         candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
         candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs) for c in candidates]
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
     q = load.forecast
-    latency = {k: predict_ms(profile, q, k, upto(p, k)) for k in dict.fromkeys(candidates)}
-    if load.measured_ms is not None:  # what the running setting does is measured, not predicted
-        latency[current_k] = load.measured_ms
+    latency = _corrected(profile, load, current_k, p, {k: predict_ms(profile, q, k, upto(p, k))
+                                                       for k in dict.fromkeys(candidates)})  # fmt: skip
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit)
     # A setting with requests waiting is left however its rollout queues; otherwise a rollout is priced with a
@@ -602,11 +608,38 @@ def predict(
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
         for k in latency
     }
-    best = min(feasible, key=lambda k: (horizon[k], isinstance(k, int), top_k(k)))
+    best = min(feasible, key=_ranked(horizon))
+    return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best))
+
+
+def _ranked(horizon: dict[Setting, float]) -> Any:
+    """How candidates rank: by horizon cost (equal but for rounding ties: two settings drafting alike at this
+    load), a schedule before a static k at a tie (it meets a change of load without a restart), then less drafting."""
+    return lambda k: (float(f"{horizon[k]:.9g}"), isinstance(k, int), top_k(k))
+
+
+def _gain(horizon: dict[Setting, float], current_k: Setting, target: Setting) -> float:
+    """The horizon cost ``target`` saves over the running setting, relative (1: the running one cannot serve; no
+    load, no cost: nothing to gain)."""
     here = horizon[current_k]
-    # (No load, no cost: nothing to gain from any change.)
-    gain = 1.0 if math.isinf(here) else (here - horizon[best]) / here if here > 0 else 0.0
-    return Prediction(p, measured_len, latency, horizon, feasible, best, gain)
+    return 1.0 if math.isinf(here) else (here - horizon[target]) / here if here > 0 else 0.0
+
+
+def _corrected(
+    profile: Profile, load: Load, current_k: Setting, p: list[float], latency: dict[Setting, float]
+) -> dict[Setting, float]:
+    """Every candidate's predicted latency corrected by the model's error on the running setting, measured this
+    window: like is compared with like, so a candidate the model cannot tell from what runs is no gain (a measured
+    latency beside predicted ones would credit every other candidate with the model's bias). Where the model says
+    the running setting saturates at the load it was just measured serving, its word on capacity is wrong, not
+    its scale: the running setting counts as measured and the others as predicted."""
+    if load.measured_ms is None:
+        return latency
+    ss = steady_state(profile, load.measured_qps, current_k, upto(p, current_k))
+    if ss.saturated or ss.token_latency_ms <= 0:
+        return {**latency, current_k: load.measured_ms}
+    error = min(MODEL_ERROR_MAX, max(1 / MODEL_ERROR_MAX, load.measured_ms / ss.token_latency_ms))
+    return {k: v * error for k, v in latency.items()}
 
 
 def gate(
@@ -618,11 +651,20 @@ def gate(
     profile: Profile,
     current_k: Setting,
     now: float,
+    dear: Profile | None = None,
 ) -> Decision:
     """Stage 4: act only when it pays (hysteresis on the predicted latency, payback of the restart within the
     horizon), never beyond dwell, cooldown, the hourly budget or the mode; leaving a setting that cannot serve
     the load overrides hysteresis, payback and dwell."""
-    target, cur, gain, forecast = pred.best, pred.latency_ms[current_k], round(pred.gain, 4), load.forecast
+    # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback: when a queue grows
+    # (measured), or a rising trend will saturate it (left ahead of time, unless the rollout itself would already
+    # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
+    # against a setting serving without a queue, does not force anything.
+    forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
+    dear = dear or profile
+    # By choice, the best setting whose gain does not rest on compute no window measured.
+    target = pred.best if forced else _surest(pred, st, load, profile, dear, current_k)
+    cur, forecast, gain = pred.latency_ms[current_k], load.forecast, round(_gain(pred.horizon_ms, current_k, target), 4)
     # Moving to a k beyond the positions measured is a bet; a schedule bets only at the small batches of a low
     # load (cheap and reversible), so only a static k counts as exploring.
     exploring = isinstance(target, int) and top_k(target) > max(pred.measured_len, 1) and target > top_k(current_k)
@@ -636,20 +678,15 @@ def gate(
         return keep(f"{label(current_k)} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     predicted = f"predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token"
     why = f"{label(target)} {predicted} at {forecast:.2f} req/s per replica"
-    # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback: when a queue grows
-    # (measured), or a rising trend will saturate it (left ahead of time, unless the rollout itself would already
-    # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
-    # against a setting serving without a queue, does not force anything.
-    forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
     if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    headroom = _headroom(pred, load, profile, rollout, current_k, target)
-    if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, cur, target)):
+    headroom = _headroom(pred, load, profile, dear, rollout, current_k, target)
+    if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, dear, gain, target, current_k)):
         return keep(f"{why}: {unpaid}")
     if headroom and not forced:
-        why = f"{why}, with {headroom:.0%} more capacity"
+        why = f"{why}, {headroom}"
     p = pred.p
     narrower = capacity_qps(profile, target, upto(p, target)) < capacity_qps(profile, current_k, upto(p, current_k))
     held = _limits(st, settings, now, forced, narrower)
@@ -658,46 +695,104 @@ def gate(
     action = TURN_OFF if target == 0 else TURN_ON if current_k == 0 else SET_K
     if settings.mode == AdaptiveMode.RECOMMEND:
         return Decision(action, target, f"recommend {why}", gain, pred.latency_ms, st)
-    st = replace(
-        st,
-        last_explore=now if exploring else st.last_explore,
-        k=target,
-        changes=[*st.changes, now],
-        last_change=now,
-        pending_from=current_k,
-        since=now,
-    )
-    return Decision(action, target, why, gain, pred.latency_ms, st)
+    return Decision(action, target, why, gain, pred.latency_ms, _changed(st, pred, current_k, target, exploring, now))
+
+
+def _changed(
+    st: PolicyState, pred: Prediction, current_k: Setting, target: Setting, exploring: bool, now: float
+) -> PolicyState:
+    """The state once a change to ``target`` is decided: a restart spent, the previous setting kept for a
+    rollback."""
+    return replace(st, last_explore=now if exploring else st.last_explore,
+                   k=target, changes=[*st.changes, now],
+                   last_change=now, pending_from=current_k, since=now)  # fmt: skip
 
 
 def _unpaid(
-    pred: Prediction, load: Load, settings: Adaptive, rollout: Rollout, cur: float, target: Setting
+    pred: Prediction,
+    load: Load,
+    settings: Adaptive,
+    rollout: Rollout,
+    dear: Profile,
+    gain: float,
+    target: Setting,
+    current_k: Setting,
 ) -> str | None:
-    """Why a change does not pay: within the hysteresis band of the steady latency (what flaps near a threshold),
-    or a gain over the horizon short of what the restart costs."""
-    steady_gain = (cur - pred.latency_ms[target]) / cur
+    """Why a change by choice does not pay: within the hysteresis band of the steady latency (what flaps near a
+    threshold), a gain over the horizon (``gain``, relative) short of what the restart costs, or, where the prior
+    cannot price the compute past a few tokens per step (an MoE), a rollout that would queue were that compute
+    dear (:func:`_dear`)."""
+    lat = pred.latency_ms
+    steady_gain = (lat[current_k] - lat[target]) / lat[current_k]
     if steady_gain <= settings.hysteresis:
         return f"{steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}"
-    payback, restart = pred.gain * load.horizon, restart_cost_seconds(rollout)
+    payback, restart = gain * load.horizon, restart_cost_seconds(rollout)
     if payback <= restart:
         return f"gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)"
+    unpriced = math.isfinite(dear.known_tokens_per_step)
+    if unpriced and rollout_overload_ms(dear, rollout, load.forecast, pred.p, current_k, target) > 0:
+        return "its rollout would queue were the compute no window measured dear"
     return None
 
 
 def _headroom(
-    pred: Prediction, load: Load, profile: Profile, rollout: Rollout, current_k: Setting, target: Setting
-) -> float:
-    """The extra capacity a move to the schedule ``target`` buys (0 when it is no such move): the schedule must be
-    no slower at the load now, carry :data:`HEADROOM_MIN` more, and the load be light enough
-    (:data:`HEADROOM_LOAD_SHARE` of the current capacity) that the restart queues nothing."""
-    if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k]:
-        return 0.0
+    pred: Prediction,
+    load: Load,
+    profile: Profile,
+    dear: Profile,
+    rollout: Rollout,
+    current_k: Setting,
+    target: Setting,
+) -> str | None:
+    """What a move to the schedule ``target`` buys ahead of the load (None when it is no such move): the schedule
+    must be no slower at the load now, the load light enough (:data:`HEADROOM_LOAD_SHARE` of the current capacity)
+    that the restart queues nothing, and the schedule carry :data:`HEADROOM_MIN` more, also were the compute no
+    window measured dear (:func:`_dear`)."""
+    if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k] * (1 + 1e-9):
+        return None  # (equal but for rounding counts as no slower)
     p = pred.p
     here, there = capacity_qps(profile, current_k, upto(p, current_k)), capacity_qps(profile, target, upto(p, target))
     light = load.forecast <= HEADROOM_LOAD_SHARE * here and load.peak <= HEADROOM_LOAD_SHARE * here
-    cheap = rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) == 0
-    gain = there / here - 1 if here > 0 else 0.0
-    return gain if light and cheap and gain >= HEADROOM_MIN else 0.0
+    if not light or rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) > 0:
+        return None
+    more = there / here - 1 if here > 0 else 0.0
+    if more >= HEADROOM_MIN and capacity_qps(dear, target, p) >= (1 + HEADROOM_MIN) * capacity_qps(dear, current_k, p):
+        return f"with {more:.0%} more capacity"
+    return None
+
+
+def _dear(model: Profile, prior: Profile) -> Profile:
+    """The learned model with the compute past the knee as dear as the prior's uncertainty allows: the knee no later
+    and the slope :data:`UNMEASURED_COMPUTE_FACTOR` times the steeper of the two. Windows at few tokens per step
+    cannot tell the compute there, and a fit may move the knee far off to explain them. An MoE's is that of a dense
+    model of its total parameters (what a step costs once its tokens route to every expert)."""
+    moe = prior.known_tokens_per_step if math.isfinite(prior.known_tokens_per_step) else 1.0  # total / active
+    return replace(model, n_knee=max(1, min(model.n_knee, round(prior.n_knee / moe))),
+                   t_tok_ms=max(model.t_tok_ms, prior.t_tok_ms) * max(UNMEASURED_COMPUTE_FACTOR, moe))  # fmt: skip
+
+
+def _surest(
+    pred: Prediction, st: PolicyState, load: Load, profile: Profile, dear: Profile, current_k: Setting
+) -> Setting:
+    """The best feasible setting (as :func:`predict` ranks them) whose gain does not rest on compute no window
+    measured (:func:`_guessed`); the running setting, failing any."""
+    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms))
+    return next((k for k in ranked if k == current_k or not _guessed(pred, st, load, profile, dear, current_k, k)),
+                current_k)  # fmt: skip
+
+
+def _guessed(
+    pred: Prediction, st: PolicyState, load: Load, profile: Profile, dear: Profile, current_k: Setting, target: Setting
+) -> bool:
+    """Whether a change's gain rests on compute no window measured: at the load, the new setting verifies more
+    tokens per step than any window did, and with that compute dear (:func:`_dear`) it would gain nothing over what
+    runs (or saturate)."""
+    p = pred.p
+    ss = steady_state(profile, load.forecast, target, upto(p, target))
+    if ss.batch * (k_at(target, ss.batch) + 1) <= (st.envelope[0] if st.envelope else 0.0):
+        return False
+    q = load.forecast
+    return predict_ms(dear, q, target, upto(p, target)) >= predict_ms(dear, q, current_k, upto(p, current_k))
 
 
 def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:

@@ -11,17 +11,13 @@ from ..core.policy import rollout_seconds
 from .trace import Trace
 from .world import run_step
 
-SCHEDULE_LOADS = 40  # loads from 0 to the peak a hindsight schedule is fitted at: finer places its bands better
-
 
 def hindsight_schedule(trace: Trace) -> Schedule:
-    """The per-batch-size schedule for the trace's world, its mean acceptance and loads up to its peak: the best
-    schedule one could set with hindsight (vLLM's dynamic speculative decoding, fixed for the whole trace)."""
+    """The per-batch-size schedule for the trace's world and its mean acceptance: the best schedule one could set
+    with hindsight (vLLM's dynamic speculative decoding, fixed for the whole trace)."""
     n = len(trace.points)
     p = [sum(pt.acceptance[i] for pt in trace.points) / n for i in range(len(trace.points[0].acceptance))]
-    peak = max(pt.qps for pt in trace.points) / trace.rollout.replicas
-    loads = [peak * i / SCHEDULE_LOADS for i in range(1, SCHEDULE_LOADS + 1)]
-    return best_schedule(trace.profile, p, trace.candidates, loads)
+    return best_schedule(trace.profile, p, trace.candidates)
 
 
 # state (k, steps since the change started) -> (rank, cost, backlog, previous state, k the rollout came from)

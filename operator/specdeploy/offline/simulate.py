@@ -124,6 +124,7 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
         prompt_tps=last.served_qps * point.prompt_tokens * count,
         per_position=accepted if top_k(k) else (),
         itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
+        itl_rate=last.batch * r.replicas / (last.step_ms / 1000) * count if last.step_ms else None,
     )
 
 
