@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -467,7 +468,7 @@ def decide(
     accepted = effective_acceptance(st, now, settings.max_tokens, profile)
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
     pred = predict(st, accepted, load, waiting, settings, rollout, model, current_k, now, schedules)
-    return gate(pred, st, load, settings, rollout, model, current_k, now, dear=_dear(model, profile))
+    return gate(pred, st, load, settings, rollout, model, _dear(model, profile), current_k, now)
 
 
 def _remember(state: PolicyState, current_k: Setting, now: float) -> PolicyState:
@@ -612,7 +613,7 @@ def predict(
     return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best))
 
 
-def _ranked(horizon: dict[Setting, float]) -> Any:
+def _ranked(horizon: dict[Setting, float]) -> Callable[[Setting], tuple[float, bool, int]]:
     """How candidates rank: by horizon cost (equal but for rounding ties: two settings drafting alike at this
     load), a schedule before a static k at a tie (it meets a change of load without a restart), then less drafting."""
     return lambda k: (float(f"{horizon[k]:.9g}"), isinstance(k, int), top_k(k))
@@ -649,19 +650,19 @@ def gate(
     settings: Adaptive,
     rollout: Rollout,
     profile: Profile,
+    dear: Profile,
     current_k: Setting,
     now: float,
-    dear: Profile | None = None,
 ) -> Decision:
     """Stage 4: act only when it pays (hysteresis on the predicted latency, payback of the restart within the
     horizon), never beyond dwell, cooldown, the hourly budget or the mode; leaving a setting that cannot serve
-    the load overrides hysteresis, payback and dwell."""
+    the load overrides hysteresis, payback and dwell. ``dear``: the model with the compute no window measured
+    dear (:func:`_dear`), which a change by choice must also gain under."""
     # Leaving a setting that cannot serve the load is not a matter of hysteresis or payback: when a queue grows
     # (measured), or a rising trend will saturate it (left ahead of time, unless the rollout itself would already
     # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
     # against a setting serving without a queue, does not force anything.
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
-    dear = dear or profile
     # By choice, the best setting whose gain does not rest on compute no window measured.
     target = pred.best if forced else _surest(pred, st, load, profile, dear, current_k)
     cur, forecast, gain = pred.latency_ms[current_k], load.forecast, round(_gain(pred.horizon_ms, current_k, target), 4)
@@ -776,23 +777,24 @@ def _surest(
 ) -> Setting:
     """The best feasible setting (as :func:`predict` ranks them) whose gain does not rest on compute no window
     measured (:func:`_guessed`); the running setting, failing any."""
+    q, p = load.forecast, pred.p
+    running = predict_ms(dear, q, current_k, upto(p, current_k))  # what runs, were that compute dear
     ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms))
-    return next((k for k in ranked if k == current_k or not _guessed(pred, st, load, profile, dear, current_k, k)),
+    return next((k for k in ranked if k == current_k or not _guessed(pred, st, q, profile, dear, running, k)),
                 current_k)  # fmt: skip
 
 
 def _guessed(
-    pred: Prediction, st: PolicyState, load: Load, profile: Profile, dear: Profile, current_k: Setting, target: Setting
+    pred: Prediction, st: PolicyState, q: float, profile: Profile, dear: Profile, running: float, target: Setting
 ) -> bool:
-    """Whether a change's gain rests on compute no window measured: at the load, the new setting verifies more
+    """Whether a change's gain rests on compute no window measured: at the load ``q``, the new setting verifies more
     tokens per step than any window did, and with that compute dear (:func:`_dear`) it would gain nothing over what
-    runs (or saturate)."""
+    runs (``running``, its latency there) or saturate."""
     p = pred.p
-    ss = steady_state(profile, load.forecast, target, upto(p, target))
+    ss = steady_state(profile, q, target, upto(p, target))
     if ss.batch * (k_at(target, ss.batch) + 1) <= (st.envelope[0] if st.envelope else 0.0):
         return False
-    q = load.forecast
-    return predict_ms(dear, q, target, upto(p, target)) >= predict_ms(dear, q, current_k, upto(p, current_k))
+    return predict_ms(dear, q, target, upto(p, target)) >= running
 
 
 def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:
