@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +16,7 @@ from specdeploy.core.learn import (
     Capacity,
     Sample,
     envelope_limit,
+    fit,
     keep_samples,
     learned_profile,
     remember_capacity,
@@ -22,6 +25,8 @@ from specdeploy.core.learn import (
 )
 from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.prior import batch_cap, params_of, prior_of_spec, prior_profile
+
+from ..conftest import ROOT
 
 # Worlds the default prior (8B + EAGLE-3 on an H100) does not describe.
 L4 = Profile.from_dict({"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2,
@@ -122,6 +127,20 @@ def test_an_moe_prior_knows_the_cost_of_few_tokens_per_step_and_a_dense_one_of_a
     assert prior_of_spec(benchmarked).known_tokens_per_step == float("inf")  # measured elsewhere: known
 
 
+def test_an_moe_steep_compute_is_learned_as_compute_not_as_kv_reads() -> None:
+    """The MoE prior prices the compute past its known tokens per step from the roofline of its active
+    parameters: the world's is 9x that. Windows at one k (a light load, then a few near its capacity) cannot tell
+    compute from KV reads by their shape; the prior's word can, since it is a wide guess only for the compute.
+    Learned as KV reads, speculation off would look no more capable than k=3 (it is 1.7x)."""
+    rng, prior = random.Random(11), prior_profile("Qwen/Qwen3-30B-A3B")
+    seen = [window(MOE, 60.0 * i, rng.uniform(1.5, 2.5), 3, rng) for i in range(30)]
+    seen += [window(MOE, 1800.0 + 60.0 * i, rng.uniform(6.0, 6.6), 3, rng) for i in range(3)]
+    model = learned_profile(replace(prior, acceptance=MOE.acceptance), seen, Capacity({}, {}), 2000.0)
+    for k in (0, 1, 3):
+        world = capacity_qps(MOE, k, MOE.acceptance[:k])
+        assert capacity_qps(model, k, MOE.acceptance[:k]) == pytest.approx(world, rel=0.2), k
+
+
 def test_the_batch_cap_comes_from_the_serve_arguments() -> None:
     assert batch_cap(["--max-num-seqs", "64"]) == 64
     assert batch_cap(["--enforce-eager", "--max-num-seqs=32"]) == 32
@@ -152,6 +171,17 @@ def test_windows_at_several_k_tell_the_drafters_cost() -> None:
     assert model.draft_cost == pytest.approx(0.32, rel=0.3)  # of the grid 0.04, 0.08, 0.16, 0.32, 0.64
     unseen = steady_state(weak, 4.0, 3).step_ms
     assert steady_state(model, 4.0, 3, weak.acceptance[:3]).step_ms == pytest.approx(unseen, rel=0.05)
+
+
+def test_windows_one_drafter_cost_explains_about_as_well_as_another_keep_the_priors() -> None:
+    """The windows a benchmark run had kept (k=8 at light load, then 5 and 4 near capacity, in a prefill-heavy
+    world whose drafter costs what the prior says): a drafter 8x dearer with a far cheaper target step explains
+    them about as well. Straying that far must buy a clearly better fit; with less at stake the fit flipped to it,
+    and the policy left a schedule the world ran well for k=1, which ran worse."""
+    saved = json.loads((ROOT / "tests/fixtures/windows/rag_prefill_ramp.json").read_text())
+    prior = replace(Profile(), acceptance=tuple(saved["acceptance"]))
+    model = fit(prior, [Sample.from_list(s) for s in saved["samples"]], saved["now"])
+    assert model.draft_cost == prior.draft_cost
 
 
 def test_windows_of_every_k_outlive_the_newest_ones() -> None:

@@ -365,6 +365,24 @@ def test_at_light_load_a_schedule_as_fast_is_taken_for_the_headroom_it_buys() ->
     assert busy.action == KEEP
 
 
+def test_at_light_load_a_schedule_faster_at_twice_the_load_is_taken_before_the_rise() -> None:
+    """A schedule planned before the acceptance was measured (the first position only, discounted) drafts too
+    little at large batches: with the acceptance measured, the schedule drafting the fastest k at every batch is as
+    fast at 12 req/s per replica and far faster at the batches 24 bring, which no restart serves cheaply then; at 12
+    a restart is cheap. At 6 req/s per replica, twice the load still runs where both draft alike: kept."""
+    planned = ((1, 5), (2, 4), (10, 3), (20, 2), (38, 1), (83, 0))
+
+    def at(qps: float) -> Any:
+        ss = steady_state(PROFILE, qps, planned, P[:5])
+        o = replace(obs(qps, 5), running=2 * ss.batch, itl_mean_s=ss.step_ms / 1000)
+        return run(o, planned, replace(settled(0), k=planned), schedules=True)  # type: ignore[arg-type]
+
+    light = at(12.0)
+    assert light.action == SET_K and "faster at 2x the load" in light.reason, light.reason
+    assert k_at(light.to_k, 120) > k_at(planned, 120)  # type: ignore[arg-type]
+    assert at(6.0).action == KEEP
+
+
 def test_a_candidate_drafting_what_runs_is_predicted_as_the_running_setting_was_measured() -> None:
     """The running setting is measured at the window's load, the candidates predicted at the forecast (a little
     lower: the window's count is noisy): the model's error on the running setting, applied to every candidate,

@@ -32,9 +32,13 @@ BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the cos
 KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
 DRAFT_COST_FACTORS = (0.5, 2.0, 4.0, 8.0)  # drafter costs tried, times the prior's (a draft model costs far more
 # than an EAGLE head): more values place it finer, and each costs a fit
-KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee or drafter cost pays per doubling away from the prior's
+KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away from the prior's
+DRAFTER_PRIOR_WEIGHT = 3e-3  # ... and a drafter cost: windows at a few k and loads confound it with the target's
+# costs, so a fit could flip between a cheap and a dear drafter window to window; lower learns a draft model sooner
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
 PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
+UNKNOWN_COMPUTE_SPREAD = 10.0  # ... of the compute past the knee where the prior cannot price it (an MoE, whose
+# step past a few tokens reads the experts its tokens route to): lower keeps the roofline's guess longer
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # newest windows kept in status (a few KB); older ones carry little weight anyway
 SAMPLES_PER_K = 12  # ... and the newest of every other k, however old: windows at several k tell the drafter's cost
@@ -105,13 +109,13 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     error wins; then, at that knee, each drafter cost of :data:`DRAFT_COST_FACTORS` likewise. A value far from the
     prior's pays a little (the prior is the guess to fall back on when the windows cannot tell)."""
 
-    def fitted(candidate: Profile, doublings: float) -> tuple[float, Profile]:
+    def fitted(candidate: Profile, straying: float) -> tuple[float, Profile]:
         """The candidate with its fitted costs, and the error they leave plus what straying from the prior costs."""
         costs, error = fit_costs(candidate, samples, now)
-        return error + KNEE_PRIOR_WEIGHT * doublings, replace(candidate, **costs)
+        return error + straying, replace(candidate, **costs)
 
     def away(knee: int) -> float:
-        return math.log2(knee / prior.n_knee) ** 2
+        return KNEE_PRIOR_WEIGHT * math.log2(knee / prior.n_knee) ** 2
 
     def first(fit: tuple[float, Profile]) -> float:
         return fit[0]  # the error; min keeps the first of equals, so the knee's own fit wins a tie below
@@ -119,7 +123,8 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     best = min((fitted(replace(prior, n_knee=n), away(n)) for n in sorted({prior.n_knee, *KNEES})), key=first)
     # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
     knee = best[1].n_knee
-    drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f), away(knee) + math.log2(f) ** 2)
+    drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f),
+                       away(knee) + DRAFTER_PRIOR_WEIGHT * math.log2(f) ** 2)
                 for f in DRAFT_COST_FACTORS] if prior.draft_cost > 0 else []  # fmt: skip
     return min([best, *drafters], key=first)[1]
 
@@ -142,12 +147,20 @@ def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> tuple[di
             atb[i] += w * a[i] * r
             for j in range(n):
                 ata[i][j] += w * a[i] * a[j]
-    ridge = (WINDOW_NOISE / PRIOR_SPREAD) ** 2
+    ridge = [(WINDOW_NOISE / spread) ** 2 for spread in _spreads(prior)]
     for i in range(n):
-        ata[i][i] += ridge
+        ata[i][i] += ridge[i]
     delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in solve(ata, atb)]
-    error = sum(rr for rr in (_residuals(prior, samples, now, theta0, delta))) + ridge * sum(d * d for d in delta)
+    error = sum(_residuals(prior, samples, now, theta0, delta)) + sum(
+        r * d * d for r, d in zip(ridge, delta, strict=True)
+    )
     return {name: theta0[j] * (1 + delta[j]) for j, name in enumerate(COSTS)}, error
+
+
+def _spreads(prior: Profile) -> list[float]:
+    """How far each prior cost (in :data:`COSTS` order) may be off, relative."""
+    unknown = math.isfinite(prior.known_tokens_per_step)
+    return [UNKNOWN_COMPUTE_SPREAD if name == "t_tok_ms" and unknown else PRIOR_SPREAD for name in COSTS]
 
 
 def _residuals(

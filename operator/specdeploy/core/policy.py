@@ -89,6 +89,7 @@ RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to r
 QUEUE_MIN = 1.0  # requests waiting per replica that show a setting serves all it can (a capacity ceiling)
 HEADROOM_MIN = 0.2  # a schedule taken for headroom alone must carry this much more load: less restarts for little
 HEADROOM_LOAD_SHARE = 0.5  # ... and the load be below this share of the current capacity: a restart is cheap there
+HEADROOM_LOAD = 2.0  # ... or be that much faster at this multiple of the load: the larger batches a rise brings
 TREND_WINDOW_S = 900.0  # the trend is fitted over this much history: longer is surer, shorter follows turns
 TREND_MIN_WINDOWS = 10  # windows before a trend counts at all: fewer, and a short noisy history forces changes
 TREND_Z = 1.0  # a trend counts less this many standard errors: more waits for surer rises (0 chased noise on diurnal)
@@ -665,6 +666,12 @@ def gate(
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
     # By choice, the best setting whose gain does not rest on compute no window measured.
     target = pred.best if forced else _surest(pred, st, load, profile, dear, current_k)
+    # A schedule as fast now may be taken for what it buys ahead of the load (:func:`_headroom`), also when what
+    # runs ranks first by a rounding: a change costs a little even when it gains nothing now.
+    option = None if forced else target if target != current_k else _roomier(pred, current_k)
+    headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
+    if headroom and option is not None:
+        target = option
     cur, forecast, gain = pred.latency_ms[current_k], load.forecast, round(_gain(pred.horizon_ms, current_k, target), 4)
     # Moving to a k beyond the positions measured is a bet; a schedule bets only at the small batches of a low
     # load (cheap and reversible), so only a static k counts as exploring.
@@ -683,10 +690,9 @@ def gate(
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    headroom = _headroom(pred, load, profile, dear, rollout, current_k, target)
     if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, dear, gain, target, current_k)):
         return keep(f"{why}: {unpaid}")
-    if headroom and not forced:
+    if headroom:
         why = f"{why}, {headroom}"
     p = pred.p
     narrower = capacity_qps(profile, target, upto(p, target)) < capacity_qps(profile, current_k, upto(p, current_k))
@@ -747,8 +753,9 @@ def _headroom(
 ) -> str | None:
     """What a move to the schedule ``target`` buys ahead of the load (None when it is no such move): the schedule
     must be no slower at the load now, the load light enough (:data:`HEADROOM_LOAD_SHARE` of the current capacity)
-    that the restart queues nothing, and the schedule carry :data:`HEADROOM_MIN` more, also were the compute no
-    window measured dear (:func:`_dear`)."""
+    that the restart queues nothing, and the schedule carry :data:`HEADROOM_MIN` more, or be that much faster at
+    :data:`HEADROOM_LOAD` times the load (a schedule planned before the acceptance was measured drafts too little at
+    the batches a rise brings), also were the compute no window measured dear (:func:`_dear`)."""
     if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k] * (1 + 1e-9):
         return None  # (equal but for rounding counts as no slower)
     p = pred.p
@@ -759,7 +766,22 @@ def _headroom(
     more = there / here - 1 if here > 0 else 0.0
     if more >= HEADROOM_MIN and capacity_qps(dear, target, p) >= (1 + HEADROOM_MIN) * capacity_qps(dear, current_k, p):
         return f"with {more:.0%} more capacity"
+    q = HEADROOM_LOAD * load.forecast
+
+    def faster(prof: Profile, by: float) -> bool:
+        return predict_ms(prof, q, target, upto(p, target)) <= (1 - by) * predict_ms(
+            prof, q, current_k, upto(p, current_k)
+        )
+
+    if faster(profile, HEADROOM_MIN) and faster(dear, 0.0):
+        return f"{HEADROOM_MIN:.0%} faster at {HEADROOM_LOAD:g}x the load"
     return None
+
+
+def _roomier(pred: Prediction, current_k: Setting) -> Setting | None:
+    """The best-ranked feasible schedule other than what runs: the one a move for headroom would take."""
+    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms))
+    return next((k for k in ranked if not isinstance(k, int) and k != current_k), None)
 
 
 def _dear(model: Profile, prior: Profile) -> Profile:
