@@ -35,6 +35,7 @@ from specdeploy.core.policy import (
     restart_cost_seconds,
     rollout_capacity,
 )
+from specdeploy.core.prior import prior_profile
 
 PROFILE = Profile()
 P = list(PROFILE.acceptance)
@@ -381,6 +382,24 @@ def test_at_light_load_a_schedule_faster_at_twice_the_load_is_taken_before_the_r
     assert light.action == SET_K and "faster at 2x the load" in light.reason, light.reason
     assert k_at(light.to_k, 120) > k_at(planned, 120)  # type: ignore[arg-type]
     assert at(6.0).action == KEEP
+
+
+def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:
+    """An MoE's roofline prices only its first few tokens per step: at 2 req/s per replica on k=3, the schedule it is
+    offered is the one fastest were the compute past them dear (as fast at the batch running, drafting less at large
+    ones), taken for the capacity it carries at worst of the two models. Once windows measured far more tokens per
+    step than the prior knows, the model's own schedule is offered: here no gain, and k=3 stays."""
+    moe = prior_profile("Qwen/Qwen3-30B-A3B")
+    ss = steady_state(replace(moe, acceptance=tuple(P)), 2.0, 3, P[:3])
+    o = replace(obs(2.0, 3), running=2 * ss.batch, itl_mean_s=ss.step_ms / 1000)
+
+    def at(envelope: list[float] | None) -> Any:
+        return decide(o, replace(settled(3), envelope=envelope), SETTINGS, ROLLOUT, moe, 3, T0, schedules=True)
+
+    hedge = at(None)
+    assert hedge.action == SET_K and "more capacity at worst" in hedge.reason, hedge.reason
+    assert k_at(hedge.to_k, round(ss.batch)) >= 3 > k_at(hedge.to_k, 64)  # type: ignore[arg-type]
+    assert at([200.0, T0 - 60]).action == KEEP
 
 
 def test_a_candidate_drafting_what_runs_is_predicted_as_the_running_setting_was_measured() -> None:

@@ -468,8 +468,9 @@ def decide(
     samples, capacity = [Sample.from_list(s) for s in st.samples], Capacity.from_state(st.floors, st.ceilings)
     accepted = effective_acceptance(st, now, settings.max_tokens, profile)
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
-    pred = predict(st, accepted, load, waiting, settings, rollout, model, current_k, now, schedules)
-    return gate(pred, st, load, settings, rollout, model, _dear(model, profile), current_k, now)
+    dear = _dear(model, profile)
+    pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules)
+    return gate(pred, st, load, settings, rollout, model, dear, current_k, now)
 
 
 def _remember(state: PolicyState, current_k: Setting, now: float) -> PolicyState:
@@ -570,6 +571,7 @@ def predict(
     settings: Adaptive,
     rollout: Rollout,
     profile: Profile,
+    dear: Profile,
     current_k: Setting,
     now: float,
     schedules: bool = False,
@@ -578,7 +580,8 @@ def predict(
     ``accepted``: the acceptance to plan with and how many of its positions were measured
     (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
     setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
-    there (:func:`~.model.best_schedule`). Each prediction is corrected by the model's error on the running
+    there (:func:`~.model.best_schedule`; for an MoE whose compute past its known tokens per step no window measured,
+    fastest with that compute ``dear``, :func:`_dear`). Each prediction is corrected by the model's error on the running
     setting this window (:func:`_corrected`). With a schedule at hand, a k beyond the positions measured is tried
     only inside one, never as a static setting. At equal cost a schedule wins: it meets a change of load without a
     restart."""
@@ -593,7 +596,12 @@ def predict(
     if schedules:
         known = max(measured_len, top_k(current_k))
         candidates = [k for k in ks if k <= known]
-        schedule = best_schedule(profile, p, ks)
+        # Where the prior cannot price the compute past a few tokens per step (an MoE) and no window measured far
+        # past them, the schedule is the one fastest were that compute dear: as fast at the batches measured, and
+        # drafting less where a burst would meet the compute (the model's own, once windows have measured it).
+        priced = profile.known_tokens_per_step
+        hedged = math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
+        schedule = best_schedule(dear if hedged else profile, p, ks)
         candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
         candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs) for c in candidates]
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
@@ -755,7 +763,8 @@ def _headroom(
     must be no slower at the load now, the load light enough (:data:`HEADROOM_LOAD_SHARE` of the current capacity)
     that the restart queues nothing, and the schedule carry :data:`HEADROOM_MIN` more, or be that much faster at
     :data:`HEADROOM_LOAD` times the load (a schedule planned before the acceptance was measured drafts too little at
-    the batches a rise brings), also were the compute no window measured dear (:func:`_dear`)."""
+    the batches a rise brings), also were the compute no window measured dear (:func:`_dear`). Where the prior cannot
+    price that compute (an MoE), carrying that much more at worst (the less of the two models) suffices."""
     if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k] * (1 + 1e-9):
         return None  # (equal but for rounding counts as no slower)
     p = pred.p
@@ -766,6 +775,11 @@ def _headroom(
     more = there / here - 1 if here > 0 else 0.0
     if more >= HEADROOM_MIN and capacity_qps(dear, target, p) >= (1 + HEADROOM_MIN) * capacity_qps(dear, current_k, p):
         return f"with {more:.0%} more capacity"
+    if math.isfinite(dear.known_tokens_per_step):
+        worst_there = min(there, capacity_qps(dear, target, p))
+        worst_here = min(here, capacity_qps(dear, current_k, p))
+        if worst_there >= (1 + HEADROOM_MIN) * worst_here:
+            return f"with {worst_there / worst_here - 1:.0%} more capacity at worst"
     q = HEADROOM_LOAD * load.forecast
 
     def faster(prof: Profile, by: float) -> bool:
