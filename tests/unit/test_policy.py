@@ -402,6 +402,21 @@ def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:
     assert at([200.0, T0 - 60]).action == KEEP
 
 
+def test_off_with_the_acceptance_never_measured_probes_it_where_off_is_the_worst_case() -> None:
+    """Off at 25.6 req/s per replica, near its capacity, nothing ever measured: k=1 planned with the prior's
+    acceptance discounted would not serve the load, but a schedule drafting k=1 only up to a little past the batch
+    running and off beyond has off's capacity and, with the prior's acceptance, is far faster: taken, once per
+    EXPLORE_EVERY_S. With the acceptance measured there is nothing to probe."""
+    never = PolicyState(k=0, since=T0 - 10_000)
+    probe = run(obs(25.6, 0), 0, never, schedules=True)
+    assert probe.action == TURN_ON and "probe of the acceptance" in probe.reason, probe.reason
+    batch = steady_state(PROFILE, 25.6, 0, []).batch
+    assert probe.to_k == ((1, 1), (math.ceil(batch * 1.1), 0))
+    assert run(obs(25.6, 0), 0, replace(never, last_explore=T0 - 60), schedules=True).action == KEEP
+    assert run(obs(25.6, 0), 0, never).action == KEEP  # (no schedules: nothing to probe with)
+    assert run(obs(25.6, 0), 0, settled(0), schedules=True).to_k != probe.to_k
+
+
 def test_a_candidate_drafting_what_runs_is_predicted_as_the_running_setting_was_measured() -> None:
     """The running setting is measured at the window's load, the candidates predicted at the forecast (a little
     lower: the window's count is noisy): the model's error on the running setting, applied to every candidate,

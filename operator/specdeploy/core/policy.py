@@ -79,6 +79,8 @@ ACCEPTANCE_CONFIDENCE_FLOOR = 0.5  # however old, a measurement keeps this weigh
 EXTRAPOLATION_DISCOUNT = 0.7  # unmeasured positions count this much of their extrapolated value: higher explores more
 EXPLORE_EVERY_S = 1800.0  # at most one move beyond the measured positions per half hour: restarts vs learning
 EXPLORE_MIN_UPSIDE = 0.15  # relative gain the extrapolation must promise before exploring upward: lower risks more
+PROBE_MARGIN = 0.1  # a probe drafts up to this much above the batch running: more drafts at more of its steps, and
+# costs more (the running setting at a larger batch) where the acceptance disappoints
 SATURATION_LATENCY_FACTOR = 20.0  # a saturated setting counts as this many times its latency: ranks it last
 LOAD_MEMORY = 0.3  # EWMA weight of the newest load sample: higher follows bursts faster, lower flaps less
 NOISE_Z = 2.0  # a peak counts this many standard deviations of window noise below what was seen: fewer chases noise
@@ -561,6 +563,8 @@ class Prediction:
     feasible: list[Setting]  # candidates that would serve the peak and the trend
     best: Setting
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
+    probe: Setting | None = None  # a cheap way to measure the acceptance, while none was ever measured (:func:`_probe`)
+    probe_hope: float = 0.0  # what the probe would gain with the prior's acceptance undiscounted, relative
 
 
 def predict(
@@ -596,14 +600,10 @@ def predict(
     if schedules:
         known = max(measured_len, top_k(current_k))
         candidates = [k for k in ks if k <= known]
-        # Where the prior cannot price the compute past a few tokens per step (an MoE) and no window measured far
-        # past them, the schedule is the one fastest were that compute dear: as fast at the batches measured, and
-        # drafting less where a burst would meet the compute (the model's own, once windows have measured it).
-        priced = profile.known_tokens_per_step
-        hedged = math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
-        schedule = best_schedule(dear if hedged else profile, p, ks)
-        candidates.append(schedule if len(schedule) > 1 else schedule[0][1])
+        candidates.append(_schedule(profile, dear, st, p, ks))
         candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs) for c in candidates]
+    probe = _probe(profile, st, load, settings, current_k) if schedules else None
+    candidates += [probe] if probe is not None else []
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
     q = load.forecast
@@ -619,7 +619,39 @@ def predict(
         for k in latency
     }
     best = min(feasible, key=_ranked(horizon))
-    return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best))
+    probe = probe if probe in feasible else None
+    hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
+    return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
+
+
+def _schedule(profile: Profile, dear: Profile, st: PolicyState, p: list[float], ks: list[int]) -> Setting:
+    """The schedule offered (:func:`~.model.best_schedule`). Where the prior cannot price the compute past a few
+    tokens per step (an MoE) and no window measured far past them, the one fastest were that compute dear: as fast
+    at the batches measured, drafting less where a burst would meet the compute (the model's own once windows have
+    measured it)."""
+    priced = profile.known_tokens_per_step
+    hedged = math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
+    schedule = best_schedule(dear if hedged else profile, p, ks)
+    return schedule if len(schedule) > 1 else schedule[0][1]
+
+
+def _probe_hope(profile: Profile, q: float, p: list[float], probe: Setting) -> float:
+    """What the probe would gain over speculation off at the load ``q``, relative, with the prior's acceptance as it
+    is (nothing was measured, so ``p`` is that acceptance discounted: :func:`effective_acceptance`)."""
+    hoped = [x / EXTRAPOLATION_DISCOUNT for x in p]
+    here = predict_ms(profile, q, 0, [])
+    return (here - predict_ms(replace(profile, acceptance=tuple(hoped)), q, probe, hoped[:1])) / here
+
+
+def _probe(profile: Profile, st: PolicyState, load: Load, settings: Adaptive, current_k: Setting) -> Setting | None:
+    """While speculation is off and its acceptance was never measured, the schedule that measures it cheaply: k=1
+    up to :data:`PROBE_MARGIN` above the batch running, off beyond. Where the acceptance disappoints, the batch
+    grows past the edge and it runs off there: what runs, at a slightly larger batch; it never has less capacity.
+    (None where it does not apply, or the batch running is already at the cap.)"""
+    if current_k != 0 or st.acceptance or settings.min_tokens > 1:
+        return None
+    edge = max(2, math.ceil(steady_state(profile, load.forecast, 0, []).batch * (1 + PROBE_MARGIN)))
+    return ((1, 1), (edge, 0)) if edge < profile.max_num_seqs else None
 
 
 def _ranked(horizon: dict[Setting, float]) -> Callable[[Setting], tuple[float, bool, int]]:
@@ -672,14 +704,9 @@ def gate(
     # queue: then the saturation has to be measured first, as load often levels off). The model's word alone,
     # against a setting serving without a queue, does not force anything.
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
-    # By choice, the best setting whose gain does not rest on compute no window measured.
-    target = pred.best if forced else _surest(pred, st, load, profile, dear, current_k)
-    # A schedule as fast now may be taken for what it buys ahead of the load (:func:`_headroom`), also when what
-    # runs ranks first by a rounding: a change costs a little even when it gains nothing now.
-    option = None if forced else target if target != current_k else _roomier(pred, current_k)
-    headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
-    if headroom and option is not None:
-        target = option
+    target, headroom, probing = (
+        (pred.best, None, False) if forced else _by_choice(pred, st, load, profile, dear, rollout, current_k, now)
+    )
     cur, forecast, gain = pred.latency_ms[current_k], load.forecast, round(_gain(pred.horizon_ms, current_k, target), 4)
     # Moving to a k beyond the positions measured is a bet; a schedule bets only at the small batches of a low
     # load (cheap and reversible), so only a static k counts as exploring.
@@ -710,7 +737,35 @@ def gate(
     action = TURN_OFF if target == 0 else TURN_ON if current_k == 0 else SET_K
     if settings.mode == AdaptiveMode.RECOMMEND:
         return Decision(action, target, f"recommend {why}", gain, pred.latency_ms, st)
-    return Decision(action, target, why, gain, pred.latency_ms, _changed(st, pred, current_k, target, exploring, now))
+    changed = _changed(st, pred, current_k, target, exploring or probing, now)
+    return Decision(action, target, why, gain, pred.latency_ms, changed)
+
+
+def _by_choice(
+    pred: Prediction,
+    st: PolicyState,
+    load: Load,
+    profile: Profile,
+    dear: Profile,
+    rollout: Rollout,
+    current_k: Setting,
+    now: float,
+) -> tuple[Setting, str | None, bool]:
+    """The setting to move to by choice, what it buys beyond its latency now (headroom, or a probe), and whether it
+    is a probe. The best setting whose gain does not rest on compute no window measured (:func:`_surest`); a
+    schedule as fast now, for what it buys ahead of the load (:func:`_headroom`; also when what runs ranks first by
+    a rounding: a change costs a little even when it gains nothing now); else, while the acceptance was never
+    measured, a probe of it (one per :data:`EXPLORE_EVERY_S`) if the prior's acceptance promises
+    :data:`EXPLORE_MIN_UPSIDE`."""
+    target = _surest(pred, st, load, profile, dear, current_k)
+    option = target if target != current_k else _roomier(pred, current_k)
+    headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
+    if headroom and option is not None:
+        return option, headroom, False
+    explored = now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S
+    if target == current_k and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
+        return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster with the prior's)", True
+    return target, None, False
 
 
 def _changed(
