@@ -12,7 +12,7 @@ import kopf
 import pytest
 from kubernetes.client.rest import ApiException
 
-from specdeploy.shell.kube import Clients
+from specdeploy.shell.kube import Applied, Clients
 from specdeploy.shell.sync import ApplyFailed, reconcile
 
 from ..conftest import SAMPLE
@@ -66,3 +66,16 @@ def test_server_errors_are_retried_and_status_says_why() -> None:
     with pytest.raises(kopf.TemporaryError) as exc:
         reconcile(_clients(500, "Internal Server Error", "x"), _body(), logging.getLogger("test"))
     assert isinstance(exc.value, ApplyFailed) and "500" in degraded(exc.value)["message"]
+
+
+def test_an_object_is_current_only_while_it_is_what_was_applied_at_the_version_applied() -> None:
+    applied = Applied()
+    dep = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "a"}, "spec": {"replicas": 1}}
+    applied.record(dep, {"metadata": {"resourceVersion": "7"}})
+    live = {("Deployment", "ns", "a"): {"metadata": {"resourceVersion": "7"}, "status": {}}}
+    assert applied.current(dep, live) is live["Deployment", "ns", "a"]
+    assert applied.current({**dep, "spec": {"replicas": 2}}, live) is None  # rendered differently since
+    assert applied.current(dep, {("Deployment", "ns", "a"): {"metadata": {"resourceVersion": "8"}}}) is None
+    assert applied.current(dep, {}) is None  # deleted
+    applied.retain([])
+    assert applied.current(dep, live) is None  # forgotten once a listing no longer finds it

@@ -33,8 +33,10 @@ from ..core.render import Owner, render_deployment
 from . import telemetry
 from .kube import (
     Clients,
+    Live,
     api_message,
     apply,
+    list_owned,
     list_resources,
     namespace_terminating,
     post_event,
@@ -57,15 +59,21 @@ class ApplyFailed(kopf.TemporaryError):
         self.status = status
 
 
-def reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
-    """One idempotent pass for one SpeculativeDeployment; returns the status to write."""
+def reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live | None = None) -> dict[str, Any]:
+    """One idempotent pass for one SpeculativeDeployment; returns the status to write. ``live``: the owned objects
+    as a listing just found them; one still as the operator applied it is not applied again."""
     with telemetry.reconcile_pass():
-        new = _reconcile(clients, body, logger)
+        new = _reconcile(clients, body, logger, live or {})
     telemetry.reconciled(body, new)
     return new
 
 
-def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[str, Any]:
+def _ensure(clients: Clients, obj: dict[str, Any], live: Live) -> dict[str, Any]:
+    """The object as the server has it, applied unless it is still what was applied."""
+    return clients.applied.current(obj, live) or apply(clients, obj)
+
+
+def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     now = datetime.now(UTC)
@@ -83,8 +91,10 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger) -> dict[s
             owner = Owner(name, namespace, meta["uid"])
             workload_obj, *others = render_all(owner, spec, k, clients.site)
             for obj in others:
-                apply(clients, obj)
-            workload = _apply_workload(clients, workload_obj, owner, spec, k)
+                _ensure(clients, obj, live)
+            workload = clients.applied.current(workload_obj, live) or _apply_workload(
+                clients, workload_obj, owner, spec, k
+            )
     except ApiException as exc:
         if namespace_terminating(exc):
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
@@ -156,12 +166,16 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def reconcile_and_write(
-    clients: Clients, cr: dict[str, Any], logger: Logger, applied: Callable[[], None] = lambda: None
+    clients: Clients,
+    cr: dict[str, Any],
+    logger: Logger,
+    applied: Callable[[], None] = lambda: None,
+    live: Live | None = None,
 ) -> None:
     """Reconcile outside a kopf change handler and write what changed in status through the status subresource
     (also when the API server refused an object: then the pass still fails). ``applied`` runs between the two."""
     try:
-        new = reconcile(clients, cr, logger)
+        new = reconcile(clients, cr, logger, live)
     except ApplyFailed as exc:
         write_status(clients, cr, changed(cr.get("status") or {}, exc.status))
         raise
@@ -170,11 +184,15 @@ def reconcile_and_write(
 
 
 def resync_all(clients: Clients, namespaces: list[str], logger: Logger) -> None:
-    """Level-based safety net: reconcile every resource (restores drift a missed watch event left behind)."""
-    for cr in list_resources(clients, namespaces):
+    """Level-based safety net: reconcile every resource (restores drift a missed watch event left behind). Owned
+    objects are listed first: only those changed or missing since the operator applied them are applied."""
+    resources = list_resources(clients, namespaces)
+    live = list_owned(clients, namespaces)
+    clients.applied.retain(live)
+    for cr in resources:
         if cr["metadata"].get("deletionTimestamp"):
             continue
         try:
-            reconcile_and_write(clients, cr, logger)
+            reconcile_and_write(clients, cr, logger, live=live)
         except (ApiException, kopf.TemporaryError) as exc:
             logger.warning("resync of %s/%s failed: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], exc)
