@@ -72,7 +72,10 @@ def evaluate_all(
     for cr, spec in valid(items, lambda *_: None):
         meta = cr["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
-        if spec.adaptive.mode == AdaptiveMode.OFF or meta.get("deletionTimestamp"):
+        # Not reconciled yet (its first apply refused, say): no setting runs that the policy could adopt as its own;
+        # judged as speculation off, the first real setting would read as the user's change.
+        unreconciled = "k" not in (cr.get("status") or {})
+        if spec.adaptive.mode == AdaptiveMode.OFF or meta.get("deletionTimestamp") or unreconciled:
             continue
         late = now.timestamp() - last.get(key, 0.0) - spec.adaptive.evaluation_interval_seconds
         if late >= 0:
