@@ -43,7 +43,9 @@ def prometheus(tmp_path: Path, cluster: Cluster) -> Iterator[Prometheus]:
     pods = local_cluster.P.prometheus / "pods.json"
     jobs = podmonitor_jobs(pods, "1s") + servicemonitor_jobs(pods, "1s")  # vLLM's pods, and the operator
     prom = Prometheus(tmp_path / "prom", host=local_cluster.NODE_IP, jobs=jobs).start()
-    # The operator reads where its installer points it: this Prometheus becomes its default endpoint.
+    # The operator reads where its installer points it: this Prometheus becomes its default endpoint (in the
+    # operator's namespace, which a cluster started without the operator lacks).
+    kubectl("create", "namespace", local_cluster.OPERATOR_NAMESPACE, check=False)
     kubectl("apply", "-f", "-", stdin=json.dumps(local_cluster.metrics_endpoints(prom.url)))
     yield prom
     prom.stop()
