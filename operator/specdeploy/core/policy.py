@@ -762,7 +762,7 @@ def _by_choice(
     headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
     if headroom and option is not None:
         return option, headroom, False
-    explored = now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S
+    explored = _explored_recently(st, now)
     if target == current_k and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
         return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster with the prior's)", True
     return target, None, False
@@ -828,11 +828,11 @@ def _headroom(
     if not light or rollout_overload_ms(profile, rollout, load.forecast, p, current_k, target) > 0:
         return None
     more = there / here - 1 if here > 0 else 0.0
-    if more >= HEADROOM_MIN and capacity_qps(dear, target, p) >= (1 + HEADROOM_MIN) * capacity_qps(dear, current_k, p):
+    dear_here, dear_there = capacity_qps(dear, current_k, p), capacity_qps(dear, target, p)
+    if more >= HEADROOM_MIN and dear_there >= (1 + HEADROOM_MIN) * dear_here:
         return f"with {more:.0%} more capacity"
     if math.isfinite(dear.known_tokens_per_step):
-        worst_there = min(there, capacity_qps(dear, target, p))
-        worst_here = min(here, capacity_qps(dear, current_k, p))
+        worst_there, worst_here = min(there, dear_there), min(here, dear_here)
         if worst_there >= (1 + HEADROOM_MIN) * worst_here:
             return f"with {worst_there / worst_here - 1:.0%} more capacity at worst"
     q = HEADROOM_LOAD * load.forecast
@@ -888,10 +888,16 @@ def _guessed(
     return predict_ms(dear, q, target, upto(p, target)) >= running
 
 
+def _explored_recently(st: PolicyState, now: float) -> bool:
+    """Whether the last move to learn (a k beyond the measured positions, or a probe) was within
+    :data:`EXPLORE_EVERY_S`."""
+    return now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S
+
+
 def _exploration_held(pred: Prediction, st: PolicyState, now: float) -> str | None:
     """Why a move to a k beyond the measured positions waits: one such move per :data:`EXPLORE_EVERY_S`, and only
     for a large promised gain (the extrapolation is a guess)."""
-    if now - (st.last_explore if st.last_explore is not None else -math.inf) < EXPLORE_EVERY_S:
+    if _explored_recently(st, now):
         return f"{label(pred.best)} looks better by extrapolation; explored recently"
     if pred.gain < EXPLORE_MIN_UPSIDE:
         return f"{label(pred.best)} looks better by extrapolation, but only by {pred.gain:.1%}: not worth exploring"
