@@ -103,3 +103,21 @@ def test_recommend_asks_the_policy_in_recommend_mode_and_prints_one_line() -> No
     assert text == "ns/llm: k=3: keep -> k=3: no decision without fresh metrics: Prometheus down"
     plain = validate_spec({"target": {"model": "t"}})
     assert line(copy.deepcopy(CR), plain, NoData("x"), now) == "ns/llm: k=3: nothing to decide (no speculator)"
+
+
+def test_draft_counters_tell_which_positions_every_draft_reached() -> None:
+    obs = assemble(answers(), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(obs, Observation)
+    assert obs.drafted_per_step == pytest.approx(3.0) and obs.positions_measured == 3
+    # a schedule's window drafting 3 and 2 alike: the third position was reached by half the drafts
+    mixed = assemble(answers(draft_tokens=[sample(250.0)]), [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(mixed, Observation) and mixed.positions_measured == 2
+
+
+def test_a_window_that_drafted_nothing_keeps_its_positions_and_measures_none() -> None:
+    zero = [sample(0.0, position=str(i)) for i in range(3)]
+    raw = answers(drafts=[sample(0.0)], draft_tokens=[sample(0.0)], accepted=[sample(0.0)], per_pos=zero)
+    obs = assemble(raw, [("ns", "llm", "3")])[("ns", "llm")]
+    assert isinstance(obs, Observation)
+    assert obs.k_running == 3 and obs.per_position == (0.0, 0.0, 0.0)  # the pods run k=3: a schedule's off band
+    assert obs.positions_measured == 0 and obs.drafted_per_step == 0.0

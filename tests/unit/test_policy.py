@@ -31,6 +31,7 @@ from specdeploy.core.policy import (
     PolicyState,
     Rollout,
     decide,
+    learn,
     new_share,
     restart_cost_seconds,
     rollout_capacity,
@@ -525,3 +526,36 @@ def test_switching_to_off_mid_rollout_stops_the_policy_even_from_rolling_back() 
     off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
     decision, patch = evaluate(off, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
     assert decision is None and "k" not in patch and "decisions" not in patch
+
+
+SCHEDULE = ((1, 5), (8, 2), (40, 0))
+
+
+def schedule_window(batch: float, drafted: float, drafts_share: float, per_position: tuple[float, ...]) -> Observation:
+    """A window of 2 replicas on :data:`SCHEDULE` at ``batch`` sequences each, its steps drafting ``drafted``
+    tokens per sequence on average, ``drafts_share`` of them drafting at all."""
+    itl_rate = 2 * batch / 0.02
+    return Observation(namespace="ns", deployment="d", k_label="5", pods=2, request_rate=8.0, running=2 * batch,
+                       waiting=0.0, generation_tps=8.0 * 256, prompt_tps=8.0 * 512, per_position=per_position,
+                       itl_mean_s=0.02, itl_rate=itl_rate, draft_rate=itl_rate * drafts_share,
+                       draft_token_rate=itl_rate * drafted)  # fmt: skip
+
+
+def test_positions_no_draft_of_a_window_reached_keep_what_was_measured_no_higher_than_the_last_reached() -> None:
+    before = settled(5)  # P[:6] measured at light load
+    # at 20 sequences the schedule drafts 2: vLLM reads positions 3-5 as 0 (never drafted there)
+    window = schedule_window(20, 2.0, 1.0, (0.7, 0.5, 0.0, 0.0, 0.0))
+    st, _, _ = learn(window, before, SETTINGS, ROLLOUT, SCHEDULE, T0)
+    assert st.acceptance[:2] == [0.7, 0.5]
+    assert st.acceptance[2:] == [min(x, 0.5) for x in P[2:5]]  # kept (P[2] = 0.40), capped; the 6th is not drafted
+
+
+def test_a_window_drafting_two_bands_k_is_a_sample_at_their_mean_and_no_capacity() -> None:
+    # at the edge to off (40), a third of the steps drafting 2 and the rest none
+    window = schedule_window(40, 2 / 3, 1 / 3, (0.75, 0.55, 0.0, 0.0, 0.0))
+    st, _, _ = learn(window, settled(5), SETTINGS, ROLLOUT, SCHEDULE, T0)
+    assert [round(x, 3) for x in st.samples[-1][1:3]] == [0.667, 40.0]
+    assert st.floors == {}  # what it served is neither k=2's capacity nor off's
+    pure = schedule_window(20, 2.0, 1.0, (0.75, 0.55, 0.0, 0.0, 0.0))
+    st, _, _ = learn(pure, settled(5), SETTINGS, ROLLOUT, SCHEDULE, T0)
+    assert st.samples[-1][1] == 2 and set(st.floors) == {"2"}

@@ -74,7 +74,7 @@ def metrics_status(obs: Observation, window: int, now: datetime) -> ObservedMetr
         generation_tokens_per_second=r(obs.generation_tps, 2),
         acceptance_rate=r(obs.acceptance_rate),
         mean_acceptance_length=r(obs.mean_acceptance_length),
-        per_position_acceptance=[round(x, 4) for x in obs.per_position],
+        per_position_acceptance=[round(x, 4) for x in obs.per_position[: obs.positions_measured]],
         itl_p50_ms=r(obs.itl_p50_s and obs.itl_p50_s * 1000, 3),
         itl_p95_ms=r(obs.itl_p95_s and obs.itl_p95_s * 1000, 3),
         kv_cache_usage=r(obs.kv_usage),

@@ -56,7 +56,7 @@ class Sample:
     """One evaluation window at one setting, per replica."""
 
     time: float
-    k: int  # the k the pods ran (0 = off)
+    k: float  # the k the steps drafted (0 = off); where they drafted several (a schedule at a band edge), the mean
     batch: float  # mean running sequences
     step_ms: float  # mean inter-token latency = mean engine step
     qps: float  # completed requests/s
@@ -70,7 +70,7 @@ class Sample:
     @classmethod
     def from_list(cls, raw: Sequence[float]) -> Sample:
         t, k, b, s, q, pt, ot = raw[:7]
-        return cls(float(t), int(k), float(b), float(s), float(q), float(pt), float(ot))
+        return cls(float(t), float(k), float(b), float(s), float(q), float(pt), float(ot))
 
 
 def keep_samples(samples: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -79,7 +79,7 @@ def keep_samples(samples: Sequence[Sequence[float]]) -> list[list[float]]:
     seen: dict[int, int] = {}
     kept = []
     for i, raw in enumerate(reversed(samples)):
-        k = int(raw[1])
+        k = round(raw[1])
         seen[k] = seen.get(k, 0) + 1
         if i < MAX_SAMPLES or seen[k] <= SAMPLES_PER_K:
             kept.append(list(raw))
@@ -226,7 +226,7 @@ def remember_capacity(
     return {**floors, key: held_max(floors.get(key), surely, now, 4)}, ceilings
 
 
-def remember_envelope(old: list[float] | None, batch: float, k: int, now: float) -> list[float]:
+def remember_envelope(old: list[float] | None, batch: float, k: float, now: float) -> list[float]:
     """The most tokens per step (``batch * (k + 1)``) a recent window measured, with when (:func:`held_max`)."""
     return held_max(old, batch * (k + 1), now, 3)
 
@@ -307,7 +307,7 @@ def _traffic_shape(samples: Sequence[Sample]) -> tuple[float, float]:
 
 def sample_of(
     time: float,
-    k: int,
+    k: float,
     batch: float,
     step_ms: float | None,
     qps: float,

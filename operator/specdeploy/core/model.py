@@ -26,6 +26,7 @@ from typing import Any
 OPEN_BATCH = 65536  # the last band's upper batch size as rendered: beyond any batch cap
 ROOT_ITERATIONS = 60  # at most (bisection's worst case); Newton converges in a handful
 ROOT_TOLERANCE = 1e-9  # balance of the steady-state batch, relative: far below anything a figure shows
+PIN_TOLERANCE = 1e-6  # a balance this close to a band edge (relative) is pinned there: far below one sequence
 
 # EAGLE-3 on Llama-3.1-8B-Instruct, chat traffic: cumulative per-position acceptance p_1..p_8.
 DEFAULT_ACCEPTANCE = (0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08)
@@ -102,6 +103,9 @@ def step_time_ms(prof: Profile, batch: float, k: int, context: float | None = No
     return target(batch * (k + 1)) + k * prof.draft_cost * target(batch)
 
 
+Mix = tuple[tuple[int, float], ...]  # the k steps draft, each with its share of the steps
+
+
 @dataclass(frozen=True)
 class SteadyState:
     """One replica at a constant request rate."""
@@ -114,6 +118,16 @@ class SteadyState:
     served_qps: float
     waiting: float  # requests queued (bounded by a horizon when saturated)
     saturated: bool
+    mix: Mix = ()  # the k the steps draft, each with its share of the steps
+
+
+def accepted_per_draft(mix: Mix, p: Sequence[float]) -> list[float]:
+    """What vLLM's per-position accepted counter over its drafts counter reads for steps drafting as ``mix`` says:
+    position i is accepted with chance ``p[i]`` in the drafts that reach it and counts 0 in the others (under a
+    schedule, those of the bands drafting less)."""
+    drafts = sum(share for k, share in mix if k > 0)
+    top = max((k for k, _ in mix), default=0)
+    return [sum(share for k, share in mix if k > i) * p[i] / drafts if drafts else 0.0 for i in range(top)]
 
 
 def prefill_share(prof: Profile, qps: float) -> float:
@@ -164,22 +178,60 @@ def steady_state(prof: Profile, qps: float, setting: Setting, p: Sequence[float]
     if qps <= 0:
         k = k_at(setting, 1)
         step, e = step_time_ms(prof, 1, k), tokens_per_step(p, k)
-        return SteadyState(0.0, step, e, step / e, cap, 0.0, 0.0, False)
+        return SteadyState(0.0, step, e, step / e, cap, 0.0, 0.0, False, ((k, 1.0),))
     if qps >= cap:
         b = float(prof.max_num_seqs)
         k = k_at(setting, b)
         step, e = step_time_ms(prof, b, k) / (1 - prefill_share(prof, cap)), tokens_per_step(p, k)
-        return SteadyState(b, step, e, step / e, cap, cap, float("inf"), True)
+        return SteadyState(b, step, e, step / e, cap, cap, float("inf"), True, ((k, 1.0),))
     stretch = 1 / (1 - prefill_share(prof, qps))
+    demand = qps * prof.output_tokens / 1000  # tokens per millisecond a replica must yield
 
     def excess(b: float) -> float:
         k = k_at(setting, b)
-        return qps * prof.output_tokens * step_time_ms(prof, b, k) * stretch / tokens_per_step(p, k) / 1000 - b
+        return demand * step_time_ms(prof, b, k) * stretch / tokens_per_step(p, k) - b
 
     b = max(_root(excess, 0.0, float(prof.max_num_seqs)), 1e-9)
+    pinned = _pinned(setting, b, excess)
+    if pinned is not None:
+        return _mixed(prof, setting, p, pinned, demand, stretch, cap, qps)
     k = k_at(setting, b)
     step, e = step_time_ms(prof, max(b, 1.0), k) * stretch, tokens_per_step(p, k)
-    return SteadyState(b, step, e, step / e, cap, qps, 0.0, False)
+    return SteadyState(b, step, e, step / e, cap, qps, 0.0, False, ((k, 1.0),))
+
+
+def _pinned(setting: Setting, b: float, excess: Callable[[float], float]) -> int | None:
+    """The band edge a schedule's balance is pinned at, if it is: the k below the edge is too slow to carry the
+    load (the batch grows into the next band) and the k from the edge on too fast (it shrinks back), so the
+    engine alternates between the two bands' k at the edge batch. None where the balance is a proper one."""
+    if isinstance(setting, int):
+        return None
+    for first, _ in setting[1:]:
+        if abs(b - first) <= PIN_TOLERANCE * first and excess(first - PIN_TOLERANCE * first) > 0 > excess(first):
+            return first
+    return None
+
+
+def _mixed(
+    prof: Profile,
+    setting: Setting,
+    p: Sequence[float],
+    edge: int,
+    demand: float,
+    stretch: float,
+    cap: float,
+    qps: float,
+) -> SteadyState:
+    """The steady state of a schedule pinned at a band edge: at the edge batch, the share ``f`` of steps drafting
+    the lower band's k that makes the mean step yield exactly the tokens the load needs
+    (``edge * (f E_lo + (1-f) E_hi) = demand * (f s_lo + (1-f) s_hi)``)."""
+    k_lo, k_hi = k_at(setting, edge - 1), k_at(setting, edge)
+    s_lo, s_hi = (step_time_ms(prof, edge, k) * stretch for k in (k_lo, k_hi))
+    e_lo, e_hi = tokens_per_step(p, k_lo), tokens_per_step(p, k_hi)
+    f = (demand * s_hi - edge * e_hi) / (edge * (e_lo - e_hi) - demand * (s_lo - s_hi))
+    f = min(1.0, max(0.0, f))
+    step, e = f * s_lo + (1 - f) * s_hi, f * e_lo + (1 - f) * e_hi
+    return SteadyState(float(edge), step, e, step / e, cap, qps, 0.0, False, ((k_lo, f), (k_hi, 1 - f)))
 
 
 def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int]) -> Schedule:

@@ -23,6 +23,8 @@ SELECTOR = '{deployment!=""}'
 # vLLM's finished_reason values: a request that stopped or reached its length was served (the load the policy
 # plans for); abort (client gone, or preempted away) and error were not, and count as failures.
 SERVED_REASONS = "stop|length"
+DRAFT_LENGTH_SLACK = 0.05  # a mean draft length this short of a whole k still counts as all drafts reaching k:
+# vLLM leaves invalid draft tokens uncounted (structured output); more slack reads more of a schedule's low bias
 
 
 def queries(window: str) -> dict[str, str]:
@@ -75,6 +77,8 @@ class Observation:
     per_position: tuple[float, ...] = ()
     itl_mean_s: float | None = None
     itl_rate: float | None = None  # ITL observations per second: one per running request per engine step
+    draft_rate: float | None = None  # drafts per second: one per request per step that drafted (vLLM's num_drafts)
+    draft_token_rate: float | None = None  # tokens drafted per second (vLLM's num_draft_tokens)
     itl_p50_s: float | None = None
     itl_p95_s: float | None = None
     kv_usage: float | None = None
@@ -90,6 +94,27 @@ class Observation:
         if self.itl_mean_s and self.itl_rate and decoded > 0:
             return self.itl_mean_s * self.itl_rate / decoded
         return self.itl_mean_s / (1 + sum(self.per_position)) if self.itl_mean_s else None
+
+    @property
+    def drafted_per_step(self) -> float | None:
+        """Tokens drafted per sequence per step (vLLM's draft tokens over its ITL count): under a schedule, the k
+        of the bands the window's steps ran, averaged over them. None without both counters."""
+        if self.draft_token_rate is None or not self.itl_rate:
+            return None
+        return self.draft_token_rate / self.itl_rate
+
+    @property
+    def positions_measured(self) -> int:
+        """How many leading positions of ``per_position`` every draft reached. vLLM counts a position's acceptances
+        over all drafts, so a position only some drafts reached (the bands of a schedule drafting more) reads low.
+        The positions below the mean draft length are exact where the drafts were of one k or two adjacent ones
+        (a schedule's bands at one batch size); none where nothing was drafted; every one without the counters."""
+        if self.draft_rate == 0:
+            return 0
+        if self.draft_rate and self.draft_token_rate is not None:
+            reached = math.floor(self.draft_token_rate / self.draft_rate + DRAFT_LENGTH_SLACK)
+            return min(len(self.per_position), reached)
+        return len(self.per_position)
 
     @property
     def k_running(self) -> int:
@@ -163,8 +188,8 @@ def _observation(ns: str, dep: str, k_label: str, vals: dict[str, float], pos: d
     """One deployment's answers (rates summed over its pods) as an Observation."""
     drafts, accepted = vals.get("drafts"), vals.get("accepted")
     per_position: tuple[float, ...] = ()
-    if drafts and pos:
-        per_position = tuple(pos.get(i, 0.0) / drafts for i in range(max(pos) + 1))
+    if pos:  # vLLM keeps a series per position it may draft: a window that drafted nothing reads 0 at each
+        per_position = tuple(pos.get(i, 0.0) / drafts if drafts else 0.0 for i in range(max(pos) + 1))
     itl_mean = vals["itl_sum"] / vals["itl_count"] if vals.get("itl_count") else None
     return Observation(
         namespace=ns,
@@ -181,6 +206,8 @@ def _observation(ns: str, dep: str, k_label: str, vals: dict[str, float], pos: d
         per_position=per_position,
         itl_mean_s=itl_mean,
         itl_rate=vals.get("itl_count"),
+        draft_rate=drafts,
+        draft_token_rate=vals.get("draft_tokens"),
         itl_p50_s=vals.get("itl_p50"),
         itl_p95_s=vals.get("itl_p95"),
         kv_usage=vals.get("kv_usage"),

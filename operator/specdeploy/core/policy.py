@@ -106,6 +106,8 @@ MODEL_ERROR_MAX = 2.0  # the model's error measured on the running setting scale
 # factor either way: a window far off the model says more about the window than about the model
 UNMEASURED_COMPUTE_FACTOR = 2.0  # compute no window measured is planned this dear, for a change by choice, beside
 # the fitted model: a prior's cost is known to within about this factor; higher changes less on the prior's word
+MIXED_DRAFTS = 0.25  # a window drafting this many tokens per step away from its band's k ran several bands' k: its
+# cost sample is at their mean, and it tells no one k's capacity; more lets a mix pass for one k
 FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
 # budget is not spent on it again, yet a fix (memory, image) is picked up within the working day
 
@@ -534,16 +536,25 @@ def learn(
     qps, waiting = obs.request_rate / pods, obs.waiting / pods
     # A window's request count is Poisson: its rate is known to within 1 / sqrt(requests counted).
     noise = 1 / math.sqrt(max(1.0, obs.request_rate * settings.window_seconds))
-    if top_k(current_k) > 0 and obs.per_position:
-        st = replace(st, acceptance=[round(x, 5) for x in obs.per_position], acceptance_time=now)
+    if top_k(current_k) > 0 and (reached := obs.positions_measured) > 0:
+        # Positions the setting drafts that no draft of this window reached (a schedule's high bands, at a batch
+        # drafting less) keep what an earlier window measured, no higher than the last position reached.
+        fresh = list(obs.per_position[:reached])
+        measured = [*fresh, *(min(x, fresh[-1]) for x in st.acceptance[reached : top_k(current_k)])]
+        st = replace(st, acceptance=[round(x, 5) for x in measured], acceptance_time=now)
+    k = k_at(current_k, obs.running / pods)  # a schedule drafts the k of the batch size running
+    drafted = obs.drafted_per_step
+    one_k = drafted is None or abs(drafted - k) <= MIXED_DRAFTS
     if top_k(current_k) == obs.k_running:
-        # A schedule drafts the k of the batch size running: the window counts for that k.
-        k, step_ms = k_at(current_k, obs.running / pods), obs.itl_mean_s * 1000 if obs.itl_mean_s else None
-        sample = sample_of(now, k, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
+        # The window counts for that k, unless its steps drafted several (a schedule's balance at a band edge):
+        # then its step time is that of their mean k, and what it served no one k's capacity.
+        step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
+        ran = k if one_k or drafted is None else round(drafted, 3)
+        sample = sample_of(now, ran, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
         if sample is not None:
-            envelope = remember_envelope(st.envelope, sample.batch, k, now)
+            envelope = remember_envelope(st.envelope, sample.batch, ran, now)
             st = replace(st, samples=keep_samples([*st.samples, sample.to_list()]), envelope=envelope)
-        if qps > 0:
+        if qps > 0 and one_k:
             floors, ceilings = remember_capacity(st.floors, st.ceilings, k, qps, noise, waiting >= QUEUE_MIN, now)
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.model import Setting, k_at, schedule_label, top_k
+from ..core.model import Setting, accepted_per_draft, k_at, schedule_label, top_k
 from ..core.observation import Observation
 from ..core.policy import PolicyState, decide, rollout_seconds
 from .oracle import hindsight_schedule, oracle_schedule
@@ -108,10 +108,15 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     point, r = trace.points[i], trace.rollout
     requests = max(1.0, last.served_qps * trace.step_seconds)
     count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
-    drafts = max(1.0, last.tokens / 2)
-    accepted = tuple(
-        min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in point.acceptance[: top_k(k)]
-    )
+    itl_rate = last.batch * r.replicas / (last.step_ms / 1000) * count if last.step_ms else None
+    mix = last.mix or ((k_at(k, last.batch), 1.0),)
+    share = sum(s for drafted, s in mix if drafted > 0)
+    # vLLM counts per position the drafts that accepted it, over every draft: a position a step did not draft
+    # counts 0 there (under a schedule, the bands drafting less).
+    ideal = accepted_per_draft(mix, point.acceptance)
+    ideal += [0.0] * (top_k(k) - len(ideal))
+    drafts = max(1.0, (itl_rate or 0.0) * trace.step_seconds * share)
+    accepted = tuple(min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in ideal)
     return Observation(
         namespace="sim",
         deployment=trace.name,
@@ -124,7 +129,9 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
         prompt_tps=last.served_qps * point.prompt_tokens * count,
         per_position=accepted if top_k(k) else (),
         itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
-        itl_rate=last.batch * r.replicas / (last.step_ms / 1000) * count if last.step_ms else None,
+        itl_rate=itl_rate,
+        draft_rate=itl_rate * share if itl_rate is not None and top_k(k) else None,
+        draft_token_rate=itl_rate * sum(d * s for d, s in mix) if itl_rate is not None and top_k(k) else None,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core.model import Setting, capacity_qps, steady_state, top_k
+from ..core.model import Mix, Setting, capacity_qps, steady_state, top_k
 from ..core.policy import new_share, restart_capacity_loss, rollout_capacity
 from .trace import Point, Trace
 
@@ -20,6 +20,7 @@ class StepOutcome:
     served_qps: float
     batch: float  # per replica
     step_ms: float
+    mix: Mix = ()  # the k the new pods' steps draft, each with its share of the steps
 
 
 def run_step(
@@ -56,4 +57,4 @@ def run_step(
         engine_ms = old * ss_from.token_latency_ms + (1 - old) * engine_ms
     wait_s = (backlog + new_backlog) / 2 / max(cap_total, 1e-9) if (backlog or new_backlog) else 0.0
     token_ms = engine_ms + wait_s * 1000 / point.output_tokens
-    return StepOutcome(served * point.output_tokens, token_ms, new_backlog, served / dt, ss.batch, ss.step_ms)
+    return StepOutcome(served * point.output_tokens, token_ms, new_backlog, served / dt, ss.batch, ss.step_ms, ss.mix)
