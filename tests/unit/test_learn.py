@@ -9,12 +9,14 @@ from dataclasses import replace
 import pytest
 
 from specdeploy.api import validate_spec
+from specdeploy.core import learn
 from specdeploy.core.learn import (
     ENVELOPE_GROWTH,
     MAX_SAMPLES,
     SAMPLES_PER_K,
     Capacity,
     Sample,
+    compute_measured,
     envelope_limit,
     fit,
     keep_samples,
@@ -32,17 +34,20 @@ from ..conftest import ROOT
 L4 = Profile.from_dict({"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2,
                         "draft_cost": 0.1, "max_num_seqs": 64, "prefill_ms_per_ktok": 190, "output_tokens": 200,
                         "prompt_tokens": 400})  # fmt: skip
+LLAMA70B = Profile.from_dict({"t_mem_ms": 16.0, "t_kv_ms_per_ktok": 0.035, "n_knee": 320, "t_tok_ms": 0.26,
+                              "draft_cost": 0.05, "prefill_ms_per_ktok": 50, "output_tokens": 300, "prompt_tokens": 800,
+                              "acceptance": [0.78, 0.6, 0.46, 0.35, 0.26, 0.19, 0.14, 0.1]})  # fmt: skip
 MOE = Profile.from_dict({"t_mem_ms": 4.5, "t_kv_ms_per_ktok": 0.03, "n_knee": 48, "t_tok_ms": 0.33,
                          "draft_cost": 0.12, "prefill_ms_per_ktok": 9,
                          "acceptance": [0.7, 0.5, 0.35, 0.24, 0.16, 0.11, 0.07, 0.05]})  # fmt: skip
 WINDOW_S = 60.0
 
 
-def window(world: Profile, t: float, qps: float, k: int, rng: random.Random) -> Sample:
+def window(world: Profile, t: float, qps: float, k: int, rng: random.Random, itl_noise: float = 0.02) -> Sample:
     """One minute of one replica as Prometheus reports it: counts with Poisson noise, a mean ITL."""
     ss = steady_state(world, qps, k)
     count = 1 + rng.gauss(0, 1 / (ss.served_qps * WINDOW_S) ** 0.5)
-    return Sample(t, k, ss.batch, ss.step_ms * (1 + rng.gauss(0, 0.02)), ss.served_qps * count,
+    return Sample(t, k, ss.batch, ss.step_ms * (1 + rng.gauss(0, itl_noise)), ss.served_qps * count,
                   world.prompt_tokens, world.output_tokens)  # fmt: skip
 
 
@@ -139,6 +144,38 @@ def test_an_moe_steep_compute_is_learned_as_compute_not_as_kv_reads() -> None:
     for k in (0, 1, 3):
         world = capacity_qps(MOE, k, MOE.acceptance[:k])
         assert capacity_qps(model, k, MOE.acceptance[:k]) == pytest.approx(world, rel=0.2), k
+
+
+def test_compute_no_window_measured_is_not_learned_cheaper_than_the_priors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 70B on 4 GPUs at light load, schedules drafting 3-5: its compute past the knee is a few percent of a step,
+    and a fit free to trade it against prefill and KV reads (which grow with the load beside it) lowers it on
+    most seeds, to half the prior's where the world's is 1.2 times; a schedule planned on that drafts at batches
+    the world cannot afford. Held, the compute stays the prior's or dearer at every batch."""
+    prior = replace(prior_profile("meta-llama/Llama-3.1-70B-Instruct", tensor_parallel=4),
+                    acceptance=LLAMA70B.acceptance)  # fmt: skip
+
+    def compute_ms(prof: Profile, n: float) -> float:
+        return prof.t_tok_ms * n * n / (n + prof.n_knee)
+
+    full, cheaper = prior.max_num_seqs * 4, 0
+    for seed in range(6):
+        rng = random.Random(seed)
+        seen = [window(LLAMA70B, 60.0 * i, 0.5 + 4.2 * i / 48, rng.choice((3, 4, 5)), rng, 0.065) for i in range(48)]
+        assert not compute_measured(prior, seen)
+        model = learned_profile(prior, seen, Capacity({}, {}), 2880.0)
+        assert all(compute_ms(model, n) >= compute_ms(prior, n) * (1 - 1e-9) for n in (16, 64, 256, full)), seed
+        with monkeypatch.context() as m:
+            m.setattr(learn, "COMPUTE_MEASURED_SHARE", 0.0)  # every window counts as measuring it: the free fit
+            cheaper += compute_ms(learned_profile(prior, seen, Capacity({}, {}), 2880.0), full) < compute_ms(
+                prior, full
+            )
+    assert cheaper >= 3
+
+
+def test_windows_near_capacity_measure_the_compute() -> None:
+    rng = random.Random(5)
+    assert compute_measured(L4, [window(L4, 60.0 * i, 2.3, 3, rng) for i in range(3)])
+    assert not compute_measured(L4, [window(L4, 60.0 * i, 0.2, 3, rng) for i in range(3)])
 
 
 def test_the_batch_cap_comes_from_the_serve_arguments() -> None:

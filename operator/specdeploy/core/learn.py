@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from .model import Profile, capacity_qps
 
 COSTS = ("t_mem_ms", "t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")
+COMPUTE = COSTS.index("t_tok_ms")
 BATCH_COSTS = ("t_kv_ms_per_ktok", "t_tok_ms", "prefill_ms_per_ktok")  # the costs that grow with the load
 KNEES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # compute knees tried (tokens per step)
 DRAFT_COST_FACTORS = (0.5, 2.0, 4.0, 8.0)  # drafter costs tried, times the prior's (a draft model costs far more
@@ -39,6 +40,10 @@ WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trus
 PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
 UNKNOWN_COMPUTE_SPREAD = 10.0  # ... of the compute past the knee where the prior cannot price it (an MoE, whose
 # step past a few tokens reads the experts its tokens route to): lower keeps the roofline's guess longer
+COMPUTE_MEASURED_SHARE = 0.15  # the compute past the knee counts as measured once it is this share of some window's
+# step; until then it stays the prior's or dearer (knee no later, slope no less): higher holds the prior's longer
+# (0.3 measured alike)
+HELD_RIDGE = 1e9  # the ridge that holds a cost at the prior's
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # newest windows kept in status (a few KB); older ones carry little weight anyway
 SAMPLES_PER_K = 12  # ... and the newest of every other k, however old: windows at several k tell the drafter's cost
@@ -107,11 +112,15 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     """The compute knee, the drafter's cost and the four costs that best explain the windows' step times: for each
     knee in :data:`KNEES` (and the prior's), the ridge fit of the costs, and the knee whose fit leaves the least
     error wins; then, at that knee, each drafter cost of :data:`DRAFT_COST_FACTORS` likewise. A value far from the
-    prior's pays a little (the prior is the guess to fall back on when the windows cannot tell)."""
+    prior's pays a little (the prior is the guess to fall back on when the windows cannot tell). While no window
+    measured the compute past the knee (:func:`compute_measured`), it is no cheaper than the prior's at any batch:
+    the knee no later, the slope no less."""
+
+    hold = not compute_measured(prior, samples)
 
     def fitted(candidate: Profile, straying: float) -> tuple[float, Profile]:
         """The candidate with its fitted costs, and the error they leave plus what straying from the prior costs."""
-        costs, error = fit_costs(candidate, samples, now)
+        costs, error = fit_costs(candidate, samples, now, hold)
         return error + straying, replace(candidate, **costs)
 
     def away(knee: int) -> float:
@@ -120,7 +129,8 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     def first(fit: tuple[float, Profile]) -> float:
         return fit[0]  # the error; min keeps the first of equals, so the knee's own fit wins a tie below
 
-    best = min((fitted(replace(prior, n_knee=n), away(n)) for n in sorted({prior.n_knee, *KNEES})), key=first)
+    knees = [n for n in sorted({prior.n_knee, *KNEES}) if not hold or n <= prior.n_knee]
+    best = min((fitted(replace(prior, n_knee=n), away(n)) for n in knees), key=first)
     # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
     knee = best[1].n_knee
     drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f),
@@ -129,9 +139,12 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     return min([best, *drafters], key=first)[1]
 
 
-def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> tuple[dict[str, float], float]:
+def fit_costs(
+    prior: Profile, samples: Sequence[Sample], now: float, hold_compute: bool = False
+) -> tuple[dict[str, float], float]:
     """The four costs that best explain the windows' step times (relative errors, weighted by age), pulled
-    toward the prior's (ridge on the relative change of each cost), and the weighted squared error left."""
+    toward the prior's (ridge on the relative change of each cost), and the weighted squared error left. With
+    ``hold_compute``, the compute past the knee no cheaper than the prior's (:func:`compute_measured`)."""
     theta0 = [getattr(prior, name) for name in COSTS]
     n = len(COSTS)
     ata = [[0.0] * n for _ in range(n)]
@@ -148,13 +161,29 @@ def fit_costs(prior: Profile, samples: Sequence[Sample], now: float) -> tuple[di
             for j in range(n):
                 ata[i][j] += w * a[i] * a[j]
     ridge = [(WINDOW_NOISE / spread) ** 2 for spread in _spreads(prior)]
-    for i in range(n):
-        ata[i][i] += ridge[i]
-    delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in solve(ata, atb)]
+    delta = solve(_with_ridge(ata, ridge), atb)
+    if hold_compute and delta[COMPUTE] < 0:  # the other costs explain the windows
+        delta = solve(_with_ridge(ata, [HELD_RIDGE if i == COMPUTE else r for i, r in enumerate(ridge)]), atb)
+    delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in delta]
     error = sum(_residuals(prior, samples, now, theta0, delta)) + sum(
         r * d * d for r, d in zip(ridge, delta, strict=True)
     )
     return {name: theta0[j] * (1 + delta[j]) for j, name in enumerate(COSTS)}, error
+
+
+def compute_measured(prior: Profile, samples: Sequence[Sample]) -> bool:
+    """Whether some window's step was :data:`COMPUTE_MEASURED_SHARE` compute past the knee, as the prior prices it.
+    Short of that, the windows cannot tell the compute from the costs that grow with the load beside it (prefill,
+    KV reads): a fit free to trade them lowered it (a 70B's to half the prior's, where the world's is 1.2 times),
+    and planned drafting at batches the world could not afford."""
+    theta = getattr(prior, COSTS[COMPUTE])
+    return any(s.step_ms > 0 and features(prior, s)[COMPUTE] * theta / s.step_ms >= COMPUTE_MEASURED_SHARE
+               for s in samples)  # fmt: skip
+
+
+def _with_ridge(ata: list[list[float]], ridge: list[float]) -> list[list[float]]:
+    """The normal equations with each cost's ridge on the diagonal."""
+    return [[x + (ridge[i] if i == j else 0.0) for j, x in enumerate(row)] for i, row in enumerate(ata)]
 
 
 def _spreads(prior: Profile) -> list[float]:
