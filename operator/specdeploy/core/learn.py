@@ -16,7 +16,9 @@ What is learned, per deployment, from each evaluation window (kept in ``status.p
 How fast data outweighs the prior: a window's mean step time counts as a measurement within :data:`WINDOW_NOISE`
 and each prior cost as a guess within :data:`PRIOR_SPREAD`, so along what one window measures the fit moves
 ``1 / (1 + (WINDOW_NOISE / PRIOR_SPREAD)^2)`` (99.8%) of the way to the data at once; what no window measured stays
-the prior's. Older windows count less (half after :data:`SAMPLE_HALF_LIFE_S`).
+the prior's. Older windows count less (half after :data:`SAMPLE_HALF_LIFE_S`). The compute past the knee, which
+at light load is a few percent of a step and grows with the load as prefill and KV reads do, is not learned cheaper
+than the prior's until a window measured it (:func:`compute_measured`).
 """
 
 from __future__ import annotations
