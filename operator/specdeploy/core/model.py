@@ -118,7 +118,7 @@ class SteadyState:
     served_qps: float
     waiting: float  # requests queued (bounded by a horizon when saturated)
     saturated: bool
-    mix: Mix = ()  # the k the steps draft, each with its share of the steps
+    mix: Mix  # the k the steps draft, each with its share of the steps
 
 
 def accepted_per_draft(mix: Mix, p: Sequence[float]) -> list[float]:

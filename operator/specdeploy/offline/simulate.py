@@ -109,13 +109,17 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     requests = max(1.0, last.served_qps * trace.step_seconds)
     count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
     itl_rate = last.batch * r.replicas / (last.step_ms / 1000) * count if last.step_ms else None
-    mix = last.mix or ((k_at(k, last.batch), 1.0),)
-    share = sum(s for drafted, s in mix if drafted > 0)
+    share = sum(s for drafted, s in last.mix if drafted > 0)
     # vLLM counts per position the drafts that accepted it, over every draft: a position a step did not draft
     # counts 0 there (under a schedule, the bands drafting less).
-    ideal = accepted_per_draft(mix, point.acceptance)
+    ideal = accepted_per_draft(last.mix, point.acceptance)
     ideal += [0.0] * (top_k(k) - len(ideal))
     drafts = max(1.0, (itl_rate or 0.0) * trace.step_seconds * share)
+    draft_rate, draft_token_rate = (
+        (itl_rate * share, itl_rate * sum(d * s for d, s in last.mix))
+        if itl_rate is not None and top_k(k)
+        else (None, None)
+    )
     accepted = tuple(min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in ideal)
     return Observation(
         namespace="sim",
@@ -130,8 +134,8 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
         per_position=accepted if top_k(k) else (),
         itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
         itl_rate=itl_rate,
-        draft_rate=itl_rate * share if itl_rate is not None and top_k(k) else None,
-        draft_token_rate=itl_rate * sum(d * s for d, s in mix) if itl_rate is not None and top_k(k) else None,
+        draft_rate=draft_rate,
+        draft_token_rate=draft_token_rate,
     )
 
 

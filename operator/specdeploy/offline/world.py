@@ -20,7 +20,7 @@ class StepOutcome:
     served_qps: float
     batch: float  # per replica
     step_ms: float
-    mix: Mix = ()  # the k the new pods' steps draft, each with its share of the steps
+    mix: Mix  # the k the new pods' steps draft, each with its share of the steps
 
 
 def run_step(
