@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from specdeploy.shell.kube import Applied, Clients
-from specdeploy.shell.sync import ApplyFailed, reconcile
+from specdeploy.shell.sync import TRANSIENT_REFUSAL_SECONDS, ApplyFailed, reconcile
 
 from ..conftest import SAMPLE
 
@@ -62,10 +62,40 @@ def test_rbac_denial_is_not_swallowed_and_status_says_so() -> None:
     assert "observedGeneration" not in exc.value.status  # the new generation is not in effect
 
 
-def test_server_errors_are_retried_and_status_says_why() -> None:
+def test_a_brief_run_of_server_errors_is_retried_without_degraded_and_a_lasting_one_says_why() -> None:
+    """A conflict or a 5xx the next pass gets through must not flap Degraded; one that lasts is reported."""
+    clients, body = _clients(500, "Internal Server Error", "x"), _body()
     with pytest.raises(kopf.TemporaryError) as exc:
-        reconcile(_clients(500, "Internal Server Error", "x"), _body(), logging.getLogger("test"))
-    assert isinstance(exc.value, ApplyFailed) and "500" in degraded(exc.value)["message"]
+        reconcile(clients, body, logging.getLogger("test"))
+    assert not isinstance(exc.value, ApplyFailed) and "500" in str(exc.value)
+    began = clients.refusals.since(body["metadata"]["uid"], 0.0)  # the run began at the first refusal
+    clients.refusals.clear(body["metadata"]["uid"])
+    clients.refusals.since(body["metadata"]["uid"], began - TRANSIENT_REFUSAL_SECONDS)
+    with pytest.raises(ApplyFailed) as lasting:
+        reconcile(clients, body, logging.getLogger("test"))
+    assert "500" in degraded(lasting.value)["message"]
+
+
+def test_a_pass_that_gets_through_ends_the_run_of_refusals() -> None:
+    body = _body()
+    clients = _clients(409, "Conflict", "x")
+    clients.refusals.since(body["metadata"]["uid"], 0.0)  # refused long ago
+
+    class Accepting:
+        def patch_namespaced_deployment(self, name: str, namespace: str, obj: dict[str, Any], **_: Any) -> Any:
+            return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+
+        patch_namespaced_service = patch_namespaced_deployment
+
+        def sanitize_for_serialization(self, obj: Any) -> Any:
+            return obj
+
+    api = Accepting()
+    ok = Clients(api=api, apps=api, core=api, custom=None, refusals=clients.refusals)  # type: ignore[arg-type]
+    reconcile(ok, body, logging.getLogger("test"))
+    with pytest.raises(kopf.TemporaryError) as exc:
+        reconcile(clients, body, logging.getLogger("test"))
+    assert not isinstance(exc.value, ApplyFailed)
 
 
 def test_an_object_is_current_only_while_it_is_what_was_applied_at_the_version_applied() -> None:

@@ -79,9 +79,29 @@ class Applied:
             self._seen = {k: v for k, v in self._seen.items() if k in keep}
 
 
+class Refusals:
+    """Since when the API server has refused each resource's objects with errors worth retrying (a conflict,
+    throttling, a 5xx): a refusal that has lasted only briefly is retried without reporting Degraded, which would
+    otherwise flap for one pass over what the next pass gets through."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def since(self, uid: str, now: float) -> float:
+        """When this run of refusals of ``uid`` began (``now`` for the first)."""
+        with self._lock:
+            return self._since.setdefault(uid, now)
+
+    def clear(self, uid: str) -> None:
+        with self._lock:
+            self._since.pop(uid, None)
+
+
 @dataclass
 class Clients:
-    """Kubernetes API clients and operator settings, kept in kopf's memo, and what was applied with them."""
+    """Kubernetes API clients and operator settings, kept in kopf's memo, what was applied with them, and since
+    when applies have been refused."""
 
     api: kubernetes.client.ApiClient
     apps: kubernetes.client.AppsV1Api
@@ -89,6 +109,7 @@ class Clients:
     custom: kubernetes.client.CustomObjectsApi
     site: Site = DEFAULT_SITE
     applied: Applied = field(default_factory=Applied)
+    refusals: Refusals = field(default_factory=Refusals)
 
 
 OPENSHIFT_GROUP = "security.openshift.io"  # SecurityContextConstraints: present on OpenShift only

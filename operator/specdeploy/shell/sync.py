@@ -48,6 +48,8 @@ from .kube import (
 
 Logger = logging.Logger | logging.LoggerAdapter
 APPLY_RETRY_SECONDS = 5  # kopf retries a refused apply after this (the resync also does, every RESYNC_SECONDS)
+TRANSIENT_REFUSAL_SECONDS = 60  # refusals worth retrying (409, 429, 5xx) are Degraded only once they last this long:
+# shorter reports a conflict the next pass gets through (Degraded flapped for one pass); longer hides an outage
 
 
 class ApplyFailed(kopf.TemporaryError):
@@ -100,9 +102,13 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Liv
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
             return status
         message = f"the API server refused the {kind} or its Service: {exc.status} {api_message(exc)}"
-        if not retryable(exc):
+        if retryable(exc):
+            if now.timestamp() - clients.refusals.since(meta["uid"], now.timestamp()) < TRANSIENT_REFUSAL_SECONDS:
+                raise kopf.TemporaryError(message, delay=APPLY_RETRY_SECONDS) from exc
+        else:
             message += " (retried with backoff; the operator's RBAC or an admission policy may need a change)"
         raise ApplyFailed(message, apply_failed_patch(status, message, generation, now)) from exc
+    clients.refusals.clear(meta["uid"])
     new = status_patch(
         spec=spec,
         problems=problems,
