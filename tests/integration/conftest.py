@@ -111,6 +111,21 @@ class Operator:
         return self.proc is not None and self.proc.poll() is None
 
 
+OPERATOR_LOG_TAIL = 200  # lines of the operator's log a failed test's report carries: pytest prunes old tmp dirs
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran the operator reports the end of its log (CI's tmp dirs are gone by the time anyone
+    reads the failure)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    op = getattr(item, "funcargs", {}).get("operator")
+    if report.failed and isinstance(op, Operator) and op.log.exists():
+        lines = op.log.read_text(errors="replace").splitlines()[-OPERATOR_LOG_TAIL:]
+        report.sections.append(("operator log (last lines)", "\n".join(lines)))
+
+
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The operator as a process on this machine (admin credentials), for one test module at a time: never
