@@ -30,6 +30,7 @@ from specdeploy.core.policy import (
     TURN_ON,
     PolicyState,
     Rollout,
+    as_setting,
     decide,
     learn,
     new_share,
@@ -37,6 +38,8 @@ from specdeploy.core.policy import (
     rollout_capacity,
 )
 from specdeploy.core.prior import prior_profile
+
+from ..conftest import ROOT
 
 PROFILE = Profile()
 P = list(PROFILE.acceptance)
@@ -383,6 +386,27 @@ def test_at_light_load_a_schedule_faster_at_twice_the_load_is_taken_before_the_r
     assert light.action == SET_K and "faster at 2x the load" in light.reason, light.reason
     assert k_at(light.to_k, 120) > k_at(planned, 120)  # type: ignore[arg-type]
     assert at(6.0).action == KEEP
+
+
+def test_a_rising_load_is_priced_where_it_is_headed() -> None:
+    """The state a benchmark run had kept (a weak, costly drafter, the load ramping): the schedule running drafts k=1
+    up to batch 89, about as fast as the model's best (off from batch 30) where the batch runs now, slower where the
+    rise takes it before a change decided later could roll out. Priced where the load is headed, the change is made
+    now; priced at today's load alone it waited an hour and a half, for a load 30% higher. With the load flat, the
+    same window is no reason to change."""
+    saved = json.loads((ROOT / "tests/fixtures/windows/weak_drafter_ramp_rising.json").read_text())
+    running, state = as_setting(saved["running"]), PolicyState.from_dict(saved["state"])
+    o = Observation(**{**saved["observation"], "per_position": tuple(saved["observation"]["per_position"])})
+    settings = Adaptive.model_validate({"mode": "Auto", "evaluationIntervalSeconds": 30, "windowSeconds": 30})
+
+    def at(st: PolicyState) -> Any:
+        return decide(o, st, settings, ROLLOUT, PROFILE, running, saved["now"], schedules=True)
+
+    rising = at(state)
+    assert rising.action == SET_K and k_at(rising.to_k, 60) < k_at(running, 60), rising.reason  # type: ignore[arg-type]
+    assert rising.state.load_slope and rising.state.load_slope > 0
+    flat = at(replace(state, load_history=[[t, o.request_rate / o.pods] for t, _ in state.load_history]))
+    assert flat.action == KEEP and flat.state.load_slope == 0.0, flat.reason
 
 
 def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:

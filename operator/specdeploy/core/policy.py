@@ -11,7 +11,8 @@ What the policy does, per evaluation of one SpeculativeDeployment:
 3. **Predict** the per-token latency (step / E(k), or queueing once the replica saturates) for speculation off
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
-   replica completes only its capacity). Only settings that would also serve the recent peak (held for the
+   replica completes only its capacity; under a rising load, the mean of that and where the load is headed by
+   the time a setting chosen now must still serve it). Only settings that would also serve the recent peak (held for the
    horizon, then decaying) qualify, so recurring bursts keep their headroom; and, under a gradually rising load
    (a trend, not a jump), only settings that would serve it until they can be left again: a rolling restart
    from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
@@ -99,6 +100,8 @@ TREND_MAX_STEP = 0.1  # a load change larger than this fraction between two eval
 COLD_REPLICA = 0.25  # a surge pod starting cold (caches, compilation) costs this share of a replica while it warms
 MAX_HORIZON_FACTOR = 4.0  # a load steady for long extends the payback horizon up to this many horizons
 TREND_MAX_SHARE = 0.5  # a rising trend is trusted up to this share of the current load: more leaves settings early
+AHEAD_SHARE = 0.9  # a rising load is priced where it is headed, up to this share of the running setting's capacity:
+# past it saturation penalties, not latencies, would rank the candidates; lower looks less far ahead
 ROLLOUT_MARGIN = 0.15  # a rollout is priced at a load this much above the forecast (its queue, or infinite where the
 # new setting would not drain it): where no queue has shown a setting's capacity the model's figure is a guess, and
 # a rollout that queues near capacity costs more than most changes gain; higher holds still nearer capacity
@@ -414,9 +417,7 @@ def _feasible(
     that ``served`` the load already (measured, without a queue) serves it, whatever the model says. A k that
     would draft more than the running setting, at more tokens per step than ``limit`` (what was measured, see
     :func:`~.model.within_envelope`), is no candidate: its cost there is a guess."""
-    rollout_s = rollout_seconds(rollout)
-    lead_keep = settings.evaluation_interval_seconds + 2 * rollout_s
-    lead_change = rollout_s + settings.cooldown_seconds + lead_keep
+    lead_keep, lead_change = _leads(settings, rollout)
 
     def need(lead: float) -> float:
         return max(load.peak, load.forecast + min(TREND_MAX_SHARE * load.forecast, load.rise * lead))
@@ -434,6 +435,15 @@ def _feasible(
                                                                          need_change)]  # fmt: skip
     full = {k: k_at(k, profile.max_num_seqs) for k in ks}
     return ok or [max(ks, key=lambda k: max(served.get(full[k], 0.0), capacity_qps(profile, k, upto(p, k))))]
+
+
+def _leads(settings: Adaptive, rollout: Rollout) -> tuple[float, float]:
+    """How long a setting must hold, seconds: kept, until a change decided at the next evaluation has rolled out and
+    the rollout's dip in capacity is over (two rollouts); new, until it has rolled out, sat out its cooldown, and
+    then held as long as keeping must."""
+    rollout_s = rollout_seconds(rollout)
+    keep = settings.evaluation_interval_seconds + 2 * rollout_s
+    return keep, rollout_s + settings.cooldown_seconds + keep
 
 
 def decide(
@@ -591,7 +601,8 @@ def predict(
     now: float,
     schedules: bool = False,
 ) -> Prediction:
-    """Stage 3: every candidate's per-token latency and horizon cost at the forecast load, and the best feasible.
+    """Stage 3: every candidate's per-token latency (:func:`_latencies`: at the forecast load, and where a rising load
+    is headed) and horizon cost, and the best feasible.
     ``accepted``: the acceptance to plan with and how many of its positions were measured
     (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
     setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
@@ -618,8 +629,7 @@ def predict(
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
     q = load.forecast
-    latency = _corrected(profile, load, current_k, p, {k: predict_ms(profile, q, k, upto(p, k))
-                                                       for k in dict.fromkeys(candidates)})  # fmt: skip
+    latency = _latencies(profile, load, settings, rollout, current_k, p, candidates)
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit)
     # A setting with requests waiting is left however its rollout queues; otherwise a rollout is priced with a
@@ -633,6 +643,30 @@ def predict(
     probe = probe if probe in feasible else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
     return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
+
+
+def _latencies(
+    profile: Profile,
+    load: Load,
+    settings: Adaptive,
+    rollout: Rollout,
+    current_k: Setting,
+    p: list[float],
+    candidates: list[Setting],
+) -> dict[Setting, float]:
+    """Every candidate's per-token latency at the forecast load; while the load rises, the mean of that and the
+    latency where it is headed by the time a setting taken now must still serve it (:func:`_leads`), short of
+    saturating what runs (leaving that is :func:`_feasible`'s concern): two settings alike at today's batch can
+    differ at the batches the rise brings, where a restart no longer comes cheap. Each corrected by the model's
+    error on the running setting (:func:`_corrected`)."""
+    q = load.forecast
+    room = AHEAD_SHARE * capacity_qps(profile, current_k, upto(p, current_k))
+    ahead = max(q, min(q + min(TREND_MAX_SHARE * q, load.rise * _leads(settings, rollout)[1]), room))
+
+    def priced(k: Setting) -> float:
+        return (predict_ms(profile, q, k, upto(p, k)) + predict_ms(profile, ahead, k, upto(p, k))) / 2
+
+    return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
 
 
 def _schedule(profile: Profile, dear: Profile, st: PolicyState, p: list[float], ks: list[int]) -> Setting:
