@@ -12,10 +12,10 @@ What the policy does, per evaluation of one SpeculativeDeployment:
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
    replica completes only its capacity; under a rising load, the mean of that and where the load is headed by
-   the time a setting chosen now must still serve it). Only settings that would also serve the recent peak (held for the
-   horizon, then decaying) qualify, so recurring bursts keep their headroom; and, under a gradually rising load
-   (a trend, not a jump), only settings that would serve it until they can be left again: a rolling restart
-   from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
+   the time a setting chosen now must still serve it). Only settings that would also serve the recent peak
+   (held for the horizon, then decaying) qualify, so recurring bursts keep their headroom; and, under a gradually
+   rising load (a trend, not a jump), only settings that would serve it until they can be left again: a rolling
+   restart from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
    ``E(k')`` for ``k' <=`` the measured length comes from measurement; above it, from cautious extrapolation
    (discounted).
 4. **Act only when it pays.** The best candidate's predicted latency must beat the current setting's by more
@@ -664,7 +664,8 @@ def _latencies(
     ahead = max(q, min(q + min(TREND_MAX_SHARE * q, load.rise * _leads(settings, rollout)[1]), room))
 
     def priced(k: Setting) -> float:
-        return (predict_ms(profile, q, k, upto(p, k)) + predict_ms(profile, ahead, k, upto(p, k))) / 2
+        today = predict_ms(profile, q, k, upto(p, k))
+        return today if ahead == q else (today + predict_ms(profile, ahead, k, upto(p, k))) / 2
 
     return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
 
