@@ -98,6 +98,15 @@ def test_a_pass_that_gets_through_ends_the_run_of_refusals() -> None:
     assert not isinstance(exc.value, ApplyFailed)
 
 
+def test_the_refusals_of_a_resource_that_is_gone_are_forgotten() -> None:
+    clients = _clients(409, "Conflict", "x")
+    clients.refusals.since("gone", 0.0)
+    clients.refusals.since("listed", 0.0)
+    clients.refusals.retain(["listed"])
+    assert clients.refusals.since("gone", 100.0) == 100.0  # a new run, not the old one
+    assert clients.refusals.since("listed", 100.0) == 0.0
+
+
 def test_an_object_is_current_only_while_it_is_what_was_applied_at_the_version_applied() -> None:
     applied = Applied()
     dep = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "a"}, "spec": {"replicas": 1}}

@@ -97,6 +97,12 @@ class Refusals:
         with self._lock:
             self._since.pop(uid, None)
 
+    def retain(self, uids: Iterable[str]) -> None:
+        """Forget the resources that are gone (``uids``: those a listing found)."""
+        keep = set(uids)
+        with self._lock:
+            self._since = {uid: t for uid, t in self._since.items() if uid in keep}
+
 
 @dataclass
 class Clients:

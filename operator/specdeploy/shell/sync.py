@@ -195,6 +195,7 @@ def resync_all(clients: Clients, namespaces: list[str], logger: Logger) -> None:
     resources = list_resources(clients, namespaces)
     live = list_owned(clients, namespaces)
     clients.applied.retain(live)
+    clients.refusals.retain(cr["metadata"]["uid"] for cr in resources)
     for cr in resources:
         if cr["metadata"].get("deletionTimestamp"):
             continue
