@@ -14,6 +14,7 @@ from specdeploy.api import Adaptive, validate_spec
 from specdeploy.core.evaluate import evaluate
 from specdeploy.core.model import (
     Profile,
+    Setting,
     capacity_qps,
     k_at,
     schedule_label,
@@ -388,25 +389,57 @@ def test_at_light_load_a_schedule_faster_at_twice_the_load_is_taken_before_the_r
     assert at(6.0).action == KEEP
 
 
+def saved_window(name: str) -> tuple[Setting, PolicyState, Observation, float]:
+    """A window and the state a benchmark run kept (``tests/fixtures/windows``): the setting running, the policy's
+    state before the window, the window, the time."""
+    saved = json.loads((ROOT / f"tests/fixtures/windows/{name}.json").read_text())
+    o = Observation(**{**saved["observation"], "per_position": tuple(saved["observation"]["per_position"])})
+    return as_setting(saved["running"]), PolicyState.from_dict(saved["state"]), o, saved["now"]
+
+
+TRACE_SETTINGS = Adaptive.model_validate({"mode": "Auto", "evaluationIntervalSeconds": 30, "windowSeconds": 30})
+
+
 def test_a_rising_load_is_priced_where_it_is_headed() -> None:
     """The state a benchmark run had kept (a weak, costly drafter, the load ramping): the schedule running drafts k=1
     up to batch 89, about as fast as the model's best (off from batch 30) where the batch runs now, slower where the
     rise takes it before a change decided later could roll out. Priced where the load is headed, the change is made
     now; priced at today's load alone it waited an hour and a half, for a load 30% higher. With the load flat, the
     same window is no reason to change."""
-    saved = json.loads((ROOT / "tests/fixtures/windows/weak_drafter_ramp_rising.json").read_text())
-    running, state = as_setting(saved["running"]), PolicyState.from_dict(saved["state"])
-    o = Observation(**{**saved["observation"], "per_position": tuple(saved["observation"]["per_position"])})
-    settings = Adaptive.model_validate({"mode": "Auto", "evaluationIntervalSeconds": 30, "windowSeconds": 30})
+    running, state, o, now = saved_window("weak_drafter_ramp_rising")
 
     def at(st: PolicyState) -> Any:
-        return decide(o, st, settings, ROLLOUT, PROFILE, running, saved["now"], schedules=True)
+        return decide(o, st, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
 
     rising = at(state)
     assert rising.action == SET_K and k_at(rising.to_k, 60) < k_at(running, 60), rising.reason  # type: ignore[arg-type]
     assert rising.state.load_slope and rising.state.load_slope > 0
     flat = at(replace(state, load_history=[[t, o.request_rate / o.pods] for t, _ in state.load_history]))
     assert flat.action == KEEP and flat.state.load_slope == 0.0, flat.reason
+
+
+def test_a_queue_outlasting_the_horizon_does_not_credit_the_slower_setting() -> None:
+    """k=8 at 25 req/s per replica, saturated, its queue growing: off and the schedule drafting up to batch 149 and
+    off beyond have the same capacity, and the rollout leaves a queue both drain for longer than the horizon, at
+    full batch, where they run alike. The schedule is faster once it has drained, so it is taken; counting the
+    drain's full batch against the usual latency of the horizon alone took off, then a second restart 20 minutes
+    later for the schedule."""
+    running, state, o, now = saved_window("steady_high_saturated")
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
+    assert d.action == SET_K and isinstance(d.to_k, tuple), d.reason
+    assert k_at(d.to_k, 256) == 0 < k_at(d.to_k, 1), d.reason
+
+
+def test_a_queue_draining_at_full_batch_is_no_reason_to_revise() -> None:
+    """The schedule taken from a saturated k=8, draining at full batch (k=0 there) the queue its rollout left: the
+    window's latency is that of the full batch, not of the load arriving. Corrected at the load it served (its
+    capacity), the model tells the running schedule from a near twin by nothing; had the window counted as the
+    running schedule's latency beside the twin's prediction at the usual load (34 against 14 ms), it would have
+    restarted into the twin."""
+    running, state, o, now = saved_window("steady_high_draining")
+    assert o.waiting / o.pods > 100
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
+    assert d.action == KEEP, d.reason
 
 
 def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:

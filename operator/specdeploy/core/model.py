@@ -26,6 +26,7 @@ from typing import Any
 OPEN_BATCH = 65536  # the last band's upper batch size as rendered: beyond any batch cap
 ROOT_ITERATIONS = 60  # at most (bisection's worst case); Newton converges in a handful
 ROOT_TOLERANCE = 1e-9  # balance of the steady-state batch, relative: far below anything a figure shows
+FULL_BATCH_SHARE = 0.999  # a load this share of capacity runs at full batch: the steady state just short of saturating
 PIN_TOLERANCE = 1e-6  # a balance this close to a band edge (relative) is pinned there: far below one sequence
 
 # EAGLE-3 on Llama-3.1-8B-Instruct, chat traffic: cumulative per-position acceptance p_1..p_8.
@@ -315,17 +316,22 @@ def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
     return b
 
 
-def drain_rates(prof: Profile, qps: float, k: Setting, p: Sequence[float]) -> tuple[float, float]:
-    """What draining a queue at k costs while ``qps`` keeps arriving: the capacity it drains with, and the
+def drain_rates(prof: Profile, qps: float, k: Setting, p: Sequence[float]) -> tuple[float, float, float]:
+    """What draining a queue at k costs while ``qps`` keeps arriving: the capacity it drains with, the
     token-milliseconds per second its tokens then cost beyond the load's usual latency (a replica draining a
-    queue runs at full batch): the inputs of :func:`queue_cost_ms`."""
+    queue runs at full batch), and the token-milliseconds a queued request's tokens cost at that usual latency:
+    the inputs of :func:`queue_cost_ms`."""
     cap = capacity_qps(prof, k, p)
-    full = steady_state(prof, cap * 0.999, k, p).token_latency_ms
-    usual = steady_state(prof, min(qps, cap * 0.999), k, p).token_latency_ms
-    return cap, cap * prof.output_tokens * (full - usual)
+    full = steady_state(prof, cap * FULL_BATCH_SHARE, k, p).token_latency_ms
+    usual = steady_state(prof, min(qps, cap * FULL_BATCH_SHARE), k, p).token_latency_ms
+    return cap, cap * prof.output_tokens * (full - usual), prof.output_tokens * usual
 
 
-def queue_cost_ms(backlog: float, spare: float, excess: float) -> float:
+def queue_cost_ms(backlog: float, spare: float, excess: float, request_ms: float) -> float:
     """Token-milliseconds a queue of ``backlog`` requests still costs while ``spare`` requests/s drain it: its
-    wait (a triangle of queue over time) and the ``excess`` per second of running at full batch meanwhile."""
-    return backlog / spare * (backlog / 2 * 1000 + excess) if backlog > 0 else 0.0
+    wait (a triangle of queue over time), the ``excess`` per second of running at full batch meanwhile, and its
+    own tokens at the usual latency (``request_ms`` each; without them a setting fast at the usual load would
+    gain by the queue it drains: its excess is larger, the tokens it leaves uncounted the same)."""
+    if backlog <= 0:
+        return 0.0
+    return backlog / spare * (backlog / 2 * 1000 + excess) + backlog * request_ms

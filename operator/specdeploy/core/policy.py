@@ -49,6 +49,7 @@ from .learn import (
     sample_of,
 )
 from .model import (
+    FULL_BATCH_SHARE,
     Profile,
     Schedule,
     Setting,
@@ -244,15 +245,24 @@ def rollout_overload_ms(
     """Token-milliseconds of queueing a rolling restart causes per replica when its reduced capacity falls
     short of the load: the backlog built while it runs waits until the new setting has drained it (a triangle
     of queue over time), and the tokens served meanwhile run at the new setting's full batch."""
-    cap_new, excess = drain_rates(prof, qps, to_k, upto(p, to_k))
+    return rollout_queue(prof, rollout, qps, p, from_k, to_k)[0]
+
+
+def rollout_queue(
+    prof: Profile, rollout: Rollout, qps: float, p: list[float], from_k: Setting, to_k: Setting
+) -> tuple[float, float]:
+    """:func:`rollout_overload_ms`, and the seconds from the rollout's start until its queue is gone (0 without
+    one)."""
+    cap_new, excess, request_ms = drain_rates(prof, qps, to_k, upto(p, to_k))
     during = rollout_capacity(rollout, capacity_qps(prof, from_k, upto(p, from_k)), cap_new)
     if during >= qps:
-        return 0.0
+        return 0.0, 0.0
     if cap_new <= qps:
-        return math.inf
+        return math.inf, math.inf
     duration = rollout_seconds(rollout)
     backlog = (qps - during) * duration
-    return backlog * duration / 2 * 1000 + queue_cost_ms(backlog, cap_new - qps, excess)
+    cost = backlog * duration / 2 * 1000 + queue_cost_ms(backlog, cap_new - qps, excess, request_ms)
+    return cost, duration + backlog / (cap_new - qps)
 
 
 def horizon_cost_ms(
@@ -269,15 +279,20 @@ def horizon_cost_ms(
 ) -> float:
     """Token-milliseconds per replica over the horizon if k runs: the steady per-token latency, the wait of the
     queue already there until k drains it, and, for a change, the queue the rollout itself builds, priced at a
-    load ``margin`` above ``qps`` (the capacities it rests on are the model's)."""
+    load ``margin`` above ``qps`` (the capacities it rests on are the model's). A rollout whose queue outlasts
+    the horizon is counted until the queue is gone: its drain is priced at full batch against the usual latency
+    of the same seconds, so cutting those seconds short would credit a setting with the latency it is fast at
+    while it is not yet running at it."""
     cap = capacity_qps(prof, k, upto(p, k))
     if cap <= qps:
         return math.inf
-    total = token_ms * qps * prof.output_tokens * horizon_s
-    total += waiting * waiting / (cap - qps) / 2 * 1000
+    total = waiting * waiting / (cap - qps) / 2 * 1000
+    span = horizon_s
     if k != current_k:
-        total += rollout_overload_ms(prof, rollout, qps * (1 + margin), p, current_k, k)
-    return total
+        overload, drained = rollout_queue(prof, rollout, qps * (1 + margin), p, current_k, k)
+        total += overload
+        span = max(span, drained)
+    return total + token_ms * qps * prof.output_tokens * span
 
 
 def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profile) -> tuple[list[float], int]:
@@ -316,6 +331,7 @@ class Load:
     queued: bool = False  # measured saturation: requests wait and their queue grew over the last interval
     measured_ms: float | None = None  # the running setting's per-token latency this window (steps / tokens)
     measured_qps: float = 0.0  # ... at the load this window served
+    measured_full: bool = False  # ... with requests waiting: at full batch, the load served its capacity
 
 
 def _learn_load(
@@ -569,7 +585,8 @@ def learn(
             st = replace(st, floors=floors, ceilings=ceilings)
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     if obs.token_latency_s and top_k(current_k) == obs.k_running and not load.queued:
-        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps)
+        full = waiting >= QUEUE_MIN
+        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps, measured_full=full)
     return st, load, waiting
 
 
@@ -720,10 +737,15 @@ def _corrected(
     window: like is compared with like, so a candidate the model cannot tell from what runs is no gain (a measured
     latency beside predicted ones would credit every other candidate with the model's bias). Where the model says
     the running setting saturates at the load it was just measured serving, its word on capacity is wrong, not
-    its scale: the running setting counts as measured and the others as predicted."""
+    its scale: the running setting counts as measured and the others as predicted; unless requests waited, when
+    it served its capacity at full batch, and the model is held to that (else a queue draining at full batch
+    would count as the running setting's latency beside the others' at the usual load)."""
     if load.measured_ms is None:
         return latency
-    ss = steady_state(profile, load.measured_qps, current_k, upto(p, current_k))
+    served = load.measured_qps
+    if load.measured_full:
+        served = min(served, capacity_qps(profile, current_k, upto(p, current_k)) * FULL_BATCH_SHARE)
+    ss = steady_state(profile, served, current_k, upto(p, current_k))
     if ss.saturated or ss.token_latency_ms <= 0:
         return {**latency, current_k: load.measured_ms}
     error = min(MODEL_ERROR_MAX, max(1 / MODEL_ERROR_MAX, load.measured_ms / ss.token_latency_ms))

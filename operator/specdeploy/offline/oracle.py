@@ -66,12 +66,12 @@ class _Search:
         self.points = (*trace.points, replace(trace.points[-1], qps=0.0))
         self.drains = functools.cache(self._drains)
 
-    def _drains(self, k: Setting, i: int) -> tuple[float, float]:
+    def _drains(self, k: Setting, i: int) -> tuple[float, float, float]:
         """Per replica: how k drains a queue at point i (``drain_rates``), with a floor on the spare capacity."""
         point, n = self.points[i], self.trace.rollout.replicas
         prof = replace(self.trace.profile, output_tokens=point.output_tokens, prompt_tokens=point.prompt_tokens)
-        cap, excess = drain_rates(prof, point.qps / n, k, point.acceptance[: top_k(k)])
-        return max(cap - point.qps / n, 0.01 * cap), excess
+        cap, excess, request_ms = drain_rates(prof, point.qps / n, k, point.acceptance[: top_k(k)])
+        return max(cap - point.qps / n, 0.01 * cap), excess, request_ms
 
     def queue_cost(self, k: Setting, i: int, backlog: float) -> float:
         """What the queue a path leaves still costs, its replicas sharing it evenly: n times the cost of b / n."""

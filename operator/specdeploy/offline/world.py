@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core.model import Mix, Setting, capacity_qps, steady_state, top_k
+from ..core.model import FULL_BATCH_SHARE, Mix, Setting, capacity_qps, steady_state, top_k
 from ..core.policy import new_share, restart_capacity_loss, rollout_capacity
 from .trace import Point, Trace
 
@@ -48,12 +48,12 @@ def run_step(
     served = min(demand, cap_total * dt)
     new_backlog = demand - served
     serving = r.replicas * (1 - frac * restart_capacity_loss(r))
-    per_replica = min(served / dt, cap_total * 0.999) / serving
-    ss = steady_state(prof, min(per_replica, cap * 0.999), k, p)
+    per_replica = min(served / dt, cap_total * FULL_BATCH_SHARE) / serving
+    ss = steady_state(prof, min(per_replica, cap * FULL_BATCH_SHARE), k, p)
     engine_ms = ss.token_latency_ms
     if frac:  # tokens from the pods still on the old setting
         old = frac * (1 - new_share(r))
-        ss_from = steady_state(prof, min(per_replica, cap_from * 0.999), k_from, p_from)
+        ss_from = steady_state(prof, min(per_replica, cap_from * FULL_BATCH_SHARE), k_from, p_from)
         engine_ms = old * ss_from.token_latency_ms + (1 - old) * engine_ms
     wait_s = (backlog + new_backlog) / 2 / max(cap_total, 1e-9) if (backlog or new_backlog) else 0.0
     token_ms = engine_ms + wait_s * 1000 / point.output_tokens
