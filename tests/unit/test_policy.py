@@ -228,6 +228,25 @@ def test_a_jump_in_load_is_a_peak_not_a_trend() -> None:
     assert jump.state.load_slope == 0.0
 
 
+def test_a_burst_is_remembered_with_how_long_it_lasted() -> None:
+    """2 req/s per replica, a jump to 8 for ten minutes, back to 2: the burst's onset, its length and, between
+    bursts, the load it brought and the share of the time it takes (its length over the horizon until a second
+    one shows how often they recur)."""
+    st, now = settled(3), T0
+    for q, windows in ((2.0, 10), (8.0, 20), (2.0, 2)):
+        for _ in range(windows):
+            now += 30
+            d = run(obs(q, 3), 3, st, now=now)
+            st = replace(d.state, k=3, since=T0 - 10_000)
+            if q == 8.0:
+                assert st.burst_base is not None and not st.burst_spans
+    assert st.bursts == [T0 + 11 * 30] and st.burst_spans == [600.0] and st.burst_base is None
+    _, load, _ = learn(obs(2.0, 3), st, SETTINGS, ROLLOUT, 3, now + 30)
+    assert load.bursts is not None
+    peak, share = load.bursts
+    assert peak == pytest.approx(8.0, rel=0.05) and share == pytest.approx(600 / SETTINGS.horizon_seconds)
+
+
 def test_the_queue_is_measured_over_one_interval_even_across_a_rollout() -> None:
     during = run(obs(20, 1, waiting=300), 1, settled(1, pending_from=3), now=T0, rollout_complete=False)
     assert during.state.last_waiting == 150 and during.state.last_eval == T0
@@ -438,6 +457,43 @@ def test_a_queue_draining_at_full_batch_is_no_reason_to_revise() -> None:
     restarted into the twin."""
     running, state, o, now = saved_window("steady_high_draining")
     assert o.waiting / o.pods > 100
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
+    assert d.action == KEEP, d.reason
+
+
+def test_bursts_seen_are_planned_for_between_them() -> None:
+    """The MoE between two bursts (2 req/s per replica; the first burst, 8.6, measured its compute, steeper than the
+    prior's): the schedule running drafts k=2 at the burst's batch; one drafting less there is faster at the burst
+    and alike now, so it is taken now, while a restart is cheap. Before a burst was seen to end (nothing to say how
+    much of the time bursts take) the same window is no reason to change."""
+    running, state, o, now = saved_window("moe_bursty_between")
+    moe = prior_profile("Qwen/Qwen3-30B-A3B")
+
+    def at(st: PolicyState) -> Any:
+        return decide(o, st, TRACE_SETTINGS, ROLLOUT, moe, running, now, schedules=True)
+
+    planned = at(state)
+    assert planned.action == SET_K and k_at(planned.to_k, 11) < k_at(running, 11), planned.reason  # type: ignore[arg-type]
+    assert "and bursts of 8.62 for 33% of the time" in planned.reason
+    assert at(replace(state, burst_spans=[])).action == KEEP
+
+
+def test_an_moe_waits_out_a_burst_its_rollout_would_push_past_the_batches_measured() -> None:
+    """The MoE in its first burst, 8 req/s per replica, windows having measured past 1.5x the tokens per step the prior
+    knows: a schedule drafting less at the burst's batch is faster, but the rollout's dip would run the pods left at
+    batches no window measured, where the compute may be dear; it waits for the burst to pass."""
+    running, state, o, now = saved_window("moe_bursty_burst")
+    moe = prior_profile("Qwen/Qwen3-30B-A3B")
+    assert state.envelope and state.envelope[0] > 1.5 * moe.known_tokens_per_step and state.burst_base is not None
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, moe, running, now, schedules=True)
+    assert d.action == KEEP and "would queue were the compute" in d.reason, d.reason
+
+
+def test_a_gain_at_the_bursts_resting_on_compute_never_measured_is_not_taken() -> None:
+    """Between bursts of 23 req/s per replica: a schedule drafting more at the burst's batch than the windows there
+    measured would be faster at the burst by the fitted model, slower were that compute dear. The bursts priced in,
+    that gain is still a guess, and the running schedule stays."""
+    running, state, o, now = saved_window("bursty_between")
     d = decide(o, state, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
     assert d.action == KEEP, d.reason
 

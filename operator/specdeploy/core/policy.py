@@ -89,6 +89,7 @@ NOISE_Z = 2.0  # a peak counts this many standard deviations of window noise bel
 BURST_FACTOR = 1.5  # a window this many times the mean load is a burst (whose recurrence is remembered)
 BURST_MIN_GAP_S = 600.0  # windows of one burst: a burst starting sooner after the last is the same one
 BURSTS_KEPT = 5  # jumps remembered, for their recurrence
+BURST_SHARE_MAX = 0.5  # bursts are priced as taking at most this share of the time: beyond it they are the load
 RECURRENCE_MARGIN = 1.2  # a peak is held this much longer than bursts take to recur: jitter in their timing
 QUEUE_MIN = 1.0  # requests waiting per replica that show a setting serves all it can (a capacity ceiling)
 HEADROOM_MIN = 0.2  # a schedule taken for headroom alone must carry this much more load: less restarts for little
@@ -143,6 +144,8 @@ class PolicyState:
     regime_qps: float | None = None  # the load level the current regime started at (per replica)
     regime_since: float | None = None  # when the load last left the band around it
     bursts: list[float] = field(default_factory=list)  # when the load last jumped up (newest last)
+    burst_base: float | None = None  # the load a burst under way jumped from (None between bursts)
+    burst_spans: list[float] = field(default_factory=list)  # how long the last bursts lasted, seconds (newest last)
     failed: dict[str, float] = field(default_factory=dict)  # setting label -> when its rollout failed
 
     @classmethod
@@ -332,6 +335,7 @@ class Load:
     measured_ms: float | None = None  # the running setting's per-token latency this window (steps / tokens)
     measured_qps: float = 0.0  # ... at the load this window served
     measured_full: bool = False  # ... with requests waiting: at full batch, the load served its capacity
+    bursts: tuple[float, float] | None = None  # between recurring bursts: their load and the share of time they take
 
 
 def _learn_load(
@@ -356,10 +360,7 @@ def _learn_load(
     history = [h for h in st.load_history if now - h[0] <= TREND_WINDOW_S] if gradual else []
     history = [*history, [now, round(offered, 4)]]
     slope = significant_slope(history)
-    bursts = list(st.bursts)
-    onset = not bursts or now - bursts[-1] > BURST_MIN_GAP_S
-    if onset and st.load_qps is not None and significant >= BURST_FACTOR * max(st.load_qps, 1.0):
-        bursts = [*bursts, now][-BURSTS_KEPT:]
+    bursts, base, spans = _track_bursts(st, offered, significant, now)
     # A peak matters as long as a change must pay for itself, or, when bursts recur, until the next is due.
     hold = max(settings.horizon_seconds, RECURRENCE_MARGIN * recurrence(bursts))
     held = now - (st.peak_time if st.peak_time is not None else now)
@@ -385,11 +386,41 @@ def _learn_load(
         regime_qps=round(regime_qps, 5),
         regime_since=regime_since,
         bursts=bursts,
+        burst_base=None if base is None else round(base, 5),
+        burst_spans=spans,
     )
     # The queue must drain within the time a change needs to take effect (or a window, if longer).
     lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
     forecast = max(ewma, significant) + waiting / max(settings.window_seconds, lead)
-    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon, queued=queued)
+    expected = _expected_bursts(st, peak, forecast, hold)
+    return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon, queued=queued,
+                    bursts=expected)  # fmt: skip
+
+
+def _track_bursts(
+    st: PolicyState, offered: float, significant: float, now: float
+) -> tuple[list[float], float | None, list[float]]:
+    """The bursts' onsets, the load the one under way jumped from (None between bursts) and how long the last ones
+    lasted, with this window: a burst starts where the load surely jumped :data:`BURST_FACTOR` times its mean, and
+    is over once the load is back nearer where it jumped from than its peak."""
+    bursts, base, spans = list(st.bursts), st.burst_base, list(st.burst_spans)
+    onset = not bursts or now - bursts[-1] > BURST_MIN_GAP_S
+    if onset and st.load_qps is not None and significant >= BURST_FACTOR * max(st.load_qps, 1.0):
+        return [*bursts, now][-BURSTS_KEPT:], st.load_qps, spans
+    if base is not None and bursts and offered < (base + (st.peak_qps or offered)) / 2:
+        return bursts, None, [*spans, now - bursts[-1]][-BURSTS_KEPT:]
+    return bursts, base, spans
+
+
+def _expected_bursts(st: PolicyState, peak: float, forecast: float, hold: float) -> tuple[float, float] | None:
+    """Between bursts that were seen to end, the load they bring and the share of time they take: their typical
+    length over their recurrence (over the time a peak is held, before they recurred). None within a burst, before
+    one ended, or once the held peak has decayed to no burst at all."""
+    if st.burst_base is not None or not st.burst_spans or peak < BURST_FACTOR * max(forecast, 1e-9):
+        return None
+    spans = sorted(st.burst_spans)
+    gap = recurrence(st.bursts) or hold
+    return peak, min(BURST_SHARE_MAX, spans[len(spans) // 2] / gap)
 
 
 def recurrence(bursts: list[float]) -> float:
@@ -682,6 +713,10 @@ def _latencies(
 
     def priced(k: Setting) -> float:
         today = predict_ms(profile, q, k, upto(p, k))
+        if load.bursts is not None:  # per token: the bursts carry their share of the time at their load
+            peak, share = load.bursts
+            calm, busy = (1 - share) * q, share * peak
+            return (calm * today + busy * predict_ms(profile, peak, k, upto(p, k))) / (calm + busy)
         return today if ahead == q else (today + predict_ms(profile, ahead, k, upto(p, k))) / 2
 
     return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
@@ -692,10 +727,15 @@ def _schedule(profile: Profile, dear: Profile, st: PolicyState, p: list[float], 
     tokens per step (an MoE) and no window measured far past them, the one fastest were that compute dear: as fast
     at the batches measured, drafting less where a burst would meet the compute (the model's own once windows have
     measured it)."""
-    priced = profile.known_tokens_per_step
-    hedged = math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
-    schedule = best_schedule(dear if hedged else profile, p, ks)
+    schedule = best_schedule(dear if _compute_unmeasured(profile, st) else profile, p, ks)
     return schedule if len(schedule) > 1 else schedule[0][1]
+
+
+def _compute_unmeasured(profile: Profile, st: PolicyState) -> bool:
+    """Whether the prior cannot price the compute past a few tokens per step (an MoE) and no window measured far
+    past them (:data:`ENVELOPE_GROWTH` times)."""
+    priced = profile.known_tokens_per_step
+    return math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
 
 
 def _probe_hope(profile: Profile, q: float, p: list[float], probe: Setting) -> float:
@@ -789,11 +829,14 @@ def gate(
         return keep(f"{label(current_k)} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     predicted = f"predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token"
     why = f"{label(target)} {predicted} at {forecast:.2f} req/s per replica"
+    if load.bursts is not None:
+        why += f" and bursts of {load.bursts[0]:.2f} for {load.bursts[1]:.0%} of the time"
     if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    if not (forced or headroom) and (unpaid := _unpaid(pred, load, settings, rollout, dear, gain, target, current_k)):
+    unpaid = None if forced or headroom else _unpaid(pred, st, load, settings, rollout, dear, gain, target, current_k)
+    if unpaid:
         return keep(f"{why}: {unpaid}")
     if headroom:
         why = f"{why}, {headroom}"
@@ -848,6 +891,7 @@ def _changed(
 
 def _unpaid(
     pred: Prediction,
+    st: PolicyState,
     load: Load,
     settings: Adaptive,
     rollout: Rollout,
@@ -858,8 +902,9 @@ def _unpaid(
 ) -> str | None:
     """Why a change by choice does not pay: within the hysteresis band of the steady latency (what flaps near a
     threshold), a gain over the horizon (``gain``, relative) short of what the restart costs, or, where the prior
-    cannot price the compute past a few tokens per step (an MoE), a rollout that would queue were that compute
-    dear (:func:`_dear`)."""
+    cannot price the compute past a few tokens per step (an MoE), while no window measured far past them
+    (:func:`_compute_unmeasured`) or within a burst, a rollout that would queue were that compute dear
+    (:func:`_dear`)."""
     lat = pred.latency_ms
     steady_gain = (lat[current_k] - lat[target]) / lat[current_k]
     if steady_gain <= settings.hysteresis:
@@ -867,7 +912,11 @@ def _unpaid(
     payback, restart = gain * load.horizon, restart_cost_seconds(rollout)
     if payback <= restart:
         return f"gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)"
-    unpriced = math.isfinite(dear.known_tokens_per_step)
+    # Unpriced compute bites while no window measured it, and in a burst, whose rollout dip runs the pods left at
+    # batches no window measured.
+    unpriced = math.isfinite(dear.known_tokens_per_step) and (
+        _compute_unmeasured(dear, st) or st.burst_base is not None
+    )
     if unpriced and rollout_overload_ms(dear, rollout, load.forecast, pred.p, current_k, target) > 0:
         return "its rollout would queue were the compute no window measured dear"
     return None
@@ -935,12 +984,17 @@ def _surest(
     pred: Prediction, st: PolicyState, load: Load, profile: Profile, dear: Profile, current_k: Setting
 ) -> Setting:
     """The best feasible setting (as :func:`predict` ranks them) whose gain does not rest on compute no window
-    measured (:func:`_guessed`); the running setting, failing any."""
-    q, p = load.forecast, pred.p
-    running = predict_ms(dear, q, current_k, upto(p, current_k))  # what runs, were that compute dear
-    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms))
-    return next((k for k in ranked if k == current_k or not _guessed(pred, st, q, profile, dear, running, k)),
-                current_k)  # fmt: skip
+    measured (:func:`_guessed`), at the load now and at the bursts expected (:func:`_expected_bursts`); the running
+    setting, failing any."""
+    p = pred.p
+    loads = [load.forecast, *([load.bursts[0]] if load.bursts else [])]
+    # what runs at each load, were that compute dear
+    running = {q: predict_ms(dear, q, current_k, upto(p, current_k)) for q in loads}
+
+    def sure(k: Setting) -> bool:
+        return k == current_k or not any(_guessed(pred, st, q, profile, dear, running[q], k) for q in loads)
+
+    return next((k for k in sorted(pred.feasible, key=_ranked(pred.horizon_ms)) if sure(k)), current_k)
 
 
 def _guessed(
