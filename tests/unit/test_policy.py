@@ -247,6 +247,16 @@ def test_a_burst_is_remembered_with_how_long_it_lasted() -> None:
     assert peak == pytest.approx(8.0, rel=0.05) and share == pytest.approx(600 / SETTINGS.horizon_seconds)
 
 
+def test_a_jump_that_holds_for_the_horizon_is_the_load_not_a_burst() -> None:
+    """A jump from 2 to 8 req/s per replica that holds: a burst under way until the horizon has passed, then the
+    load itself, with no burst length to remember and none to price."""
+    st = settled(3, load_qps=8.0, bursts=[T0], burst_base=2.0, peak_qps=8.0, peak_time=T0)  # the mean caught up
+    during, _, _ = learn(obs(8.0, 3), st, SETTINGS, ROLLOUT, 3, T0 + SETTINGS.horizon_seconds - 30)
+    assert during.burst_base == 2.0
+    after, load, _ = learn(obs(8.0, 3), st, SETTINGS, ROLLOUT, 3, T0 + SETTINGS.horizon_seconds)
+    assert after.burst_base is None and after.burst_spans == [] and load.bursts is None
+
+
 def test_the_queue_is_measured_over_one_interval_even_across_a_rollout() -> None:
     during = run(obs(20, 1, waiting=300), 1, settled(1, pending_from=3), now=T0, rollout_complete=False)
     assert during.state.last_waiting == 150 and during.state.last_eval == T0

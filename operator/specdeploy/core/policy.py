@@ -360,7 +360,7 @@ def _learn_load(
     history = [h for h in st.load_history if now - h[0] <= TREND_WINDOW_S] if gradual else []
     history = [*history, [now, round(offered, 4)]]
     slope = significant_slope(history)
-    bursts, base, spans = _track_bursts(st, offered, significant, now)
+    bursts, base, spans = _track_bursts(st, offered, significant, now, settings.horizon_seconds)
     # A peak matters as long as a change must pay for itself, or, when bursts recur, until the next is due.
     hold = max(settings.horizon_seconds, RECURRENCE_MARGIN * recurrence(bursts))
     held = now - (st.peak_time if st.peak_time is not None else now)
@@ -398,17 +398,20 @@ def _learn_load(
 
 
 def _track_bursts(
-    st: PolicyState, offered: float, significant: float, now: float
+    st: PolicyState, offered: float, significant: float, now: float, longest: float
 ) -> tuple[list[float], float | None, list[float]]:
     """The bursts' onsets, the load the one under way jumped from (None between bursts) and how long the last ones
     lasted, with this window: a burst starts where the load surely jumped :data:`BURST_FACTOR` times its mean, and
-    is over once the load is back nearer where it jumped from than its peak."""
+    is over once the load is back nearer where it jumped from than its peak; a jump that holds ``longest`` seconds
+    is the load now, no burst."""
     bursts, base, spans = list(st.bursts), st.burst_base, list(st.burst_spans)
     onset = not bursts or now - bursts[-1] > BURST_MIN_GAP_S
     if onset and st.load_qps is not None and significant >= BURST_FACTOR * max(st.load_qps, 1.0):
         return [*bursts, now][-BURSTS_KEPT:], st.load_qps, spans
     if base is not None and bursts and offered < (base + (st.peak_qps or offered)) / 2:
         return bursts, None, [*spans, now - bursts[-1]][-BURSTS_KEPT:]
+    if base is not None and bursts and now - bursts[-1] >= longest:
+        return bursts, None, spans
     return bursts, base, spans
 
 
