@@ -1,4 +1,4 @@
-"""Every shipped trace from every starting setting, as `hack/bench_policy.py` runs them (about 4 minutes on 2
+"""Every shipped trace from every starting setting, as `hack/bench_policy.py` runs them (about 5 minutes on 2
 cores): the adaptive-policy criteria the policy meets everywhere (never worse than holding the start, never less
 goodput than always-off) must keep holding; the ones it does not yet meet everywhere (README, "Benchmarks") are a
 ratchet: the mean score and the runs beyond 1.05x of the best fixed setting may not get worse."""
