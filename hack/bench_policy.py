@@ -34,9 +34,20 @@ def starts(trace: Trace) -> list[int]:
 
 def run(job: tuple[str, int]) -> dict[str, Any]:
     path, k = job
+    return compare(with_start(load_trace(path), k))
+
+
+def run_observing(job: tuple[str, int]) -> dict[str, Any]:
+    """:func:`run`, and the oracle that keeps the start for the first window (the report's alone: no test reads it)."""
+    path, k = job
     trace = with_start(load_trace(path), k)
     observing = oracle_schedule(trace, hold=1)
     return {**compare(trace), "oracle_observing": simulate(trace, lambda i, *_: observing[i])}
+
+
+def beyond_best(r: dict[str, Any], name: str = "policy") -> bool:
+    """Whether the controller ``name`` is beyond :data:`BEST_BOUND` of the best fixed setting in hindsight."""
+    return ms(r, name) > BEST_BOUND * r["best_schedule"]["mean_token_latency_ms"]
 
 
 def ms(r: dict[str, Any], name: str) -> float:
@@ -73,7 +84,7 @@ def criteria(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         ("never less goodput than always-off",
          failing(lambda r: r["policy"]["goodput"] >= r["always_off"]["goodput"] - 1e-6)),
         (f"within {BEST_BOUND:.2f}x of the best fixed setting in hindsight",
-         failing(lambda r: ms(r, "policy") <= BEST_BOUND * r["best_schedule"]["mean_token_latency_ms"])),
+         failing(lambda r: not beyond_best(r))),
         (f"mean oracle/policy {mean:.3f} >= {MEAN_SCORE}", [] if mean >= MEAN_SCORE else ["all"]),
     ]  # fmt: skip
 
@@ -87,14 +98,13 @@ def main() -> int:
     paths = [p for p in sorted(TRACES.glob("*.yaml")) if not args.trace or p.stem in args.trace]
     jobs = [(str(p), k) for p in paths for k in starts(load_trace(p))]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run, jobs))
+        results = list(pool.map(run_observing, jobs))
     print(table(results))
     print()
     for text, failed in criteria(results):
         print(f"{'PASS' if not failed else 'FAIL'}  {text}" + (f": {len(failed)} of {len(results)} fail: "
               f"{', '.join(failed)}" if failed else ""))  # fmt: skip
-    unreachable = [f"{r['trace']}@{r['start_k']}" for r in results if ms(r, "oracle_observing") > BEST_BOUND * r[
-        "best_schedule"]["mean_token_latency_ms"]]  # fmt: skip
+    unreachable = [f"{r['trace']}@{r['start_k']}" for r in results if beyond_best(r, "oracle_observing")]
     print(f"      beyond {BEST_BOUND:.2f}x of the best fixed setting also for the oracle that observes the first "
           f"window: {', '.join(unreachable) or 'none'}")  # fmt: skip
     if args.json:
