@@ -5,7 +5,9 @@ oracle, and the adaptive-policy issue's criteria checked one by one (printed; ex
 Beside them, the oracle that must keep the start for the first window (``oracle_schedule(trace, hold=1)``): the best
 any controller that observes before it acts can do, which tells a criterion no such controller can meet.
 
-    .venv/bin/python hack/bench_policy.py [--json FILE] [--jobs 2] [--trace NAME ...]
+    .venv/bin/python hack/bench_policy.py [--json FILE] [--jobs 2] [--trace NAME ...] [--dir DIR]
+
+``--dir`` runs the traces in DIR instead, e.g. worlds drawn at random (`hack/gen-traces.py DIR --unseen N`).
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--jobs", type=int, default=2, help="processes (one trace and start each)")
     ap.add_argument("--trace", action="append", help="only these traces (file stems)")
+    ap.add_argument("--dir", type=Path, default=TRACES, help="the traces' directory (default: the shipped ones)")
     args = ap.parse_args()
-    paths = [p for p in sorted(TRACES.glob("*.yaml")) if not args.trace or p.stem in args.trace]
+    paths = [p for p in sorted(args.dir.glob("*.yaml")) if not args.trace or p.stem in args.trace]
     jobs = [(str(p), k) for p in paths for k in starts(load_trace(p))]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(run_observing, jobs))

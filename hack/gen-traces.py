@@ -2,15 +2,25 @@
 """Write the shipped traces (operator/specdeploy/offline/traces/*.yaml) used by `specdeploy simulate` and the benchmark,
 or the same files into DIR (`hack/gen-traces.py [DIR]`; a test compares them with the shipped ones).
 
+`hack/gen-traces.py DIR --unseen N --seed S` writes instead N worlds drawn at random, none of them shipped or tuned
+against: a deployment the prior knows (model, GPU, tensor parallelism), a world whose every cost is that prior's
+times a random factor, a random drafter and traffic. `hack/bench_policy.py --dir DIR` runs the policy on them: how
+it does on deployments it has never seen.
+
 Loads are totals over 2 replicas of the default profile (8B + EAGLE-3 on one H100-class GPU each): one replica
 serves ~28 req/s without speculation and ~21 at k=3; speculation stops paying near 18-22 req/s per replica.
 """
 
+import argparse
 import math
-import sys
+import random
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+
+from specdeploy.core.model import Profile, capacity_qps
+from specdeploy.offline.trace import prior_of_deployment
 
 OUT = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 BASE = [0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08]
@@ -120,5 +130,59 @@ def worlds(out: Path) -> None:
           deployment={"model": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
 
 
+# Deployments an unseen world is drawn around: what the spec says, so the policy starts from the prior for it.
+UNSEEN_DEPLOYMENTS = [
+    {"model": "meta-llama/Llama-3.1-8B-Instruct"},
+    {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "L4", "extraArgs": ["--max-num-seqs", "64"]},
+    {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "A100"},
+    {"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4},
+    {"model": "Qwen/Qwen3-30B-A3B"},
+]
+UNSEEN_COST_SPREAD = 2.0  # each of a world's costs is its prior's times up to this factor either way
+UNSEEN_SHAPES = ("steady", "ramp", "diurnal", "bursty")
+
+
+def unseen(out: Path, count: int, seed: int) -> None:
+    """``count`` worlds drawn with ``seed`` (see the module's docstring). The load peaks between half and all of
+    what one replica serves without speculation (so speculation off serves it), in one of four shapes."""
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        deployment = rng.choice(UNSEEN_DEPLOYMENTS)
+        prior = prior_of_deployment(deployment)
+
+        def spread(x: float) -> float:
+            return x * UNSEEN_COST_SPREAD ** rng.uniform(-1, 1)
+
+        first, decay = rng.uniform(0.45, 0.85), rng.uniform(0.55, 0.85)
+        world = {"t_mem_ms": round(spread(prior.t_mem_ms), 3),
+                 "t_kv_ms_per_ktok": round(spread(prior.t_kv_ms_per_ktok), 4),
+                 "n_knee": max(16, round(spread(prior.n_knee))), "t_tok_ms": round(spread(prior.t_tok_ms), 4),
+                 "draft_cost": round(spread(prior.draft_cost), 3), "max_num_seqs": prior.max_num_seqs,
+                 "prefill_ms_per_ktok": round(spread(prior.prefill_ms_per_ktok), 2),
+                 "prompt_tokens": rng.choice([200, 500, 1000, 2000, 4000]),
+                 "output_tokens": rng.choice([100, 200, 300, 500]),
+                 "acceptance": [round(first * decay**i, 4) for i in range(8)]}  # fmt: skip
+        off = capacity_qps(Profile.from_dict({**asdict(prior), **world}), 0, [])
+        peak, shape = rng.uniform(0.5, 1.0) * off, rng.choice(UNSEEN_SHAPES)
+        qps = {
+            "steady": [peak] * 240,
+            "ramp": ramp(0.1 * peak, peak, 200, 40),
+            "diurnal": [peak * (0.55 - 0.45 * math.cos(2 * math.pi * i / 480)) for i in range(480)],
+            "bursty": [peak if (i % 80) in range(40, 60) else 0.2 * peak for i in range(240)],
+        }[shape]
+        write(out, f"unseen_{seed}_{n}_{shape}", f"Unseen world {n} of seed {seed}: {deployment['model']}, {shape} "
+              f"to {peak:.2f} req/s per replica (off serves {off:.2f}).", [2 * q for q in qps], world=world,
+              deployment=deployment)  # fmt: skip
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", nargs="?", type=Path, default=OUT)
+    ap.add_argument("--unseen", type=int, help="write this many worlds drawn at random instead of the shipped traces")
+    ap.add_argument("--seed", type=int, default=0, help="the draw (with --unseen)")
+    args = ap.parse_args()
+    if args.unseen:
+        unseen(args.dir, args.unseen, args.seed)
+    else:
+        main(args.dir)

@@ -12,7 +12,7 @@ from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.policy import rollout_overload_ms
 from specdeploy.offline.oracle import hindsight_schedule, oracle_schedule
 from specdeploy.offline.simulate import compare, policy_controller, simulate
-from specdeploy.offline.trace import parse_trace
+from specdeploy.offline.trace import load_trace, parse_trace
 from specdeploy.offline.world import run_step
 
 from ..conftest import ROOT
@@ -136,3 +136,19 @@ def test_the_shipped_traces_are_what_gen_traces_writes(tmp_path: Path) -> None:
         assert written.read_text() == (shipped / written.name).read_text(), (
             f"stale: run hack/gen-traces.py ({written.name})"
         )
+
+
+def test_unseen_worlds_are_drawn_anew_per_seed_and_off_serves_their_peak(tmp_path: Path) -> None:
+    """`gen-traces.py --unseen`: worlds none of the shipped ones, each a deployment the prior knows with costs away
+    from that prior, a load that speculation off serves; another seed draws other worlds."""
+    gen = [sys.executable, str(ROOT / "hack" / "gen-traces.py")]
+    for seed in (1, 2):
+        subprocess.run([*gen, str(tmp_path / str(seed)), "--unseen", "3", "--seed", str(seed)], check=True)
+    drawn = {seed: sorted((tmp_path / str(seed)).iterdir()) for seed in (1, 2)}
+    assert [len(d) for d in drawn.values()] == [3, 3]
+    worlds = [load_trace(p) for d in drawn.values() for p in d]
+    assert len({w.profile for w in worlds}) == 6
+    for w in worlds:
+        assert w.profile != w.prior
+        off = capacity_qps(w.profile, 0, [])
+        assert max(pt.qps for pt in w.points) / w.rollout.replicas <= off
