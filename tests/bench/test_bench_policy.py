@@ -19,7 +19,9 @@ import bench_policy
 
 MEAN_SCORE_FLOOR = 0.977  # oracle / policy latency over all 44 runs today: 0.978 (against the per-batch-size
 # schedule fastest at every batch size)
-WITHIN_BEST_FAILURES = 5  # runs beyond 1.05x of the best fixed setting in hindsight today
+WITHIN_BEST_FAILURES = 6  # runs beyond 1.05x of the best fixed setting in hindsight today (5 before an MoE's envelope
+# let a candidate draft one token more than what runs, which costs moe_bursty from k=1 1.3% and halves the latency of
+# MoE worlds whose compute is cheap: README, "worlds drawn at random")
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,8 @@ CAPACITY_MEMORY_S = 6 * 3600.0  # a capacity seen this long ago no longer binds:
 CAPACITY_Z = 2.0  # a window's served load bounds capacity after this many standard deviations of its noise
 ENVELOPE_GROWTH = 1.5  # where the prior does not know the compute, a setting may verify this many times the most
 # tokens per step measured: more learns it faster, and risks drafting where its cost was never seen
+ENVELOPE_STEP = 1  # ... or this many tokens more than what runs at the batch, unless requests queue: how the compute
+# past the envelope gets measured (off at batch B measures B tokens, k=1 there verifies 2B); 0 never measures it
 SHAPE_MEMORY = 0.3  # EWMA weight of the newest window for tokens per request: windows are noisy, traffic drifts
 
 

@@ -253,25 +253,27 @@ def best_schedule(prof: Profile, p: Sequence[float], ks: Sequence[int]) -> Sched
     return tuple(bands)
 
 
-def within_envelope(setting: Setting, running: Setting, limit: float, max_batch: int) -> Setting:
+def within_envelope(setting: Setting, running: Setting, limit: float, max_batch: int, step: int) -> Setting:
     """``setting`` drafting, at every batch size where it would verify more than ``limit`` tokens per step (more
-    than the deployment was measured at), no more than ``running`` drafts there, nor than the limit allows: the
-    compute past the tokens per step measured is the model's guess, and what runs is the baseline. The setting
-    itself where that changes nothing, else the schedule it becomes."""
+    than the deployment was measured at), no more than the limit allows or ``step`` tokens more than ``running``
+    drafts there: the compute past the tokens per step measured is the model's guess, what runs is the baseline, and
+    a token more is how it is measured (else a setting off at the batch running, B tokens per step, never drafts
+    there: k=1 verifies 2B, past any limit a multiple of B below 2). The setting itself where that changes nothing,
+    else the schedule it becomes."""
     ks = []
     for b in range(1, max_batch + 1):
         k, here = k_at(setting, b), k_at(running, b)
-        ks.append(k if drafts_within(k, here, b, limit) else max(here, math.floor(limit / b) - 1))
+        ks.append(k if drafts_within(k, here, b, limit, step) else max(min(k, here + step), math.floor(limit / b) - 1))
     if all(k == k_at(setting, b) for b, k in enumerate(ks, start=1)):
         return setting
     bands = tuple((b, k) for b, k in enumerate(ks, start=1) if b == 1 or k != ks[b - 2])
     return bands[0][1] if len(bands) == 1 else bands
 
 
-def drafts_within(k: int, running_k: int, batch: float, limit: float) -> bool:
-    """Whether drafting k at this batch size is known ground: no more than what runs there, or no more than
-    ``limit`` tokens verified per step (:func:`within_envelope`)."""
-    return k <= running_k or batch * (k + 1) <= limit
+def drafts_within(k: int, running_k: int, batch: float, limit: float, step: int) -> bool:
+    """Whether drafting k at this batch size is ground a change may take: ``step`` tokens more than what runs there
+    at most, or no more than ``limit`` tokens verified per step (:func:`within_envelope`)."""
+    return k <= running_k + step or batch * (k + 1) <= limit
 
 
 def schedule_label(setting: Setting) -> str:

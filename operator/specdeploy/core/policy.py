@@ -39,6 +39,7 @@ from ..api import Adaptive, AdaptiveMode
 from .learn import (
     CAPACITY_MEMORY_S,
     ENVELOPE_GROWTH,
+    ENVELOPE_STEP,
     Capacity,
     Sample,
     envelope_limit,
@@ -459,14 +460,15 @@ def _feasible(
     rollout: Rollout,
     served: dict[Setting, float],
     limit: float,
+    step: int,
 ) -> list[Setting]:
     """The settings that would serve the remembered peak and a rising load until they can be left cleanly (else
     the one with the most capacity). Keeping must hold until a change decided at the next evaluation has rolled
     out and the rollout's dip in capacity is over (two rollouts); a new setting must first roll out and sit out
     its cooldown, then hold as long as keeping must. A trend is trusted up to half the current load. A setting
     that ``served`` the load already (measured, without a queue) serves it, whatever the model says. A k that
-    would draft more than the running setting, at more tokens per step than ``limit`` (what was measured, see
-    :func:`~.model.within_envelope`), is no candidate: its cost there is a guess."""
+    would draft more than ``step`` tokens beyond the running setting, at more tokens per step than ``limit`` (what
+    was measured, see :func:`~.model.within_envelope`), is no candidate: its cost there is a guess."""
     lead_keep, lead_change = _leads(settings, rollout)
 
     def need(lead: float) -> float:
@@ -477,7 +479,7 @@ def _feasible(
         if served.get(full, 0.0) >= qps:
             return True
         ss = steady_state(profile, qps, k, upto(p, k))
-        return drafts_within(k_at(k, ss.batch), k_at(current_k, ss.batch), ss.batch, limit) and not ss.saturated
+        return drafts_within(k_at(k, ss.batch), k_at(current_k, ss.batch), ss.batch, limit, step) and not ss.saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
     # A queue that grows is the measurement that the running setting does not serve: no model outweighs it.
@@ -664,9 +666,10 @@ def predict(
     restart."""
     p, measured_len = accepted
     # Past the tokens per step the prior knows or ENVELOPE_GROWTH times what the windows measured, a candidate drafts
-    # no more than what runs; under a measured queue, past what they measured: a saturated setting is left for one
-    # that drafts less where drafting more was never measured to add capacity.
-    growth = 1.0 if load.queued else ENVELOPE_GROWTH
+    # at most ENVELOPE_STEP tokens more than what runs; under a measured queue, past what they measured, no more than
+    # what runs: a saturated setting is left for one that drafts less where drafting more was never measured to add
+    # capacity.
+    growth, step = (1.0, 0) if load.queued else (ENVELOPE_GROWTH, ENVELOPE_STEP)
     limit = envelope_limit(st.envelope, profile.known_tokens_per_step, growth)
     ks = [*([0] if settings.allow_disable else []), *range(settings.min_tokens, settings.max_tokens + 1)]
     candidates: list[Setting] = list(ks)
@@ -674,7 +677,7 @@ def predict(
         known = max(measured_len, top_k(current_k))
         candidates = [k for k in ks if k <= known]
         candidates.append(_schedule(profile, dear, st, p, ks))
-        candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs) for c in candidates]
+        candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs, step) for c in candidates]
     probe = _probe(profile, st, load, settings, current_k) if schedules else None
     candidates += [probe] if probe is not None else []
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
@@ -682,7 +685,7 @@ def predict(
     q = load.forecast
     latency = _latencies(profile, load, settings, rollout, current_k, p, candidates)
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
-    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit)
+    feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit, step)
     # A setting with requests waiting is left however its rollout queues; otherwise a rollout is priced with a
     # margin on the load.
     margin = 0.0 if waiting >= QUEUE_MIN else ROLLOUT_MARGIN
