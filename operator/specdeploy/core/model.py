@@ -263,7 +263,7 @@ def within_envelope(setting: Setting, running: Setting, limit: float, max_batch:
     ks = []
     for b in range(1, max_batch + 1):
         k, here = k_at(setting, b), k_at(running, b)
-        ks.append(k if drafts_within(k, here, b, limit, step) else max(min(k, here + step), math.floor(limit / b) - 1))
+        ks.append(k if drafts_within(k, here, b, limit, step) else max(here + step, math.floor(limit / b) - 1))
     if all(k == k_at(setting, b) for b, k in enumerate(ks, start=1)):
         return setting
     bands = tuple((b, k) for b, k in enumerate(ks, start=1) if b == 1 or k != ks[b - 2])
