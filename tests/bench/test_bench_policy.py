@@ -17,8 +17,10 @@ from ..conftest import ROOT
 sys.path.insert(0, str(ROOT / "hack"))
 import bench_policy
 
-MEAN_SCORE_FLOOR = 0.977  # oracle / policy latency over all 44 runs today: 0.978 (against the per-batch-size
-# schedule fastest at every batch size)
+MEAN_SCORE_FLOOR = 0.976  # oracle / policy latency over all 44 runs today: 0.9765 (against the per-batch-size
+# schedule fastest at every batch size; 0.978 before a change by choice into a rollout the model says never drains
+# stopped counting as a gain where keeping is endless too: small_gpu_diurnal from k=8 66.3 -> 70.1 ms, for goodput no
+# longer below always-off on a world drawn at random: README, "worlds drawn at random")
 WITHIN_BEST_FAILURES = 6  # runs beyond 1.05x of the best fixed setting in hindsight today (5 before an MoE's envelope
 # let a candidate draft one token more than what runs, which costs moe_bursty from k=1 1.3% and halves the latency of
 # MoE worlds whose compute is cheap: README, "worlds drawn at random")

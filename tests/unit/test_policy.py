@@ -26,11 +26,13 @@ from specdeploy.core.observation import NoData, Observation
 from specdeploy.core.policy import (
     KEEP,
     ROLLBACK,
+    ROLLOUT_MARGIN,
     SET_K,
     TURN_OFF,
     TURN_ON,
     PolicyState,
     Rollout,
+    _ranked,
     as_setting,
     decide,
     learn,
@@ -95,7 +97,7 @@ def test_no_decision_during_a_rollout_or_before_its_window_fills() -> None:
 def test_high_load_turns_speculation_off_and_low_load_turns_it_back_on() -> None:
     off = run(obs(27, 3, waiting=40), 3, settled(3))  # k=1 still serves the load, and is faster than off
     assert off.action == SET_K and off.to_k == 1
-    hot = run(obs(27.3, 1), 1, settled(1))
+    hot = run(obs(27.3, 1, waiting=40), 1, settled(1))  # past what k=1 serves, measured by a queue
     assert hot.action == TURN_OFF and hot.to_k == 0
     # While off, nothing is measured: the last acceptance (aged) brings it back when load falls.
     state = PolicyState(k=0, since=T0 - 10_000, acceptance=P[:3], acceptance_time=T0 - 3600)
@@ -180,6 +182,28 @@ def test_a_change_by_choice_never_rolls_out_into_a_setting_with_less_headroom_th
                          peak_time=T0 - 3000, regime_qps=25.0, regime_since=T0 - 4 * 3600)  # fmt: skip
     d = run(obs(25, 0), 0, steady)
     assert d.action == KEEP and "speculation off is best" in d.reason
+
+
+def test_a_change_whose_rollout_the_model_says_never_drains_does_not_pay_however_the_running_setting_fares() -> None:
+    """k=6 served 15.2 req/s per replica without a queue; the mean load, 16.1, is past its capacity by the model
+    (15.5), so the model prices keeping it as endless, and a rollout to k=5 (17.0, less than the rollout margin
+    above the load) as endless too. Endless against endless is no gain: nothing is measured to force a move (no
+    queue, no rise), so the model's word alone does not restart the deployment."""
+    narrow = NARROW.model_copy(update={"min_tokens": 5, "max_tokens": 6, "allow_disable": False})
+    assert capacity_qps(PROFILE, 6, P[:6]) < 16.1 < capacity_qps(PROFILE, 5, P[:5]) < 16.1 * (1 + ROLLOUT_MARGIN)
+    d = run(obs(15.2, 6), 6, settled(6, load_qps=16.5), settings=narrow)
+    assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain == 0
+
+
+def test_candidates_rank_by_horizon_cost_then_latency_and_a_schedule_wins_a_tie() -> None:
+    """Where every rollout would queue without end, the horizon cannot rank (the faster wins, not the one drafting
+    least); a schedule and a static k drafting alike tie however their costs were rounded along two paths."""
+    sched = ((1, 3), (16, 1))
+    endless = dict.fromkeys([1, 3, sched], math.inf)
+    assert sorted([1, 3, sched], key=_ranked(endless, {1: 24.0, 3: 13.5, sched: 12.8})) == [sched, 3, 1]
+    alike = {1: 106548831.48880205, sched: 106548831.50169662}  # 9-digit rounding tells these apart
+    assert min([1, sched], key=_ranked(alike, {1: 81.05934065851703, sched: 81.05934065849412})) == sched
+    assert min([1, sched], key=_ranked({1: 100.0, sched: 100.1}, {1: 81.0, sched: 81.0})) == 1
 
 
 def test_a_rollout_serves_with_old_and_new_pods_side_by_side() -> None:

@@ -29,6 +29,7 @@ The state is a JSON-able dict kept in ``status.policy``, so a restarted operator
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -112,6 +113,7 @@ MODEL_ERROR_MAX = 2.0  # the model's error measured on the running setting scale
 # factor either way: a window far off the model says more about the window than about the model
 UNMEASURED_COMPUTE_FACTOR = 2.0  # compute no window measured is planned this dear, for a change by choice, beside
 # the fitted model: a prior's cost is known to within about this factor; higher changes less on the prior's word
+SAME_COST = 1e-6  # relative: costs closer are one cost computed along two paths (a schedule drafting as a k does)
 MIXED_DRAFTS = 0.25  # a window drafting this many tokens per step away from its band's k ran several bands' k: its
 # cost sample is at their mean, and it tells no one k's capacity; more lets a mix pass for one k
 FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
@@ -693,7 +695,7 @@ def predict(
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
         for k in latency
     }
-    best = min(feasible, key=_ranked(horizon))
+    best = min(feasible, key=_ranked(horizon, latency))
     probe = probe if probe in feasible else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
     return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
@@ -763,17 +765,28 @@ def _probe(profile: Profile, st: PolicyState, load: Load, settings: Adaptive, cu
     return ((1, 1), (edge, 0)) if edge < profile.max_num_seqs else None
 
 
-def _ranked(horizon: dict[Setting, float]) -> Callable[[Setting], tuple[float, bool, int]]:
-    """How candidates rank: by horizon cost (equal but for rounding ties: two settings drafting alike at this
-    load), a schedule before a static k at a tie (it meets a change of load without a restart), then less drafting."""
-    return lambda k: (float(f"{horizon[k]:.9g}"), isinstance(k, int), top_k(k))
+def _ranked(horizon: dict[Setting, float], latency: dict[Setting, float]) -> Callable[[Setting], Any]:
+    """How candidates rank (a sort key): by horizon cost, then by latency (horizons tie where every rollout would
+    queue without end, and where two settings draft alike at this load), a schedule before a static k at a tie (it
+    meets a change of load without a restart), then less drafting. Costs within :data:`SAME_COST` tie."""
+
+    def order(a: Setting, b: Setting) -> int:
+        for x, y in ((horizon[a], horizon[b]), (latency[a], latency[b])):
+            if not math.isclose(x, y, rel_tol=SAME_COST):  # (two endless costs tie)
+                return -1 if x < y else 1
+        first, second = (isinstance(a, int), top_k(a)), (isinstance(b, int), top_k(b))
+        return (first > second) - (first < second)
+
+    return functools.cmp_to_key(order)
 
 
 def _gain(horizon: dict[Setting, float], current_k: Setting, target: Setting) -> float:
-    """The horizon cost ``target`` saves over the running setting, relative (1: the running one cannot serve; no
-    load, no cost: nothing to gain)."""
-    here = horizon[current_k]
-    return 1.0 if math.isinf(here) else (here - horizon[target]) / here if here > 0 else 0.0
+    """The horizon cost ``target`` saves over the running setting, relative (1: the running one cannot serve and
+    ``target`` can; both endless, or no load and no cost: nothing known to gain)."""
+    here, there = horizon[current_k], horizon[target]
+    if math.isinf(here):
+        return 0.0 if math.isinf(there) else 1.0
+    return (here - there) / here if here > 0 else 0.0
 
 
 def _corrected(
@@ -910,9 +923,14 @@ def _unpaid(
     threshold), a gain over the horizon (``gain``, relative) short of what the restart costs, or, where the prior
     cannot price the compute past a few tokens per step (an MoE), while no window measured far past them
     (:func:`_compute_unmeasured`) or within a burst, a rollout that would queue were that compute dear
-    (:func:`_dear`)."""
+    (:func:`_dear`). Where the model says the running setting cannot serve the load forecast while it serves
+    without a queue (a change by choice), the latency it is measured at is the one to beat: the model's word on
+    its saturation forces nothing (:func:`gate`), so it buys no gain either."""
     lat = pred.latency_ms
-    steady_gain = (lat[current_k] - lat[target]) / lat[current_k]
+    here = lat[current_k]
+    if math.isinf(pred.horizon_ms[current_k]) and load.measured_ms is not None:
+        here = min(here, load.measured_ms)
+    steady_gain = (here - lat[target]) / here
     if steady_gain <= settings.hysteresis:
         return f"{steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}"
     payback, restart = gain * load.horizon, restart_cost_seconds(rollout)
@@ -972,7 +990,7 @@ def _headroom(
 
 def _roomier(pred: Prediction, current_k: Setting) -> Setting | None:
     """The best-ranked feasible schedule other than what runs: the one a move for headroom would take."""
-    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms))
+    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms, pred.latency_ms))
     return next((k for k in ranked if not isinstance(k, int) and k != current_k), None)
 
 
@@ -1000,7 +1018,7 @@ def _surest(
     def sure(k: Setting) -> bool:
         return k == current_k or not any(_guessed(pred, st, q, profile, dear, running[q], k) for q in loads)
 
-    return next((k for k in sorted(pred.feasible, key=_ranked(pred.horizon_ms)) if sure(k)), current_k)
+    return next((k for k in sorted(pred.feasible, key=_ranked(pred.horizon_ms, pred.latency_ms)) if sure(k)), current_k)
 
 
 def _guessed(
