@@ -30,9 +30,12 @@ from specdeploy.core.policy import (
     SET_K,
     TURN_OFF,
     TURN_ON,
+    Load,
     PolicyState,
+    Prediction,
     Rollout,
     _ranked,
+    _unpaid,
     as_setting,
     decide,
     learn,
@@ -193,6 +196,17 @@ def test_a_change_whose_rollout_the_model_says_never_drains_does_not_pay_however
     assert capacity_qps(PROFILE, 6, P[:6]) < 16.1 < capacity_qps(PROFILE, 5, P[:5]) < 16.1 * (1 + ROLLOUT_MARGIN)
     d = run(obs(15.2, 6), 6, settled(6, load_qps=16.5), settings=narrow)
     assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain == 0
+
+
+def test_where_the_model_alone_says_the_running_setting_saturates_a_change_must_beat_its_measured_latency() -> None:
+    """The model prices k=6 as saturating at the load forecast (2639 ms per token, its horizon endless) while the
+    window measured it serving at 5.8 ms: k=4, predicted at 5.5, gains 5% over what was measured, within the
+    hysteresis band, not 99.8% over the model's word."""
+    pred = Prediction(P, 6, {6: 2639.0, 4: 5.5}, {6: math.inf, 4: 1e8}, [4], 4, 1.0)
+    load = Load(forecast=16.1, peak=16.1, rise=0.0, horizon=1800, measured_ms=5.8, measured_qps=15.2)
+    why = _unpaid(pred, settled(6), load, SETTINGS, ROLLOUT, PROFILE, 1.0, 4, 6)
+    assert why is not None and "within the hysteresis band" in why
+    assert _unpaid(pred, settled(6), replace(load, measured_ms=None), SETTINGS, ROLLOUT, PROFILE, 1.0, 4, 6) is None
 
 
 def test_candidates_rank_by_horizon_cost_then_latency_and_a_schedule_wins_a_tie() -> None:
