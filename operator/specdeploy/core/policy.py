@@ -636,7 +636,7 @@ class Prediction:
     measured_len: int  # how many positions of ``p`` were measured
     latency_ms: dict[Setting, float]  # predicted per-token latency of each candidate
     horizon_ms: dict[Setting, float]  # token-milliseconds per replica over the horizon, rollout included
-    feasible: list[Setting]  # candidates that would serve the peak and the trend
+    feasible: list[Setting]  # candidates that would serve the peak and the trend, best ranked first (:func:`_ranked`)
     best: Setting
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
     probe: Setting | None = None  # a cheap way to measure the acceptance, while none was ever measured (:func:`_probe`)
@@ -695,7 +695,8 @@ def predict(
         k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
         for k in latency
     }
-    best = min(feasible, key=_ranked(horizon, latency))
+    feasible = sorted(feasible, key=_ranked(horizon, latency))
+    best = feasible[0]
     probe = probe if probe in feasible else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
     return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
@@ -990,8 +991,7 @@ def _headroom(
 
 def _roomier(pred: Prediction, current_k: Setting) -> Setting | None:
     """The best-ranked feasible schedule other than what runs: the one a move for headroom would take."""
-    ranked = sorted(pred.feasible, key=_ranked(pred.horizon_ms, pred.latency_ms))
-    return next((k for k in ranked if not isinstance(k, int) and k != current_k), None)
+    return next((k for k in pred.feasible if not isinstance(k, int) and k != current_k), None)
 
 
 def _dear(model: Profile, prior: Profile) -> Profile:
@@ -1018,7 +1018,7 @@ def _surest(
     def sure(k: Setting) -> bool:
         return k == current_k or not any(_guessed(pred, st, q, profile, dear, running[q], k) for q in loads)
 
-    return next((k for k in sorted(pred.feasible, key=_ranked(pred.horizon_ms, pred.latency_ms)) if sure(k)), current_k)
+    return next((k for k in pred.feasible if sure(k)), current_k)
 
 
 def _guessed(
