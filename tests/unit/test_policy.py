@@ -25,6 +25,7 @@ from specdeploy.core.model import (
 from specdeploy.core.observation import NoData, Observation
 from specdeploy.core.policy import (
     KEEP,
+    MAX_LOSS,
     ROLLBACK,
     ROLLOUT_MARGIN,
     SET_K,
@@ -34,6 +35,7 @@ from specdeploy.core.policy import (
     PolicyState,
     Prediction,
     Rollout,
+    _gain,
     _ranked,
     _unpaid,
     as_setting,
@@ -189,13 +191,27 @@ def test_a_change_by_choice_never_rolls_out_into_a_setting_with_less_headroom_th
 
 def test_a_change_whose_rollout_the_model_says_never_drains_does_not_pay_however_the_running_setting_fares() -> None:
     """k=6 served 15.2 req/s per replica without a queue; the mean load, 16.1, is past its capacity by the model
-    (15.5), so the model prices keeping it as endless, and a rollout to k=5 (17.0, less than the rollout margin
-    above the load) as endless too. Endless against endless is no gain: nothing is measured to force a move (no
-    queue, no rise), so the model's word alone does not restart the deployment."""
+    (15.5), and a rollout to k=5 (17.0, less than the rollout margin above the load) never drains by the model.
+    Nothing is measured to force a move (no queue, no rise), so the model's word alone does not restart the
+    deployment: keeping k=6 costs what was measured, and the endless rollout is the least gain status can hold.
+    Where nothing measured what runs either, endless against endless is no gain."""
     narrow = NARROW.model_copy(update={"min_tokens": 5, "max_tokens": 6, "allow_disable": False})
     assert capacity_qps(PROFILE, 6, P[:6]) < 16.1 < capacity_qps(PROFILE, 5, P[:5]) < 16.1 * (1 + ROLLOUT_MARGIN)
     d = run(obs(15.2, 6), 6, settled(6, load_qps=16.5), settings=narrow)
-    assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain == 0
+    assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain == MAX_LOSS
+    assert json.loads(json.dumps(d.expected_gain, allow_nan=False)) == MAX_LOSS
+    assert _gain({6: math.inf, 5: math.inf}, 6, 5) == 0
+
+
+def test_where_the_model_alone_says_the_running_setting_saturates_keeping_it_costs_what_was_measured() -> None:
+    """k=6 served 15.2 req/s per replica without a queue at 5.8 ms per token; the model prices it as saturating at
+    the forecast, 16.1. k=3 is 20% faster, but its rollout at that load queues for long: 6.7 times what keeping
+    k=6 costs over the horizon at the latency measured. That does not pay; an endless cost nobody measured would
+    have made any drainable rollout a full gain."""
+    narrow = NARROW.model_copy(update={"min_tokens": 3, "max_tokens": 6, "allow_disable": False})
+    d = run(obs(15.2, 6), 6, settled(6, load_qps=16.5), settings=narrow)
+    assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain < 0
+    assert d.predicted_ms[3] < 0.9 * 5.8
 
 
 def test_where_the_model_alone_says_the_running_setting_saturates_a_change_must_beat_its_measured_latency() -> None:

@@ -114,6 +114,7 @@ MODEL_ERROR_MAX = 2.0  # the model's error measured on the running setting scale
 UNMEASURED_COMPUTE_FACTOR = 2.0  # compute no window measured is planned this dear, for a change by choice, beside
 # the fitted model: a prior's cost is known to within about this factor; higher changes less on the prior's word
 SAME_COST = 1e-6  # relative: costs closer are one cost computed along two paths (a schedule drafting as a k does)
+MAX_LOSS = -1.0  # the least relative gain reported (twice the running cost, or endless): status is JSON
 MIXED_DRAFTS = 0.25  # a window drafting this many tokens per step away from its band's k ran several bands' k: its
 # cost sample is at their mean, and it tells no one k's capacity; more lets a mix pass for one k
 FAILED_HOLD_S = 6 * 3600.0  # a setting whose pods failed to start is not tried again for this long: the restart
@@ -688,18 +689,36 @@ def predict(
     latency = _latencies(profile, load, settings, rollout, current_k, p, candidates)
     served: dict[Setting, float] = {int(k): v[0] for k, v in st.floors.items() if now - v[1] <= CAPACITY_MEMORY_S}
     feasible = _feasible(profile, p, list(latency), current_k, load, settings, rollout, served, limit, step)
-    # A setting with requests waiting is left however its rollout queues; otherwise a rollout is priced with a
-    # margin on the load.
-    margin = 0.0 if waiting >= QUEUE_MIN else ROLLOUT_MARGIN
-    horizon = {
-        k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
-        for k in latency
-    }
+    horizon = _horizons(profile, rollout, load, waiting, p, current_k, latency)
     feasible = sorted(feasible, key=_ranked(horizon, latency))
     best = feasible[0]
     probe = probe if probe in feasible else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
     return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
+
+
+def _horizons(
+    profile: Profile,
+    rollout: Rollout,
+    load: Load,
+    waiting: float,
+    p: list[float],
+    current_k: Setting,
+    latency: dict[Setting, float],
+) -> dict[Setting, float]:
+    """Every candidate's horizon cost (:func:`horizon_cost_ms`). A setting with requests waiting is left however
+    its rollout queues; otherwise a rollout is priced with a margin on the load. Where the model says what runs
+    saturates at the forecast while it was measured serving without a growing queue, keeping it costs what was
+    measured, not an endless queue nobody saw (which would make any rollout that drains a full gain)."""
+    margin = 0.0 if waiting >= QUEUE_MIN else ROLLOUT_MARGIN
+    q = load.forecast
+    horizon = {
+        k: horizon_cost_ms(profile, rollout, load.horizon, q, waiting, p, current_k, k, latency[k], margin)
+        for k in latency
+    }
+    if math.isinf(horizon[current_k]) and load.measured_ms is not None:
+        horizon[current_k] = load.measured_ms * q * profile.output_tokens * load.horizon
+    return horizon
 
 
 def _latencies(
@@ -783,11 +802,13 @@ def _ranked(horizon: dict[Setting, float], latency: dict[Setting, float]) -> Cal
 
 def _gain(horizon: dict[Setting, float], current_k: Setting, target: Setting) -> float:
     """The horizon cost ``target`` saves over the running setting, relative (1: the running one cannot serve and
-    ``target`` can; both endless, or no load and no cost: nothing known to gain)."""
+    ``target`` can; both endless, or no load and no cost: nothing known to gain). No less than -1 (``target`` costs
+    twice as much, or without end): a loss that large is no nearer paying however it is counted, and the figure
+    goes into status, where JSON has no infinity."""
     here, there = horizon[current_k], horizon[target]
     if math.isinf(here):
         return 0.0 if math.isinf(there) else 1.0
-    return (here - there) / here if here > 0 else 0.0
+    return max(MAX_LOSS, (here - there) / here) if here > 0 else 0.0
 
 
 def _corrected(
