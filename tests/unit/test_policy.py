@@ -199,7 +199,6 @@ def test_a_change_whose_rollout_the_model_says_never_drains_does_not_pay_however
     assert capacity_qps(PROFILE, 6, P[:6]) < 16.1 < capacity_qps(PROFILE, 5, P[:5]) < 16.1 * (1 + ROLLOUT_MARGIN)
     d = run(obs(15.2, 6), 6, settled(6, load_qps=16.5), settings=narrow)
     assert d.action == KEEP and "does not pay the restart" in d.reason and d.expected_gain == MAX_LOSS
-    assert json.loads(json.dumps(d.expected_gain, allow_nan=False)) == MAX_LOSS
     assert _gain({6: math.inf, 5: math.inf}, 6, 5) == 0
 
 
