@@ -410,7 +410,11 @@ class DecisionRecord(Model):
     to_k: int | None = Field(None, description="k decided (the largest k of a schedule).")
     setting: str | None = Field(None, description="The setting decided: k, or a schedule as k@first batch size.")
     reason: str = Field("", description="Why, with the predicted latencies.")
-    expected_gain: float | None = Field(None, description="Predicted relative per-token latency improvement.")
+    expected_gain: float | None = Field(
+        None,
+        description="Predicted relative saving of per-token latency over the horizon, restart included "
+        "(1 at most; -1 at least, for a change costing twice as much or more).",
+    )
     applied: bool = Field(False, description="Carried out (Auto), or only recommended.")
 
 
