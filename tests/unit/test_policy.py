@@ -44,6 +44,7 @@ from specdeploy.core.policy import (
     new_share,
     restart_cost_seconds,
     rollout_capacity,
+    steady_cost_ms,
 )
 from specdeploy.core.prior import prior_profile
 
@@ -214,14 +215,17 @@ def test_where_the_model_alone_says_the_running_setting_saturates_keeping_it_cos
 
 
 def test_where_the_model_alone_says_the_running_setting_saturates_a_change_must_beat_its_measured_latency() -> None:
-    """The model prices k=6 as saturating at the load forecast (2639 ms per token, its horizon endless) while the
-    window measured it serving at 5.8 ms: k=4, predicted at 5.5, gains 5% over what was measured, within the
-    hysteresis band, not 99.8% over the model's word."""
-    pred = Prediction(P, 6, {6: 2639.0, 4: 5.5}, {6: math.inf, 4: 1e8}, [4], 4, 1.0)
+    """The model prices k=6 as saturating at the load forecast (2639 ms per token: its capacity, 15.5, is below
+    16.1) while the window measured it serving at 5.8 ms, so keeping it is priced at what was measured
+    (:func:`~specdeploy.core.policy.steady_cost_ms`, as ``predict`` does): k=4, predicted at 5.5, gains 5% over what
+    was measured, within the hysteresis band, not 99.8% over the model's word."""
+    keeping = steady_cost_ms(PROFILE, 16.1, 5.8, 1800)
+    pred = Prediction(P, 6, {6: 2639.0, 4: 5.5}, {6: keeping, 4: 0.5 * keeping}, [4], 4, 0.5)
     load = Load(forecast=16.1, peak=16.1, rise=0.0, horizon=1800, measured_ms=5.8, measured_qps=15.2)
-    why = _unpaid(pred, settled(6), load, SETTINGS, ROLLOUT, PROFILE, 1.0, 4, 6)
+    why = _unpaid(pred, settled(6), load, SETTINGS, ROLLOUT, PROFILE, PROFILE, 0.5, 4, 6)
     assert why is not None and "within the hysteresis band" in why
-    assert _unpaid(pred, settled(6), replace(load, measured_ms=None), SETTINGS, ROLLOUT, PROFILE, 1.0, 4, 6) is None
+    unmeasured = replace(load, measured_ms=None)
+    assert _unpaid(pred, settled(6), unmeasured, SETTINGS, ROLLOUT, PROFILE, PROFILE, 0.5, 4, 6) is None
 
 
 def test_candidates_rank_by_horizon_cost_then_latency_and_a_schedule_wins_a_tie() -> None:

@@ -299,7 +299,12 @@ def horizon_cost_ms(
         overload, drained = rollout_queue(prof, rollout, qps * (1 + margin), p, current_k, k)
         total += overload
         span = max(span, drained)
-    return total + token_ms * qps * prof.output_tokens * span
+    return total + steady_cost_ms(prof, qps, token_ms, span)
+
+
+def steady_cost_ms(prof: Profile, qps: float, token_ms: float, seconds: float) -> float:
+    """Token-milliseconds per replica of serving ``qps`` at ``token_ms`` per token for ``seconds``."""
+    return token_ms * qps * prof.output_tokens * seconds
 
 
 def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profile) -> tuple[list[float], int]:
@@ -717,7 +722,7 @@ def _horizons(
         for k in latency
     }
     if math.isinf(horizon[current_k]) and load.measured_ms is not None:
-        horizon[current_k] = load.measured_ms * q * profile.output_tokens * load.horizon
+        horizon[current_k] = steady_cost_ms(profile, q, load.measured_ms, load.horizon)
     return horizon
 
 
@@ -876,7 +881,11 @@ def gate(
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    unpaid = None if forced or headroom else _unpaid(pred, st, load, settings, rollout, dear, gain, target, current_k)
+    unpaid = (
+        None
+        if forced or headroom
+        else _unpaid(pred, st, load, settings, rollout, profile, dear, gain, target, current_k)
+    )
     if unpaid:
         return keep(f"{why}: {unpaid}")
     if headroom:
@@ -936,6 +945,7 @@ def _unpaid(
     load: Load,
     settings: Adaptive,
     rollout: Rollout,
+    profile: Profile,
     dear: Profile,
     gain: float,
     target: Setting,
@@ -950,7 +960,8 @@ def _unpaid(
     its saturation forces nothing (:func:`gate`), so it buys no gain either."""
     lat = pred.latency_ms
     here = lat[current_k]
-    if math.isinf(pred.horizon_ms[current_k]) and load.measured_ms is not None:
+    saturates = capacity_qps(profile, current_k, upto(pred.p, current_k)) <= load.forecast  # (as horizon_cost_ms)
+    if saturates and load.measured_ms is not None:
         here = min(here, load.measured_ms)
     steady_gain = (here - lat[target]) / here
     if steady_gain <= settings.hysteresis:
