@@ -881,11 +881,9 @@ def gate(
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
     # restart is cheap, buys headroom for a burst nobody has seen yet: it needs no latency gain to pay.
-    unpaid = (
-        None
-        if forced or headroom
-        else _unpaid(pred, st, load, settings, rollout, profile, dear, gain, target, current_k)
-    )
+    unpaid = None
+    if not forced and not headroom:
+        unpaid = _unpaid(pred, st, load, settings, rollout, profile, dear, gain, target, current_k)
     if unpaid:
         return keep(f"{why}: {unpaid}")
     if headroom:
