@@ -598,6 +598,22 @@ def test_off_with_the_acceptance_never_measured_probes_it_where_off_is_the_worst
     assert run(obs(25.6, 0), 0, settled(0), schedules=True).to_k != probe.to_k
 
 
+def test_a_probe_drafts_up_to_the_batch_measured_and_none_is_made_near_the_cap() -> None:
+    """The probe's edge sits a little past the batch the window measured, not the model's: at 20 req/s per replica
+    the prior puts off at a batch of about 60, but a prefill-heavy world runs it at 120, where an edge at 66 would
+    measure nothing, or at 240 of 256 (full, in all but name), where a replica has no capacity to spare for a
+    rolling restart and no probe is made."""
+    never = PolicyState(k=0, since=T0 - 10_000)
+
+    def at(batch: int) -> Any:
+        return run(replace(obs(20.0, 0), running=2 * batch), 0, never, schedules=True)
+
+    assert steady_state(PROFILE, 20.0, 0, []).batch < 66
+    probe = at(120)
+    assert "probe of the acceptance" in probe.reason and probe.to_k == ((1, 1), (math.ceil(120 * 1.1), 0))
+    assert at(240).action == KEEP
+
+
 def test_a_candidate_drafting_what_runs_is_predicted_as_the_running_setting_was_measured() -> None:
     """The running setting is measured at the window's load, the candidates predicted at the forecast (a little
     lower: the window's count is noisy): the model's error on the running setting, applied to every candidate,

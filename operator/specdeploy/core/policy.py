@@ -344,6 +344,7 @@ class Load:
     measured_ms: float | None = None  # the running setting's per-token latency this window (steps / tokens)
     measured_qps: float = 0.0  # ... at the load this window served
     measured_full: bool = False  # ... with requests waiting: at full batch, the load served its capacity
+    measured_batch: float = 0.0  # ... at this batch (requests running)
     bursts: tuple[float, float] | None = None  # between recurring bursts: their load and the share of time they take
 
 
@@ -630,7 +631,8 @@ def learn(
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     if obs.token_latency_s and top_k(current_k) == obs.k_running and not load.queued:
         full = waiting >= QUEUE_MIN
-        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps, measured_full=full)
+        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps, measured_full=full,
+                       measured_batch=obs.running / pods)  # fmt: skip
     return st, load, waiting
 
 
@@ -783,10 +785,14 @@ def _probe(profile: Profile, st: PolicyState, load: Load, settings: Adaptive, cu
     """While speculation is off and its acceptance was never measured, the schedule that measures it cheaply: k=1
     up to :data:`PROBE_MARGIN` above the batch running, off beyond. Where the acceptance disappoints, the batch
     grows past the edge and it runs off there: what runs, at a slightly larger batch; it never has less capacity.
-    (None where it does not apply, or the batch running is already at the cap.)"""
+    The batch running is the one measured, or the model's at the forecast if larger: a model that puts it lower
+    (a prefill-heavy world at a batch the prior thinks far from full) would draft k=1 at full batch, where a
+    saturated replica has no capacity to spare for a probe. (None where it does not apply, or the batch running is
+    already at the cap.)"""
     if current_k != 0 or st.acceptance or settings.min_tokens > 1:
         return None
-    edge = max(2, math.ceil(steady_state(profile, load.forecast, 0, []).batch * (1 + PROBE_MARGIN)))
+    batch = max(steady_state(profile, load.forecast, 0, []).batch, load.measured_batch)
+    edge = max(2, math.ceil(batch * (1 + PROBE_MARGIN)))
     return ((1, 1), (edge, 0)) if edge < profile.max_num_seqs else None
 
 
