@@ -604,7 +604,7 @@ def learn(
     performance (while the pods run the k in status: :mod:`.learn` fits the model to them);
     and the load. Returns the state, the load and the queue per replica."""
     pods = max(1, obs.pods)
-    qps, waiting = obs.request_rate / pods, obs.waiting / pods
+    qps, waiting, batch = obs.request_rate / pods, obs.waiting / pods, obs.running / pods
     # A window's request count is Poisson: its rate is known to within 1 / sqrt(requests counted).
     noise = 1 / math.sqrt(max(1.0, obs.request_rate * settings.window_seconds))
     if top_k(current_k) > 0 and (reached := obs.positions_measured) > 0:
@@ -613,7 +613,7 @@ def learn(
         fresh = list(obs.per_position[:reached])
         measured = [*fresh, *(min(x, fresh[-1]) for x in st.acceptance[reached : top_k(current_k)])]
         st = replace(st, acceptance=[round(x, 5) for x in measured], acceptance_time=now)
-    k = k_at(current_k, obs.running / pods)  # a schedule drafts the k of the batch size running
+    k = k_at(current_k, batch)  # a schedule drafts the k of the batch size running
     drafted = obs.drafted_per_step
     one_k = drafted is None or abs(drafted - k) <= MIXED_DRAFTS
     if top_k(current_k) == obs.k_running:
@@ -621,7 +621,7 @@ def learn(
         # then its step time is that of their mean k, and what it served no one k's capacity.
         step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
         ran = k if one_k or drafted is None else round(drafted, 3)
-        sample = sample_of(now, ran, obs.running / pods, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
+        sample = sample_of(now, ran, batch, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
         if sample is not None:
             envelope = remember_envelope(st.envelope, sample.batch, ran, now)
             st = replace(st, samples=keep_samples([*st.samples, sample.to_list()]), envelope=envelope)
@@ -631,8 +631,8 @@ def learn(
     st, load = _learn_load(st, qps, waiting, noise, settings, rollout, now)
     if obs.token_latency_s and top_k(current_k) == obs.k_running and not load.queued:
         full = waiting >= QUEUE_MIN
-        load = replace(load, measured_ms=obs.token_latency_s * 1000, measured_qps=qps, measured_full=full,
-                       measured_batch=obs.running / pods)  # fmt: skip
+        ms = obs.token_latency_s * 1000
+        load = replace(load, measured_ms=ms, measured_qps=qps, measured_full=full, measured_batch=batch)
     return st, load, waiting
 
 
