@@ -6,8 +6,10 @@ Beside them, the oracle that must keep the start for the first window (``oracle_
 any controller that observes before it acts can do, which tells a criterion no such controller can meet.
 
     .venv/bin/python hack/bench_policy.py [--json FILE] [--jobs 2] [--trace NAME ...] [--dir DIR]
+                                          [--window-noise arrivals|counts]
 
 ``--dir`` runs the traces in DIR instead, e.g. worlds drawn at random (`hack/gen-traces.py DIR --unseen N`).
+``--window-noise`` runs every trace with that noise model (``simulate.observe``) instead of its own.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import json
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from specdeploy.offline.oracle import oracle_schedule
 from specdeploy.offline.simulate import compare, simulate
-from specdeploy.offline.trace import Trace, load_trace, with_start
+from specdeploy.offline.trace import WINDOW_NOISES, Trace, load_trace, with_start
 
 TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 HOLD_BOUND = 1.02  # never worse than holding the start by more than this
@@ -34,15 +37,22 @@ def starts(trace: Trace) -> list[int]:
     return sorted({0, 1, trace.start_k, trace.adaptive.max_tokens})
 
 
-def run(job: tuple[str, int]) -> dict[str, Any]:
-    path, k = job
-    return compare(with_start(load_trace(path), k))
+Job = tuple[str, int, str | None]  # a trace's path, the start, the noise model (None: the trace's own)
 
 
-def run_observing(job: tuple[str, int]) -> dict[str, Any]:
-    """:func:`run`, and the oracle that keeps the start for the first window (the report's alone: no test reads it)."""
-    path, k = job
+def job_trace(job: Job) -> Trace:
+    path, k, noise = job
     trace = with_start(load_trace(path), k)
+    return replace(trace, window_noise=noise) if noise else trace
+
+
+def run(job: Job) -> dict[str, Any]:
+    return compare(job_trace(job))
+
+
+def run_observing(job: Job) -> dict[str, Any]:
+    """:func:`run`, and the oracle that keeps the start for the first window (the report's alone: no test reads it)."""
+    trace = job_trace(job)
     observing = oracle_schedule(trace, hold=1)
     return {**compare(trace), "oracle_observing": simulate(trace, lambda i, *_: observing[i])}
 
@@ -97,9 +107,10 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="processes (one trace and start each)")
     ap.add_argument("--trace", action="append", help="only these traces (file stems)")
     ap.add_argument("--dir", type=Path, default=TRACES, help="the traces' directory (default: the shipped ones)")
+    ap.add_argument("--window-noise", choices=WINDOW_NOISES, help="every trace with this noise model")
     args = ap.parse_args()
     paths = [p for p in sorted(args.dir.glob("*.yaml")) if not args.trace or p.stem in args.trace]
-    jobs = [(str(p), k) for p in paths for k in starts(load_trace(p))]
+    jobs = [(str(p), k, args.window_noise) for p in paths for k in starts(load_trace(p))]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(run_observing, jobs))
     print(table(results))

@@ -17,18 +17,15 @@ from ..conftest import ROOT
 sys.path.insert(0, str(ROOT / "hack"))
 import bench_policy
 
-MEAN_SCORE_FLOOR = 0.976  # oracle / policy latency over all 44 runs today: 0.9765 (against the per-batch-size
-# schedule fastest at every batch size; 0.978 before a change by choice into a rollout the model says never drains
-# stopped counting as a gain where keeping is endless too: small_gpu_diurnal from k=8 66.3 -> 70.1 ms, for goodput no
-# longer below always-off on a world drawn at random: README, "worlds drawn at random")
-WITHIN_BEST_FAILURES = 6  # runs beyond 1.05x of the best fixed setting in hindsight today (5 before an MoE's envelope
-# let a candidate draft one token more than what runs, which costs moe_bursty from k=1 1.3% and halves the latency of
-# MoE worlds whose compute is cheap: README, "worlds drawn at random")
+MEAN_SCORE_FLOOR = 0.947  # oracle / policy latency over all 44 runs today: 0.9472 with windows noisy as a cluster
+# makes them, 0.9765 with the batch and step of the true load (README, "Window noise as a cluster makes it")
+WITHIN_BEST_FAILURES = 10  # runs beyond 1.05x of the best fixed setting in hindsight today (6 with the batch and step
+# of the true load)
 
 
 @pytest.fixture(scope="module")
 def results() -> list[dict[str, Any]]:
-    jobs = [(str(p), k) for p in sorted(bench_policy.TRACES.glob("*.yaml")) for k in bench_policy.starts(
+    jobs = [(str(p), k, None) for p in sorted(bench_policy.TRACES.glob("*.yaml")) for k in bench_policy.starts(
         bench_policy.load_trace(p))]  # fmt: skip
     with ProcessPoolExecutor(max_workers=2) as pool:
         return list(pool.map(bench_policy.run, jobs))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.policy import rollout_overload_ms
 from specdeploy.offline.oracle import hindsight_schedule, oracle_schedule
-from specdeploy.offline.simulate import compare, policy_controller, simulate
+from specdeploy.offline.simulate import compare, observe, policy_controller, simulate
 from specdeploy.offline.trace import load_trace, parse_trace
 from specdeploy.offline.world import run_step
 
@@ -32,6 +34,27 @@ def test_trace_errors_name_the_problem() -> None:
         parse_trace({"points": [{"qps": 1}, {"acceptance": P}]})
     with pytest.raises(ValueError, match=r"deployment: unknown keys \['gpus'\]"):
         parse_trace({"points": [{"qps": 1}], "deployment": {"gpus": 1}})
+    with pytest.raises(ValueError, match=r"window_noise: 'poisson' is not one of \['arrivals', 'counts'\]"):
+        parse_trace({"points": [{"qps": 1}], "window_noise": "poisson"})
+
+
+@pytest.mark.parametrize("setting", [3, ((1, 3), (20, 1))])
+def test_a_windows_batch_step_and_drafts_follow_the_arrivals_it_counted(setting: object) -> None:
+    """In a cluster the counters are exact and the arrivals vary: a window that counted more requests ran a larger
+    batch at a longer step (Little's law), and a schedule drafted the k of that batch. Each window is then the
+    world's steady state at the load it counted; with ``window_noise: counts`` only the counts vary."""
+    t = trace([20.0])
+    last = run_step(t, t.points[0], setting, 0.0, 0.0, 30.0)
+    rng = random.Random(1)
+    windows = [observe(t, 0, setting, last, rng) for _ in range(40)]
+    assert len({round(w.request_rate, 6) for w in windows}) > 30  # the counts vary
+    for w in windows:
+        ss = steady_state(t.profile, w.request_rate / 2, setting, P[:3])
+        assert w.running / 2 == pytest.approx(ss.batch, rel=1e-6)
+        assert w.itl_mean_s * 1000 == pytest.approx(ss.step_ms, rel=0.1)  # the mean ITL's own noise (2%)
+        assert w.drafted_per_step == pytest.approx(sum(k * s for k, s in ss.mix))
+    counted = replace(t, window_noise="counts")
+    assert {observe(counted, 0, setting, last, rng).running for _ in range(5)} == {last.batch * 2}
 
 
 def test_the_prior_is_what_the_deployment_says_never_the_world() -> None:

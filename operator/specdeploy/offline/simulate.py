@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.model import Setting, accepted_per_draft, k_at, schedule_label, top_k
+from ..core.model import (
+    FULL_BATCH_SHARE,
+    Mix,
+    Setting,
+    accepted_per_draft,
+    capacity_qps,
+    k_at,
+    schedule_label,
+    steady_state,
+    top_k,
+)
 from ..core.observation import Observation
 from ..core.policy import PolicyState, decide, rollout_seconds
 from .oracle import hindsight_schedule, oracle_schedule
@@ -103,22 +113,28 @@ def simulate(
 
 
 def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Random) -> Observation:
-    """What Prometheus would report of step ``i`` (its window): rates over the window are counts, noisy as Poisson
-    counts are (relative spread 1 / sqrt(requests)); the mean ITL and the acceptance average many more events."""
+    """What Prometheus would report of step ``i`` (its window). The requests a window counts are Poisson (relative
+    spread 1 / sqrt(requests)); the mean ITL and the acceptance average many more events. With the trace's
+    ``window_noise: arrivals`` (as in a cluster) the batch and step time are those of the load the window counted
+    (Little's law: more arrivals, a larger batch, a longer step); with ``counts``, only the counters are noisy and
+    the batch and step are those of the true load."""
     point, r = trace.points[i], trace.rollout
     requests = max(1.0, last.served_qps * trace.step_seconds)
     count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
-    itl_rate = last.batch * r.replicas / (last.step_ms / 1000) * count if last.step_ms else None
-    share = sum(s for drafted, s in last.mix if drafted > 0)
+    batch, step_ms, mix = last.batch, last.step_ms, last.mix
+    if trace.window_noise == "arrivals" and not last.backlog and last.step_ms:
+        batch, step_ms, mix = _at_arrivals(trace, i, k, last.served_qps / r.replicas * count)
+    itl_rate = batch * r.replicas / (step_ms / 1000) if step_ms else None
+    if itl_rate is not None and (trace.window_noise != "arrivals" or last.backlog):
+        itl_rate *= count
+    share = sum(s for drafted, s in mix if drafted > 0)
     # vLLM counts per position the drafts that accepted it, over every draft: a position a step did not draft
     # counts 0 there (under a schedule, the bands drafting less).
-    ideal = accepted_per_draft(last.mix, point.acceptance)
+    ideal = accepted_per_draft(mix, point.acceptance)
     ideal += [0.0] * (top_k(k) - len(ideal))
     drafts = max(1.0, (itl_rate or 0.0) * trace.step_seconds * share)
     draft_rate, draft_token_rate = (
-        (itl_rate * share, itl_rate * sum(d * s for d, s in last.mix))
-        if itl_rate is not None and top_k(k)
-        else (None, None)
+        (itl_rate * share, itl_rate * sum(d * s for d, s in mix)) if itl_rate is not None and top_k(k) else (None, None)
     )
     accepted = tuple(min(1.0, max(0.0, p + rng.gauss(0, math.sqrt(p * (1 - p) / drafts)))) for p in ideal)
     return Observation(
@@ -127,16 +143,26 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
         k_label=str(top_k(k)),
         pods=r.replicas,
         request_rate=last.served_qps * count,
-        running=last.batch * r.replicas,
+        running=batch * r.replicas,
         waiting=last.backlog,
         generation_tps=last.tokens / trace.step_seconds * count,
         prompt_tps=last.served_qps * point.prompt_tokens * count,
         per_position=accepted if top_k(k) else (),
-        itl_mean_s=last.step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
+        itl_mean_s=step_ms / 1000 * (1 + rng.gauss(0, 0.5 / math.sqrt(requests))),
         itl_rate=itl_rate,
         draft_rate=draft_rate,
         draft_token_rate=draft_token_rate,
     )
+
+
+def _at_arrivals(trace: Trace, i: int, k: Setting, qps: float) -> tuple[float, float, Mix]:
+    """The batch, step time and k drafted per replica of step ``i``'s world at the load a window counted (short of
+    saturating: a window that queued nothing ran below capacity)."""
+    point = trace.points[i]
+    prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
+    p = list(point.acceptance[: top_k(k)])
+    ss = steady_state(prof, min(qps, capacity_qps(prof, k, p) * FULL_BATCH_SHARE), k, p)
+    return ss.batch, ss.step_ms, ss.mix
 
 
 def policy_controller(trace: Trace, seed: int = 0) -> Callable[[int, StepOutcome | None, float], Setting]:

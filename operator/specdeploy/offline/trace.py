@@ -15,6 +15,8 @@ Trace format (YAML or JSON)::
     adaptive: {}              # optional spec.adaptive overrides for the policy (camelCase as in the CRD)
     start_k: 3                # the k the deployment starts with (the user's numSpeculativeTokens)
     schedules: true           # the method can run vLLM's per-batch-size k (eagle, eagle3, dflash): default true
+    window_noise: arrivals    # how a window's figures are noisy: arrivals (as in a cluster: the batch and step
+                              # time follow the load the window counted) or counts (only the counters are noisy)
     points:
       - {qps: 0.5, acceptance: [0.82, 0.64, 0.49, 0.37, 0.27, 0.19, 0.13, 0.09]}
       - {qps: 6.0, acceptance: [...], prompt_tokens: 512, output_tokens: 256}
@@ -37,6 +39,7 @@ from ..core.policy import Rollout
 from ..core.prior import prior_profile
 
 DEFAULT_ADAPTIVE = {"mode": "Auto"}
+WINDOW_NOISES = ("arrivals", "counts")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Trace:
     start_k: int = 3
     schedules: bool = True  # the deployment can run vLLM's per-batch-size k (eagle, eagle3, dflash; no data parallel)
     prior: Profile = field(default_factory=Profile)  # what the operator plans with before measuring; never the world
+    window_noise: str = WINDOW_NOISES[0]  # how a window's figures are noisy (simulate.observe)
 
     @property
     def candidates(self) -> list[int]:
@@ -119,4 +123,7 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
         )
     prior = prior_of_deployment(raw.get("deployment") or {})
     start, schedules = int(raw.get("start_k", 3)), bool(raw.get("schedules", True))
-    return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior)
+    noise = raw.get("window_noise", WINDOW_NOISES[0])
+    if noise not in WINDOW_NOISES:
+        raise ValueError(f"window_noise: {noise!r} is not one of {list(WINDOW_NOISES)}")
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior, noise)
