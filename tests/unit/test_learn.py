@@ -69,6 +69,30 @@ def test_after_thirty_minutes_at_a_setting_the_model_predicts_new_windows_within
     assert max(prior_error) > 0.15
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_cost_the_windows_cannot_tell_from_another_is_not_traded_down_to_the_floor(seed: int) -> None:
+    """A 70B ramp under a schedule: windows at k=5, then 3, then 2, each at a narrow band of load, as a cluster's
+    windows are (the batch and step follow the load counted). Prefill, KV reads and the compute past the knee all
+    grow with the batch there, so the windows barely tell them apart. With the prior's pull linear in each cost, the
+    fit traded the compute down to a tenth of the world's for prefill, and judged k=3 to carry 28-47% more at full
+    batch than it does (the policy then moved to k=3 and saturated: llama70b_tp4_ramp from k=1, 26.8 -> 31.2 ms).
+    Pulled as a factor, both ways alike, the fit keeps it within 15%."""
+    rng = random.Random(seed)
+    prior = replace(prior_profile("meta-llama/Llama-3.1-70B-Instruct", tensor_parallel=4), prompt_tokens=800,
+                    output_tokens=300)  # fmt: skip
+
+    def window(t: float) -> Sample:
+        k, (lo, hi) = (5, (2.4, 3.0)) if t < 600 else (3, (4.8, 6.2)) if t < 1500 else (2, (6.5, 7.5))
+        ss = steady_state(LLAMA70B, rng.uniform(lo, hi), k)
+        return Sample(t, k, ss.batch, ss.step_ms * (1 + rng.gauss(0, 0.03)), ss.served_qps, 800, 300)
+
+    seen = [window(30.0 * i) for i in range(60)]
+    assert compute_measured(prior, seen)  # the compute is free to move
+    model = replace(fit(prior, seen, 1800.0), acceptance=LLAMA70B.acceptance)
+    p = LLAMA70B.acceptance
+    assert capacity_qps(model, 3, p[:3]) == pytest.approx(capacity_qps(LLAMA70B, 3, p[:3]), rel=0.15)
+
+
 def test_a_queue_caps_the_capacity_and_a_load_served_without_one_floors_it() -> None:
     floors, ceilings = remember_capacity({}, {}, 3, 6.0, 0.0, True, 100.0)  # requests waited at k=3: 6 req/s
     floors, ceilings = remember_capacity(floors, ceilings, 1, 6.8, 0.0, False, 200.0)  # k=1 served 6.8 without
@@ -214,11 +238,13 @@ def test_windows_one_drafter_cost_explains_about_as_well_as_another_keep_the_pri
     """The windows a benchmark run had kept (k=8 at light load, then 5 and 4 near capacity, in a prefill-heavy
     world whose drafter costs what the prior says): a drafter 8x dearer with a far cheaper target step explains
     them about as well. Straying that far must buy a clearly better fit; with less at stake the fit flipped to it,
-    and the policy left a schedule the world ran well for k=1, which ran worse."""
+    and the policy left a schedule the world ran well for k=1, which ran worse. (With the prior's pull a factor
+    either way, a drafter 2x dearer explains them better by a hair, 0.0986 against 0.0993 with the knee's and
+    drafter's pay; that run goes as well from every start, 11.77 -> 11.68 ms from k=8.)"""
     saved = json.loads((ROOT / "tests/fixtures/windows/rag_prefill_ramp.json").read_text())
     prior = replace(Profile(), acceptance=tuple(saved["acceptance"]))
     model = fit(prior, [Sample.from_list(s) for s in saved["samples"]], saved["now"])
-    assert model.draft_cost == prior.draft_cost
+    assert model.draft_cost <= 2 * prior.draft_cost
 
 
 def test_windows_of_every_k_outlive_the_newest_ones() -> None:

@@ -14,11 +14,12 @@ What is learned, per deployment, from each evaluation window (kept in ``status.p
   its features span, and the prior keeps the rest.
 
 How fast data outweighs the prior: a window's mean step time counts as a measurement within :data:`WINDOW_NOISE`
-and each prior cost as a guess within :data:`PRIOR_SPREAD`, so along what one window measures the fit moves
-``1 / (1 + (WINDOW_NOISE / PRIOR_SPREAD)^2)`` (99.8%) of the way to the data at once; what no window measured stays
-the prior's. Older windows count less (half after :data:`SAMPLE_HALF_LIFE_S`). The compute past the knee, which
-at light load is a few percent of a step and grows with the load as prefill and KV reads do, is not learned cheaper
-than the prior's until a window measured it (:func:`compute_measured`).
+and each prior cost as a log-normal guess, within a factor ``1 + PRIOR_SPREAD`` either way (:data:`PRIOR_SPREAD`),
+so along what one window measures the fit moves ``1 / (1 + (WINDOW_NOISE / log(1 + PRIOR_SPREAD))^2)`` (99.2%) of
+the way to the data at once, near the prior; what no window measured stays the prior's. Older windows count less
+(half after :data:`SAMPLE_HALF_LIFE_S`). The compute past the knee, which at light load is a few percent of a step
+and grows with the load as prefill and KV reads do, is not learned cheaper than the prior's until a window measured
+it (:func:`compute_measured`).
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away
 DRAFTER_PRIOR_WEIGHT = 3e-3  # ... and a drafter cost: windows at a few k and loads confound it with the target's
 # costs, so a fit could flip between a cheap and a dear drafter window to window; lower learns a draft model sooner
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
-PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times
+PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times (one
+# standard deviation of a log-normal: a factor 1 + this either way, so a cost a tenth of the prior's is as unlikely as
+# one ten times it; measured linearly, the fit traded a cost it could not tell from another down to the floor)
 UNKNOWN_COMPUTE_SPREAD = 10.0  # ... of the compute past the knee where the prior cannot price it (an MoE, whose
 # step past a few tokens reads the experts its tokens route to): lower keeps the roofline's guess longer
 COMPUTE_MEASURED_SHARE = 0.15  # the compute past the knee counts as measured once it is this share of some window's
 # step; until then it stays the prior's or dearer (knee no later, slope no less): higher holds the prior's longer
 # (0.3 measured alike)
+LOG_PRIOR_ITERATIONS = 4  # reweighted solves for the log-normal prior: it converges in 2-3; more costs fit time
 HELD_RIDGE = 1e9  # the ridge that holds a cost at the prior's
 SAMPLE_HALF_LIFE_S = 6 * 3600.0  # an old window counts half after this long: the cost of a deployment drifts slowly
 MAX_SAMPLES = 48  # newest windows kept in status (a few KB); older ones carry little weight anyway
@@ -147,7 +151,8 @@ def fit_costs(
     prior: Profile, samples: Sequence[Sample], now: float, hold_compute: bool = False
 ) -> tuple[dict[str, float], float]:
     """The four costs that best explain the windows' step times (relative errors, weighted by age), pulled
-    toward the prior's (ridge on the relative change of each cost), and the weighted squared error left. With
+    toward the prior's (a log-normal prior on each cost, by reweighted ridge solves: a cost a tenth of the prior's
+    pays as much as one ten times it), and the weighted squared error left. With
     ``hold_compute``, the compute past the knee no cheaper than the prior's (:func:`compute_measured`)."""
     theta0 = [getattr(prior, name) for name in COSTS]
     n = len(COSTS)
@@ -164,13 +169,19 @@ def fit_costs(
             atb[i] += w * a[i] * r
             for j in range(n):
                 ata[i][j] += w * a[i] * a[j]
-    ridge = [(WINDOW_NOISE / spread) ** 2 for spread in _spreads(prior)]
-    delta = solve(_with_ridge(ata, ridge), atb)
-    if hold_compute and delta[COMPUTE] < 0:  # the other costs explain the windows
-        delta = solve(_with_ridge(ata, [HELD_RIDGE if i == COMPUTE else r for i, r in enumerate(ridge)]), atb)
-    delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in delta]
+    base = [(WINDOW_NOISE / math.log1p(spread)) ** 2 for spread in _spreads(prior)]
+    delta, ridge = [0.0] * n, base
+    held = [False] * n
+    for _ in range(LOG_PRIOR_ITERATIONS):  # the prior's pull on each cost as a factor, both ways alike
+        ridge = [HELD_RIDGE if h else r * _log_weight(d) for r, d, h in zip(base, delta, held, strict=True)]
+        delta = solve(_with_ridge(ata, ridge), atb)
+        if hold_compute and delta[COMPUTE] < 0:  # the other costs explain the windows
+            held[COMPUTE] = True
+            ridge[COMPUTE] = HELD_RIDGE
+            delta = solve(_with_ridge(ata, ridge), atb)
+        delta = [min(MAX_COST_FACTOR, max(MIN_COST_FACTOR, 1 + d)) - 1 for d in delta]
     error = sum(_residuals(prior, samples, now, theta0, delta)) + sum(
-        r * d * d for r, d in zip(ridge, delta, strict=True)
+        r * math.log1p(d) ** 2 for r, d, h in zip(base, delta, held, strict=True) if not h
     )
     return {name: theta0[j] * (1 + delta[j]) for j, name in enumerate(COSTS)}, error
 
@@ -183,6 +194,11 @@ def compute_measured(prior: Profile, samples: Sequence[Sample]) -> bool:
     theta = getattr(prior, COSTS[COMPUTE])
     return any(s.step_ms > 0 and features(prior, s)[COMPUTE] * theta / s.step_ms >= COMPUTE_MEASURED_SHARE
                for s in samples)  # fmt: skip
+
+
+def _log_weight(delta: float) -> float:
+    """The ridge's factor that makes ``r * delta^2`` the log-normal prior's ``r * log(1 + delta)^2`` at ``delta``."""
+    return (math.log1p(delta) / delta) ** 2 if abs(delta) > 1e-9 else 1.0
 
 
 def _with_ridge(ata: list[list[float]], ridge: list[float]) -> list[list[float]]:
