@@ -170,8 +170,7 @@ def fit_costs(
             for j in range(n):
                 ata[i][j] += w * a[i] * a[j]
     base = [(WINDOW_NOISE / math.log1p(spread)) ** 2 for spread in _spreads(prior)]
-    delta, ridge = [0.0] * n, base
-    held = [False] * n
+    delta, held = [0.0] * n, [False] * n
     for _ in range(LOG_PRIOR_ITERATIONS):  # the prior's pull on each cost as a factor, both ways alike
         ridge = [HELD_RIDGE if h else r * _log_weight(d) for r, d, h in zip(base, delta, held, strict=True)]
         delta = solve(_with_ridge(ata, ridge), atb)

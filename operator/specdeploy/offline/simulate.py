@@ -37,8 +37,8 @@ from ..core.model import (
 from ..core.observation import Observation
 from ..core.policy import PolicyState, decide, rollout_seconds
 from .oracle import hindsight_schedule, oracle_schedule
-from .trace import Trace
-from .world import StepOutcome, run_step
+from .trace import Point, Trace
+from .world import StepOutcome, run_step, world_at
 
 
 @dataclass
@@ -121,12 +121,12 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     point, r = trace.points[i], trace.rollout
     requests = max(1.0, last.served_qps * trace.step_seconds)
     count = max(0.0, 1 + rng.gauss(0, 1 / math.sqrt(requests)))
-    batch, step_ms, mix = last.batch, last.step_ms, last.mix
+    batch, step_ms, mix, scale = last.batch, last.step_ms, last.mix, count
     if trace.window_noise == "arrivals" and not last.backlog and last.step_ms:
-        batch, step_ms, mix = _at_arrivals(trace, i, k, last.served_qps / r.replicas * count)
-    itl_rate = batch * r.replicas / (step_ms / 1000) if step_ms else None
-    if itl_rate is not None and (trace.window_noise != "arrivals" or last.backlog):
-        itl_rate *= count
+        # The counted load ran its own batch and steps: its ITL count is theirs, not the true load's scaled.
+        batch, step_ms, mix = _at_arrivals(trace, point, k, last.served_qps / r.replicas * count)
+        scale = 1.0
+    itl_rate = batch * r.replicas / (step_ms / 1000) * scale if step_ms else None
     share = sum(s for drafted, s in mix if drafted > 0)
     # vLLM counts per position the drafts that accepted it, over every draft: a position a step did not draft
     # counts 0 there (under a schedule, the bands drafting less).
@@ -155,11 +155,10 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     )
 
 
-def _at_arrivals(trace: Trace, i: int, k: Setting, qps: float) -> tuple[float, float, Mix]:
-    """The batch, step time and k drafted per replica of step ``i``'s world at the load a window counted (short of
-    saturating: a window that queued nothing ran below capacity)."""
-    point = trace.points[i]
-    prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
+def _at_arrivals(trace: Trace, point: Point, k: Setting, qps: float) -> tuple[float, float, Mix]:
+    """The batch, step time and k drafted per replica of the world at ``point`` at the load a window counted (short
+    of saturating: a window that queued nothing ran below capacity)."""
+    prof = world_at(trace, point)
     p = list(point.acceptance[: top_k(k)])
     ss = steady_state(prof, min(qps, capacity_qps(prof, k, p) * FULL_BATCH_SHARE), k, p)
     return ss.batch, ss.step_ms, ss.mix

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core.model import FULL_BATCH_SHARE, Mix, Setting, capacity_qps, steady_state, top_k
+from ..core.model import FULL_BATCH_SHARE, Mix, Profile, Setting, capacity_qps, steady_state, top_k
 from ..core.policy import new_share, restart_capacity_loss, rollout_capacity
 from .trace import Point, Trace
 
@@ -23,6 +23,11 @@ class StepOutcome:
     mix: Mix  # the k the new pods' steps draft, each with its share of the steps
 
 
+def world_at(trace: Trace, point: Point) -> Profile:
+    """The trace's world with the traffic shape of ``point``."""
+    return replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
+
+
 def run_step(
     trace: Trace,
     point: Point,
@@ -34,7 +39,7 @@ def run_step(
 ) -> StepOutcome:
     """One trace step at draft length k, with ``restarting`` seconds of it under a rolling restart from
     ``k_from``: old and new pods serve side by side (:func:`rollout_capacity`), less what the restart takes."""
-    prof = replace(trace.profile, prompt_tokens=point.prompt_tokens, output_tokens=point.output_tokens)
+    prof = world_at(trace, point)
     r = trace.rollout
     p = list(point.acceptance[: top_k(k)])
     cap = capacity_qps(prof, k, p)
