@@ -174,7 +174,7 @@ def fit_costs(
     for _ in range(LOG_PRIOR_ITERATIONS):  # the prior's pull on each cost as a factor, both ways alike
         ridge = [HELD_RIDGE if h else r * _log_weight(d) for r, d, h in zip(base, delta, held, strict=True)]
         delta = solve(_with_ridge(ata, ridge), atb)
-        if hold_compute and delta[COMPUTE] < 0:  # the other costs explain the windows
+        if hold_compute and not held[COMPUTE] and delta[COMPUTE] < 0:  # the other costs explain the windows
             held[COMPUTE] = True
             ridge[COMPUTE] = HELD_RIDGE
             delta = solve(_with_ridge(ata, ridge), atb)
