@@ -25,7 +25,7 @@ from typing import Any
 
 from specdeploy.offline.oracle import oracle_schedule
 from specdeploy.offline.simulate import compare, simulate
-from specdeploy.offline.trace import WINDOW_NOISES, Trace, load_trace, with_start
+from specdeploy.offline.trace import WINDOW_NOISES, Trace, WindowNoise, load_trace, with_start
 
 TRACES = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 HOLD_BOUND = 1.02  # never worse than holding the start by more than this
@@ -37,7 +37,7 @@ def starts(trace: Trace) -> list[int]:
     return sorted({0, 1, trace.start_k, trace.adaptive.max_tokens})
 
 
-Job = tuple[str, int, str | None]  # a trace's path, the start, the noise model (None: the trace's own)
+Job = tuple[str, int, WindowNoise | None]  # a trace's path, the start, the noise model (None: the trace's own)
 
 
 def job_trace(job: Job) -> Trace:

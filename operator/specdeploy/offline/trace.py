@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -39,7 +39,8 @@ from ..core.policy import Rollout
 from ..core.prior import prior_profile
 
 DEFAULT_ADAPTIVE = {"mode": "Auto"}
-WINDOW_NOISES = ("arrivals", "counts")
+WindowNoise = Literal["arrivals", "counts"]  # how a window's figures are noisy (simulate.observe)
+WINDOW_NOISES: tuple[WindowNoise, ...] = get_args(WindowNoise)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Trace:
     start_k: int = 3
     schedules: bool = True  # the deployment can run vLLM's per-batch-size k (eagle, eagle3, dflash; no data parallel)
     prior: Profile = field(default_factory=Profile)  # what the operator plans with before measuring; never the world
-    window_noise: str = WINDOW_NOISES[0]  # how a window's figures are noisy (simulate.observe)
+    window_noise: WindowNoise = "arrivals"
 
     @property
     def candidates(self) -> list[int]:
@@ -123,7 +124,7 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
         )
     prior = prior_of_deployment(raw.get("deployment") or {})
     start, schedules = int(raw.get("start_k", 3)), bool(raw.get("schedules", True))
-    noise = raw.get("window_noise", WINDOW_NOISES[0])
-    if noise not in WINDOW_NOISES:
-        raise ValueError(f"window_noise: {noise!r} is not one of {list(WINDOW_NOISES)}")
+    noise = next((n for n in WINDOW_NOISES if n == raw.get("window_noise", "arrivals")), None)
+    if noise is None:
+        raise ValueError(f"window_noise: {raw['window_noise']!r} is not one of {list(WINDOW_NOISES)}")
     return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior, noise)
