@@ -125,7 +125,8 @@ def features(prior: Profile, s: Sample) -> list[float]:
 def _tokens_per_step(p: Sequence[float], k: float) -> float:
     """E(k), between the two k's for a window whose steps drafted several (a schedule at a band edge)."""
     lo = math.floor(k)
-    return tokens_per_step(p, lo) + (k - lo) * (tokens_per_step(p, lo + 1) - tokens_per_step(p, lo))
+    e_lo, e_hi = tokens_per_step(p, lo), tokens_per_step(p, lo + 1)
+    return e_lo + (k - lo) * (e_hi - e_lo)
 
 
 def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:

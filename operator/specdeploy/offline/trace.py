@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import yaml
 
@@ -124,7 +124,7 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
         )
     prior = prior_of_deployment(raw.get("deployment") or {})
     start, schedules = int(raw.get("start_k", 3)), bool(raw.get("schedules", True))
-    noise = next((n for n in WINDOW_NOISES if n == raw.get("window_noise", "arrivals")), None)
-    if noise is None:
-        raise ValueError(f"window_noise: {raw['window_noise']!r} is not one of {list(WINDOW_NOISES)}")
-    return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior, noise)
+    noise = raw.get("window_noise", "arrivals")
+    if noise not in WINDOW_NOISES:
+        raise ValueError(f"window_noise: {noise!r} is not one of {list(WINDOW_NOISES)}")
+    return Trace(name, step, prof, rollout, adaptive, tuple(points), start, schedules, prior, cast(WindowNoise, noise))
