@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.model import schedule_label
@@ -23,9 +23,9 @@ from ..core.policy import label
 from ..core.reconcile import Phase
 from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
-from .kube import Clients, k_label, list_resources, post_event, write_status
+from .kube import CONFLICT, Clients, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
-from .sync import changed, reconcile_and_write
+from .sync import CONFLICT_RETRIES, changed, live_workload, read_resource, reconcile_and_write
 
 Resource = tuple[dict[str, Any], SpeculativeDeploymentSpec]
 
@@ -134,10 +134,6 @@ def _connect(
         return NoData(f"metrics endpoint {name or config.default!r}: {exc}")
 
 
-CONFLICT_RETRIES = 3  # fresh reads after a 409 before a resource is left to its next interval: enough to get past a
-# burst of other writers, few enough that one contended resource cannot hold up the pass
-
-
 def _carry_out(
     clients: Clients,
     cr: dict[str, Any],
@@ -154,7 +150,7 @@ def _carry_out(
         try:
             return _record(clients, cr, spec, obs, now, logger)
         except ApiException as exc:
-            if exc.status != 409:
+            if exc.status != CONFLICT:
                 raise
             telemetry.CONFLICTS.inc()
         fresh = _reread(clients, cr)
@@ -167,14 +163,12 @@ def _carry_out(
 def _reread(clients: Clients, cr: dict[str, Any]) -> Resource | None:
     """The resource as it is now, if the pass's observation still applies to it: the same object, not being
     deleted, a valid spec that wants evaluating, and the same pods (the setting in status unchanged)."""
-    meta = cr["metadata"]
     try:
-        fresh = clients.custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
-        spec = validate_spec(fresh.get("spec"))
+        fresh = read_resource(clients, cr)
+        spec = None if fresh is None else validate_spec(fresh.get("spec"))
     except (ApiException, SpecError):
         return None
-    same = fresh["metadata"]["uid"] == meta["uid"] and not fresh["metadata"].get("deletionTimestamp")
-    if not same or spec.adaptive.mode == AdaptiveMode.OFF or k_label(fresh) != k_label(cr):
+    if fresh is None or spec is None or spec.adaptive.mode == AdaptiveMode.OFF or k_label(fresh) != k_label(cr):
         return None
     return fresh, spec
 
@@ -199,11 +193,12 @@ def _record(
     if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete
         patch = {**patch, "rollout": Phase.PROGRESSING}
         failpoints.reach("decided", action)
+    live = live_workload(clients, cr) if acts else {}  # read before the write that makes ``recorded`` current
     version = write_status(clients, cr, changed(status, patch), guarded=True)
     if acts:
         failpoints.reach("recorded", action)
         recorded = {**cr, "metadata": {**cr["metadata"], "resourceVersion": version}, "status": {**status, **patch}}
-        reconcile_and_write(clients, recorded, logger, applied=lambda: failpoints.reach("applied", action))
+        reconcile_and_write(clients, recorded, logger, applied=lambda: failpoints.reach("applied", action), live=live)
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
     if decision is None or not decision.changes_k:
         return

@@ -77,7 +77,9 @@ def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
     try:
         cr = clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner["name"])
         if cr["metadata"]["uid"] == owner["uid"] and not cr["metadata"].get("deletionTimestamp"):
-            reconcile_and_write(clients, cr, logger)
+            # The Deployment as this event has it was read before the resource: applied only if still at its version.
+            live = {} if type == "DELETED" else {("Deployment", namespace, body["metadata"]["name"]): dict(body)}
+            reconcile_and_write(clients, cr, logger, live=live)
     except ApiException as exc:
         if exc.status != 404:  # (404: the owner is gone; garbage collection removes the rest)
             logger.warning(f"{owner['name']}: not reconciled after its Deployment changed ({exc.status} {exc.reason}); "

@@ -35,6 +35,7 @@ _posted: dict[tuple[str, str, str], float] = {}  # (uid, reason, message) -> whe
 _posting = threading.Lock()  # kopf's handlers and the operator-wide loop post from different threads
 
 
+CONFLICT = 409  # the API server's answer to a write at a resourceVersion the object has moved past
 LISTED_KINDS = ("Deployment", "Service")  # what a resync lists in one call per kind instead of applying each
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 Live = dict[ObjectKey, dict[str, Any]]  # objects as the API server has them, by key
@@ -42,6 +43,12 @@ Live = dict[ObjectKey, dict[str, Any]]  # objects as the API server has them, by
 
 def _key(obj: dict[str, Any]) -> ObjectKey:
     return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def version_in(live: Live, obj: dict[str, Any]) -> str | None:
+    """The resourceVersion at which ``live`` holds ``obj`` (None: not found there)."""
+    found = live.get(_key(obj))
+    return None if found is None else found["metadata"].get("resourceVersion")
 
 
 def _digest(obj: dict[str, Any]) -> str:
@@ -160,20 +167,22 @@ def make_clients(site: Site = DEFAULT_SITE, platform: str = "auto", pod_monitors
     )
 
 
-def apply(clients: Clients, obj: dict[str, Any]) -> dict[str, Any]:
+def apply(clients: Clients, obj: dict[str, Any], at_version: str | None = None) -> dict[str, Any]:
     """Server-side apply with force: creates, restores hand edits of our fields, and is a no-op otherwise.
-    Returns the object as the server now has it (API field names)."""
+    ``at_version``: only if the object is still at that resourceVersion (the API server answers 409 Conflict
+    otherwise). Returns the object as the server now has it (API field names)."""
     meta = obj["metadata"]
+    body = obj if at_version is None else {**obj, "metadata": {**meta, "resourceVersion": at_version}}
     kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
     if obj["kind"] == "Deployment":
-        res = clients.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], obj, **kw)
+        res = clients.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **kw)
     elif obj["kind"] == "Service":
-        res = clients.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
+        res = clients.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **kw)
     else:  # a custom resource (PodMonitor)
         group, version = obj["apiVersion"].split("/")
         plural = obj["kind"].lower() + "s"
         res = clients.custom.patch_namespaced_custom_object(
-            group, version, meta["namespace"], plural, meta["name"], obj, **kw
+            group, version, meta["namespace"], plural, meta["name"], body, **kw
         )
     out = clients.api.sanitize_for_serialization(res)
     clients.applied.record(obj, out)
@@ -266,7 +275,7 @@ def api_message(exc: ApiException) -> str:
 
 
 def retryable(exc: ApiException) -> bool:
-    return exc.status in (409, 429) or exc.status >= 500
+    return exc.status in (CONFLICT, 429) or exc.status >= 500
 
 
 def namespace_terminating(exc: ApiException) -> bool:

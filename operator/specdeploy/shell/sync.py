@@ -17,7 +17,17 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import ConditionType, Problem, Reason, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ConditionType,
+    Problem,
+    Reason,
+    SpecError,
+    SpeculativeDeploymentSpec,
+    validate_spec,
+)
 from ..core.model import Setting
 from ..core.objects import render_all
 from ..core.reconcile import (
@@ -32,6 +42,7 @@ from ..core.reconcile import (
 from ..core.render import Owner, render_deployment
 from . import telemetry
 from .kube import (
+    CONFLICT,
     Clients,
     Live,
     api_message,
@@ -43,6 +54,7 @@ from .kube import (
     read_workload,
     retryable,
     selector_immutable,
+    version_in,
     write_status,
 )
 
@@ -61,9 +73,21 @@ class ApplyFailed(kopf.TemporaryError):
         self.status = status
 
 
+CONFLICT_RETRIES = 3  # fresh reads after a 409 before a resource is left to its next pass: enough to get past a
+# burst of other writers, few enough that one contended resource cannot hold up a pass over all of them
+
+
+class Superseded(Exception):
+    """An object the pass found live moved before the pass applied it. Someone applied it since, perhaps another
+    pass from a newer read of the resource (the user's new k, the policy's change): what this pass rendered could put
+    an older setting back, a rolling restart there and another back. The pass reads again and starts over."""
+
+
 def reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live | None = None) -> dict[str, Any]:
     """One idempotent pass for one SpeculativeDeployment; returns the status to write. ``live``: the owned objects
-    as a listing just found them; one still as the operator applied it is not applied again."""
+    as they were read before ``body`` was; one still as the operator applied it is not applied again, and the others
+    only if still at the version read (else :class:`Superseded`). Without ``live`` (a change of spec: nothing newer
+    than the user's spec can be waiting to be applied) objects are applied whatever their version."""
     with telemetry.reconcile_pass():
         new = _reconcile(clients, body, logger, live or {})
     telemetry.reconciled(body, new)
@@ -72,7 +96,7 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live
 
 def _ensure(clients: Clients, obj: dict[str, Any], live: Live) -> dict[str, Any]:
     """The object as the server has it, applied unless it is still what was applied."""
-    return clients.applied.current(obj, live) or apply(clients, obj)
+    return clients.applied.current(obj, live) or apply(clients, obj, at_version=version_in(live, obj))
 
 
 def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live) -> dict[str, Any]:
@@ -95,9 +119,11 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Liv
             for obj in others:
                 _ensure(clients, obj, live)
             workload = clients.applied.current(workload_obj, live) or _apply_workload(
-                clients, workload_obj, owner, spec, k
+                clients, workload_obj, owner, spec, k, version_in(live, workload_obj)
             )
     except ApiException as exc:
+        if exc.status == CONFLICT and live:
+            raise Superseded(f"{kind} {namespace}/{name} or its Service changed since this pass read them") from exc
         if namespace_terminating(exc):
             logger.info("namespace %s is terminating: nothing to restore for %s", namespace, name)
             return status
@@ -124,18 +150,24 @@ def _reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Liv
 
 
 def _apply_workload(
-    clients: Clients, obj: dict[str, Any], owner: Owner, spec: SpeculativeDeploymentSpec, k: Setting | None
+    clients: Clients,
+    obj: dict[str, Any],
+    owner: Owner,
+    spec: SpeculativeDeploymentSpec,
+    k: Setting | None,
+    at_version: str | None,
 ) -> dict[str, Any]:
-    """Apply the workload. A Deployment an earlier release created selects its pods by Argo CD's tracking label,
-    and a selector is immutable: such a Deployment keeps its selector (and its pods that label)."""
+    """Apply the workload (at ``at_version`` if given). A Deployment an earlier release created selects its pods
+    by Argo CD's tracking label, and a selector is immutable: such a Deployment keeps its selector (and its pods
+    that label)."""
     try:
-        return apply(clients, obj)
+        return apply(clients, obj, at_version)
     except ApiException as exc:
         live = read_workload(clients, "Deployment", owner.name, owner.namespace) if selector_immutable(exc) else None
         if live is None:
             raise
         legacy = live["spec"]["selector"]["matchLabels"]
-        return apply(clients, render_deployment(owner, spec, k, clients.site, live_selector=legacy))
+        return apply(clients, render_deployment(owner, spec, k, clients.site, live_selector=legacy), at_version)
 
 
 def _post_events(
@@ -179,21 +211,57 @@ def reconcile_and_write(
     live: Live | None = None,
 ) -> None:
     """Reconcile outside a kopf change handler and write what changed in status through the status subresource
-    (also when the API server refused an object: then the pass still fails). ``applied`` runs between the two."""
-    try:
-        new = reconcile(clients, cr, logger, live)
-    except ApplyFailed as exc:
-        write_status(clients, cr, changed(cr.get("status") or {}, exc.status))
-        raise
+    (also when the API server refused an object: then the pass still fails). A pass superseded (an object moved
+    since ``live`` was read) reads the workload and then the resource again and starts over from them, a few times.
+    ``applied`` runs between the apply and the status write."""
+    for _ in range(CONFLICT_RETRIES + 1):
+        try:
+            new = reconcile(clients, cr, logger, live)
+            break
+        except ApplyFailed as exc:
+            write_status(clients, cr, changed(cr.get("status") or {}, exc.status))
+            raise
+        except Superseded as exc:
+            telemetry.APPLY_CONFLICTS.inc()
+            logger.info("%s: read again", exc)
+            live = live_workload(clients, cr)
+            fresh = read_resource(clients, cr)
+            if fresh is None:
+                return
+            cr = fresh
+    else:
+        logger.info("%s/%s moved at every read: left to the next pass", *telemetry.resource_key(cr))
+        return
     applied()
     write_status(clients, cr, changed(cr.get("status") or {}, new))
+
+
+def live_workload(clients: Clients, cr: dict[str, Any]) -> Live:
+    """The resource's workload as it is now, to be read before the resource is (then only a pass that read the
+    resource later can have applied it since)."""
+    meta, kind = cr["metadata"], workload_kind(cr.get("spec"))
+    found = read_workload(clients, kind, meta["name"], meta["namespace"])
+    return {} if found is None else {(kind, meta["namespace"], meta["name"]): found}
+
+
+def read_resource(clients: Clients, cr: dict[str, Any]) -> dict[str, Any] | None:
+    """The resource as it is now (None: deleted, or being deleted, since ``cr`` was read)."""
+    meta = cr["metadata"]
+    try:
+        fresh = clients.custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    gone = fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp")
+    return None if gone else fresh
 
 
 def resync_all(clients: Clients, namespaces: list[str], logger: Logger) -> None:
     """Level-based safety net: reconcile every resource (restores drift a missed watch event left behind). Owned
     objects are listed first: only those changed or missing since the operator applied them are applied."""
-    resources = list_resources(clients, namespaces)
-    live = list_owned(clients, namespaces)
+    live = list_owned(clients, namespaces)  # first: an object applied after it was listed is not applied again
+    resources = list_resources(clients, namespaces)  # from a read older than the resource it applied (Superseded)
     clients.applied.retain(live)
     clients.refusals.retain(cr["metadata"]["uid"] for cr in resources)
     for cr in resources:

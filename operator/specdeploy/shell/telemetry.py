@@ -43,6 +43,8 @@ RECONCILE_SECONDS = Histogram("specdeploy_reconcile_duration_seconds", "Duration
 RECONCILE_ERRORS = Counter("specdeploy_reconcile_errors_total", "Reconcile passes that raised.")
 CONFLICTS = Counter("specdeploy_status_conflicts_total",
                     "Status writes refused (409) because the resource changed since it was read.")  # fmt: skip
+APPLY_CONFLICTS = Counter("specdeploy_apply_conflicts_total",
+                          "Applies refused (409): the object moved since the pass read it.")  # fmt: skip
 PASS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # one resource to a few thousand
 RESYNC_PASS = Histogram("specdeploy_resync_duration_seconds", "One resync pass over every resource.",
                         buckets=PASS_BUCKETS)  # fmt: skip
