@@ -280,3 +280,12 @@ def test_windows_of_every_k_outlive_the_newest_ones() -> None:
     kept = keep_samples(old + new)
     assert [int(s[1]) for s in kept].count(2) == SAMPLES_PER_K and len(kept) == MAX_SAMPLES + SAMPLES_PER_K
     assert kept == sorted(kept) and kept[-1] == new[-1]
+
+
+def test_a_window_keeps_its_request_count_and_one_kept_before_it_was_counted_counts_in_full() -> None:
+    """Status keeps windows as lists; those an operator kept before the count was added (seven fields) still load,
+    as windows of many requests. A window of twelve counts for less than a full one."""
+    counted = Sample(60.0, 3, 4.0, 8.0, 2.0, 512, 256, 12.0)
+    assert Sample.from_list(counted.to_list()) == counted
+    older = Sample.from_list(counted.to_list()[:7])
+    assert older.requests == math.inf and older.weight(60.0) == 1.0 > counted.weight(60.0)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from specdeploy.api import Adaptive, validate_spec
+from specdeploy.core import learn as learning
 from specdeploy.core.evaluate import evaluate
 from specdeploy.core.model import (
     Profile,
@@ -543,6 +544,24 @@ def test_bursts_seen_are_planned_for_between_them() -> None:
     assert planned.action == SET_K and k_at(planned.to_k, 11) < k_at(running, 11), planned.reason  # type: ignore[arg-type]
     assert "and bursts of 8.55 for 33% of the time" in planned.reason
     assert at(replace(state, burst_spans=[])).action == KEEP
+
+
+def test_windows_of_a_few_requests_count_as_little_as_they_measure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A world drawn at random (`hack/gen-traces.py --unseen 8 --seed 3`, world 0: an 8B on an L4, 4000-token
+    prompts, 0.17 req/s per replica between bursts) from k=3: its 30 s windows count 0.6-9 requests, and so few
+    requests' mean ITL is far from the mean step (this window's 334 ms; the model's about 130). Counted as full
+    windows, the fit took that noise for the costs and moved to k=1 at the tenth window (92 vs 124 ms per token
+    predicted): 117 ms per token for the run, where holding k=3 gave 110. Each window weighted by the requests it
+    counted, k=3 stays (110)."""
+    running, state, o, now = saved_window("drawn_l4_thin")
+    l4 = prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="L4", extra_args=["--max-num-seqs", "64"])
+
+    def at(st: PolicyState) -> Any:
+        return decide(o, st, TRACE_SETTINGS, ROLLOUT, l4, running, now, schedules=True)
+
+    assert at(state).action == KEEP, at(state).reason
+    monkeypatch.setattr(learning, "REQUEST_SPREAD", 0.0)  # every window counted as if it measured its step to 10%
+    assert at(state).action == SET_K
 
 
 def test_an_moe_waits_out_a_burst_its_rollout_would_push_past_the_batches_measured() -> None:

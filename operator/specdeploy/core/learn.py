@@ -18,9 +18,10 @@ How fast data outweighs the prior: a window's mean step time counts as a measure
 and each prior cost as a log-normal guess, within a factor ``1 + PRIOR_SPREAD`` either way (:data:`PRIOR_SPREAD`),
 so along what one window measures the fit moves ``1 / (1 + (WINDOW_NOISE / log(1 + PRIOR_SPREAD))^2)`` (99.2%) of
 the way to the data at once, near the prior; what no window measured stays the prior's. Older windows count less
-(half after :data:`SAMPLE_HALF_LIFE_S`). The compute past the knee, which at light load is a few percent of a step
-and grows with the load as prefill and KV reads do, is not learned cheaper than the prior's until a window measured
-it (:func:`compute_measured`).
+(half after :data:`SAMPLE_HALF_LIFE_S`), and so do windows of few requests (:meth:`Sample.weight`: the mean ITL of
+a handful of requests is far noisier than :data:`WINDOW_NOISE`). The compute past the knee, which at light load is
+a few percent of a step and grows with the load as prefill and KV reads do, is not learned cheaper than the prior's
+until a window measured it (:func:`compute_measured`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ KNEE_PRIOR_WEIGHT = 1e-3  # squared relative error a knee pays per doubling away
 DRAFTER_PRIOR_WEIGHT = 3e-3  # ... and a drafter cost: windows at a few k and loads confound it with the target's
 # costs, so a fit could flip between a cheap and a dear drafter window to window; lower learns a draft model sooner
 WINDOW_NOISE = 0.1  # relative error of one window's mean step time: higher trusts the prior longer
+REQUEST_SPREAD = 0.5  # relative spread of one request's mean inter-token latency about the window's: a window of
+# few requests measures its step within this over sqrt(requests) too; higher trusts thin windows less
 PRIOR_SPREAD = 2.0  # relative uncertainty of each prior cost: a guess from the spec can be off several times (one
 # standard deviation of a log-normal: a factor 1 + this either way, so a cost a tenth of the prior's is as unlikely as
 # one ten times it; measured linearly, the fit traded a cost it could not tell from another down to the floor)
@@ -76,15 +79,24 @@ class Sample:
     qps: float  # completed requests/s
     prompt_tokens: float  # per request
     output_tokens: float  # per request
+    requests: float = math.inf  # completed in the window, every replica's (a window kept before it was counted: inf)
 
     def to_list(self) -> list[float]:
+        counted = [round(self.requests, 1)] if math.isfinite(self.requests) else []
         return [self.time, self.k, round(self.batch, 3), round(self.step_ms, 4), round(self.qps, 4),
-                round(self.prompt_tokens, 1), round(self.output_tokens, 1)]  # fmt: skip
+                round(self.prompt_tokens, 1), round(self.output_tokens, 1), *counted]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: Sequence[float]) -> Sample:
         t, k, b, s, q, pt, ot = raw[:7]
-        return cls(float(t), float(k), float(b), float(s), float(q), float(pt), float(ot))
+        requests = float(raw[7]) if len(raw) > 7 else math.inf
+        return cls(float(t), float(k), float(b), float(s), float(q), float(pt), float(ot), requests)
+
+    def weight(self, now: float) -> float:
+        """How much the window counts in a fit: less as it ages, and less the fewer requests it counted (a window
+        of ``n`` measures its mean step within ``REQUEST_SPREAD / sqrt(n)`` besides :data:`WINDOW_NOISE`)."""
+        age = 0.5 ** (max(0.0, now - self.time) / SAMPLE_HALF_LIFE_S)
+        return age / (1 + (REQUEST_SPREAD / WINDOW_NOISE) ** 2 / max(1.0, self.requests))
 
 
 def keep_samples(samples: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -174,7 +186,7 @@ def fit_costs(
     for s in samples:
         if s.step_ms <= 0:
             continue
-        w = 0.5 ** (max(0.0, now - s.time) / SAMPLE_HALF_LIFE_S)
+        w = s.weight(now)
         f = features(prior, s)
         a = [f[j] * theta0[j] / s.step_ms for j in range(n)]  # d(relative prediction) / d(relative change)
         r = 1 - sum(a)  # relative error of the prior on this window
@@ -230,7 +242,7 @@ def _residuals(
     """Each window's weighted squared relative error under the fitted costs."""
     for s in samples:
         if s.step_ms > 0:
-            w = 0.5 ** (max(0.0, now - s.time) / SAMPLE_HALF_LIFE_S)
+            w = s.weight(now)
             f = features(prior, s)
             predicted = sum(f[j] * theta0[j] * (1 + delta[j]) for j in range(len(f)))
             yield w * (predicted / s.step_ms - 1) ** 2
@@ -374,8 +386,10 @@ def sample_of(
     qps: float,
     prompt_tps: float,
     generation_tps: float,
+    requests: float,
 ) -> Sample | None:
-    """A window worth learning from: requests completed, a step time measured, tokens counted (per replica)."""
+    """A window worth learning from: requests completed, a step time measured, tokens counted (rates per replica;
+    ``requests`` every replica's in the window)."""
     if not step_ms or qps <= 0 or generation_tps <= 0 or math.isnan(step_ms):
         return None
-    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps)
+    return Sample(time, k, batch, step_ms, qps, prompt_tps / qps, generation_tps / qps, requests)

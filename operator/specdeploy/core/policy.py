@@ -621,7 +621,8 @@ def learn(
         # then its step time is that of their mean k, and what it served no one k's capacity.
         step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
         ran = k if one_k or drafted is None else round(drafted, 3)
-        sample = sample_of(now, ran, batch, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods)
+        counted = obs.request_rate * settings.window_seconds
+        sample = sample_of(now, ran, batch, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods, counted)
         if sample is not None:
             envelope = remember_envelope(st.envelope, sample.batch, ran, now)
             st = replace(st, samples=keep_samples([*st.samples, sample.to_list()]), envelope=envelope)
