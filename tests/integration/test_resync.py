@@ -118,8 +118,8 @@ class Interleaved:
         return then
 
 
-def conflicts_counted() -> float:
-    return REGISTRY.get_sample_value("specdeploy_apply_conflicts_total") or 0.0
+def counted(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def k_of(api: Any, ns: str) -> tuple[str, int]:
@@ -148,7 +148,7 @@ def test_a_pass_that_read_the_resource_before_another_applied_gives_way(api: Any
         reconcile_and_write(clients, get_sd(api, namespace), log)
 
     stale = dataclasses.replace(clients, custom=Interleaved(clients.custom, users_change))
-    conflicts = conflicts_counted()
+    conflicts, errors = counted("specdeploy_apply_conflicts_total"), counted("specdeploy_reconcile_errors_total")
     if trigger == "resync":
         resync_all(stale, [namespace], log)
     else:
@@ -156,6 +156,7 @@ def test_a_pass_that_read_the_resource_before_another_applied_gives_way(api: Any
         on_owned_deployment(type="MODIFIED", body=body, memo={"clients": stale}, logger=log)
     assert k_of(api, namespace) == ("2", before.metadata.generation + 1)  # the user's change, and only it
     assert get_sd(api, namespace)["status"]["k"] == 2
-    assert conflicts_counted() > conflicts  # it applied at the version it read, was refused, and read again
+    assert counted("specdeploy_apply_conflicts_total") > conflicts  # applied at the version read, refused, read again
+    assert counted("specdeploy_reconcile_errors_total") == errors  # (which is no error: no alert)
     resync_all(clients, [namespace], log)  # the next pass, from a fresh read, has nothing to undo
     assert k_of(api, namespace) == ("2", before.metadata.generation + 1)

@@ -88,7 +88,7 @@ def reconcile(clients: Clients, body: dict[str, Any], logger: Logger, live: Live
     as they were read before ``body`` was; one still as the operator applied it is not applied again, and the others
     only if still at the version read (else :class:`Superseded`). Without ``live`` (a change of spec: nothing newer
     than the user's spec can be waiting to be applied) objects are applied whatever their version."""
-    with telemetry.reconcile_pass():
+    with telemetry.reconcile_pass(expected=(Superseded,)):
         new = _reconcile(clients, body, logger, live or {})
     telemetry.reconciled(body, new)
     return new

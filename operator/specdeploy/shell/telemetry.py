@@ -114,11 +114,14 @@ def reconciled(cr: dict[str, Any], status: dict[str, Any]) -> None:
 
 
 @contextmanager
-def reconcile_pass() -> Iterator[None]:
-    """Time one reconcile pass; count it as an error when it raises."""
+def reconcile_pass(expected: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Time one reconcile pass; count it as an error when it raises, unless it raises what the caller handles
+    (``expected``: a pass that gives way to a newer one is no error, and must not fire the alert on errors)."""
     with RECONCILE_SECONDS.time():
         try:
             yield
+        except expected:
+            raise
         except Exception:
             RECONCILE_ERRORS.inc()
             raise
