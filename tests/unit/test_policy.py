@@ -559,7 +559,8 @@ def test_windows_of_a_few_requests_count_as_little_as_they_measure(monkeypatch: 
     def at(st: PolicyState) -> Any:
         return decide(o, st, TRACE_SETTINGS, ROLLOUT, l4, running, now, schedules=True)
 
-    assert at(state).action == KEEP, at(state).reason
+    kept = at(state)
+    assert kept.action == KEEP, kept.reason
     monkeypatch.setattr(learning, "REQUEST_SPREAD", 0.0)  # every window counted as if it measured its step to 10%
     assert at(state).action == SET_K
 

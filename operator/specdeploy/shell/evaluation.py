@@ -163,8 +163,9 @@ def _carry_out(
 def _reread(clients: Clients, cr: dict[str, Any]) -> Resource | None:
     """The resource as it is now, if the pass's observation still applies to it: the same object, not being
     deleted, a valid spec that wants evaluating, and the same pods (the setting in status unchanged)."""
+    meta = cr["metadata"]
     try:
-        fresh = read_resource(clients, cr)
+        fresh = read_resource(clients, meta["namespace"], meta["name"], meta["uid"])
         spec = None if fresh is None else validate_spec(fresh.get("spec"))
     except (ApiException, SpecError):
         return None

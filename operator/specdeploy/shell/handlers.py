@@ -21,7 +21,7 @@ from . import telemetry
 from .endpoints import EndpointSource, operator_namespace
 from .evaluation import evaluate_all
 from .kube import Clients, make_clients
-from .sync import ApplyFailed, changed, reconcile, reconcile_and_write, resync_all
+from .sync import ApplyFailed, changed, read_resource, reconcile, reconcile_and_write, resync_all
 
 RESYNC_SECONDS = float(os.environ.get("SPECDEPLOY_RESYNC_SECONDS", "30"))
 TICK_SECONDS = min(5.0, RESYNC_SECONDS)
@@ -75,8 +75,8 @@ def on_owned_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, logg
     clients: Clients = memo["clients"]
     namespace = body["metadata"]["namespace"]
     try:
-        cr = clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, owner["name"])
-        if cr["metadata"]["uid"] == owner["uid"] and not cr["metadata"].get("deletionTimestamp"):
+        cr = read_resource(clients, namespace, owner["name"], owner["uid"])
+        if cr is not None:
             # The Deployment as this event has it was read before the resource: applied only if still at its version.
             live = {} if type == "DELETED" else {("Deployment", namespace, body["metadata"]["name"]): dict(body)}
             reconcile_and_write(clients, cr, logger, live=live)

@@ -225,7 +225,8 @@ def reconcile_and_write(
             telemetry.APPLY_CONFLICTS.inc()
             logger.info("%s: read again", exc)
             live = live_workload(clients, cr)
-            fresh = read_resource(clients, cr)
+            meta = cr["metadata"]
+            fresh = read_resource(clients, meta["namespace"], meta["name"], meta["uid"])
             if fresh is None:
                 return
             cr = fresh
@@ -244,16 +245,15 @@ def live_workload(clients: Clients, cr: dict[str, Any]) -> Live:
     return {} if found is None else {(kind, meta["namespace"], meta["name"]): found}
 
 
-def read_resource(clients: Clients, cr: dict[str, Any]) -> dict[str, Any] | None:
-    """The resource as it is now (None: deleted, or being deleted, since ``cr`` was read)."""
-    meta = cr["metadata"]
+def read_resource(clients: Clients, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+    """The resource with that uid as it is now (None: deleted, replaced by another of its name, or being deleted)."""
     try:
-        fresh = clients.custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+        fresh = clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
-    gone = fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp")
+    gone = fresh["metadata"]["uid"] != uid or fresh["metadata"].get("deletionTimestamp")
     return None if gone else fresh
 
 
