@@ -585,6 +585,34 @@ def test_a_gain_at_the_bursts_resting_on_compute_never_measured_is_not_taken() -
     assert d.action == KEEP, d.reason
 
 
+def test_within_a_burst_expected_to_end_a_gain_at_its_load_counts_only_until_it_does() -> None:
+    """Four minutes into the third burst of 22 req/s per replica (the last two lasted 10 minutes, every 40): a
+    schedule 10% faster at the burst's load would pay its restart were the burst to last the horizon (48 minutes).
+    Priced for the 8 minutes it is expected to last, then the calm of 4 req/s (with its share of bursts), where the
+    two schedules run alike, it does not: it stays (the restart within the burst cost the run 0.4 ms per token).
+    Before a burst was seen to end, the same window is priced at the burst's load throughout."""
+    running, state, o, now = saved_window("bursty_within")
+    assert state.burst_base is not None and state.burst_spans
+
+    def at(st: PolicyState) -> Any:
+        return decide(o, st, TRACE_SETTINGS, ROLLOUT, PROFILE, running, now, schedules=True)
+
+    within = at(state)
+    assert within.action == KEEP and "and calm of 4.10 for" in within.reason, within.reason
+    assert at(replace(state, burst_spans=[])).action == SET_K
+
+
+def test_a_schedule_is_not_taken_for_its_latency_at_a_load_near_capacity() -> None:
+    """A 70B on 4 GPUs per replica, the load rising through 4.8 req/s per replica: twice that is 92% of what both
+    schedules carry (10.4 by the model, alike), where a model's latency turns steep (29.6 against 45.4 ms per token,
+    both 27 at 90%). A schedule taken for that was slower in the world (29.1 ms per token for the run, 27.0 for
+    holding the running one); priced no nearer its capacity than a rise is (:data:`AHEAD_SHARE`), it is no gain."""
+    running, state, o, now = saved_window("llama70b_tp4_ramp_rising")
+    prior = prior_profile("meta-llama/Llama-3.1-70B-Instruct", 4)
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, prior, running, now, schedules=True)
+    assert d.action == KEEP, d.reason
+
+
 def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:
     """An MoE's roofline prices only its first few tokens per step: at 2 req/s per replica on k=3, the schedule it is
     offered is the one fastest were the compute past them dear (as fast at the batch running, drafting less at large

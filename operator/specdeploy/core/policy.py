@@ -345,7 +345,8 @@ class Load:
     measured_qps: float = 0.0  # ... at the load this window served
     measured_full: bool = False  # ... with requests waiting: at full batch, the load served its capacity
     measured_batch: float = 0.0  # ... at this batch (requests running)
-    bursts: tuple[float, float] | None = None  # between recurring bursts: their load and the share of time they take
+    bursts: tuple[float, float] | None = None  # where bursts recur: the other load the horizon holds (the bursts',
+    # or within one the calm's) and the share of time it takes
 
 
 def _learn_load(
@@ -402,7 +403,7 @@ def _learn_load(
     # The queue must drain within the time a change needs to take effect (or a window, if longer).
     lead = rollout_seconds(rollout) + settings.evaluation_interval_seconds
     forecast = max(ewma, significant) + waiting / max(settings.window_seconds, lead)
-    expected = _expected_bursts(st, peak, forecast, hold)
+    expected = _expected_bursts(st, peak, forecast, hold, horizon, now)
     return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon, queued=queued,
                     bursts=expected)  # fmt: skip
 
@@ -425,15 +426,25 @@ def _track_bursts(
     return bursts, base, spans
 
 
-def _expected_bursts(st: PolicyState, peak: float, forecast: float, hold: float) -> tuple[float, float] | None:
-    """Between bursts that were seen to end, the load they bring and the share of time they take: their typical
-    length over their recurrence (over the time a peak is held, before they recurred). None within a burst, before
-    one ended, or once the held peak has decayed to no burst at all."""
-    if st.burst_base is not None or not st.burst_spans or peak < BURST_FACTOR * max(forecast, 1e-9):
+def _expected_bursts(
+    st: PolicyState, peak: float, forecast: float, hold: float, horizon: float, now: float
+) -> tuple[float, float] | None:
+    """The other load the horizon holds besides the forecast, and the share of time it takes, where bursts were seen
+    to end: between bursts, the load they bring and their typical length over their recurrence (over the time a peak
+    is held, before they recurred); within one, the load it jumped from, for the time left once the burst has run
+    its typical length (less the bursts to come). None before a burst ended, or once the held peak has decayed to no
+    burst at all."""
+    if not st.burst_spans:
         return None
-    spans = sorted(st.burst_spans)
-    gap = recurrence(st.bursts) or hold
-    return peak, min(BURST_SHARE_MAX, spans[len(spans) // 2] / gap)
+    span = sorted(st.burst_spans)[len(st.burst_spans) // 2]
+    share = min(BURST_SHARE_MAX, span / (recurrence(st.bursts) or hold))
+    if st.burst_base is not None:  # within a burst: what is left of it, then the calm with its share of bursts
+        left = max(0.0, span - (now - st.bursts[-1])) if st.bursts else 0.0
+        busy = min(horizon, left + (horizon - left) * share)
+        return (st.burst_base, 1 - busy / horizon) if busy < horizon else None
+    if peak < BURST_FACTOR * max(forecast, 1e-9):
+        return None
+    return peak, share
 
 
 def recurrence(bursts: list[float]) -> float:
@@ -749,10 +760,10 @@ def _latencies(
 
     def priced(k: Setting) -> float:
         today = predict_ms(profile, q, k, upto(p, k))
-        if load.bursts is not None:  # per token: the bursts carry their share of the time at their load
-            peak, share = load.bursts
-            calm, busy = (1 - share) * q, share * peak
-            return (calm * today + busy * predict_ms(profile, peak, k, upto(p, k))) / (calm + busy)
+        if load.bursts is not None:  # per token: the other load carries its share of the time
+            other, share = load.bursts
+            now_, then = (1 - share) * q, share * other
+            return (now_ * today + then * predict_ms(profile, other, k, upto(p, k))) / (now_ + then)
         return today if ahead == q else (today + predict_ms(profile, ahead, k, upto(p, k))) / 2
 
     return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
@@ -881,9 +892,7 @@ def gate(
     if target == current_k:
         return keep(f"{label(current_k)} is best at {forecast:.2f} req/s per replica ({cur:.2f} ms/token predicted)")
     predicted = f"predicted {pred.latency_ms[target]:.2f} vs {cur:.2f} ms/token"
-    why = f"{label(target)} {predicted} at {forecast:.2f} req/s per replica"
-    if load.bursts is not None:
-        why += f" and bursts of {load.bursts[0]:.2f} for {load.bursts[1]:.0%} of the time"
+    why = f"{label(target)} {predicted} at {forecast:.2f} req/s per replica{_other_load(load)}"
     if forced and not load.queued and rollout_overload_ms(profile, rollout, forecast, pred.p, current_k, target) > 0:
         return keep(f"{why}: {label(current_k)} would saturate, but no queue is measured and a rollout now would queue")
     # A change must pay (:func:`_unpaid`). A schedule as fast now that carries much more load, taken while a
@@ -905,6 +914,14 @@ def gate(
         return Decision(action, target, f"recommend {why}", gain, pred.latency_ms, st)
     changed = _changed(st, pred, current_k, target, exploring or probing, now)
     return Decision(action, target, why, gain, pred.latency_ms, changed)
+
+
+def _other_load(load: Load) -> str:
+    """The other load the horizon was priced with (:func:`_expected_bursts`), as a decision's reason says it."""
+    if load.bursts is None:
+        return ""
+    other, share = load.bursts
+    return f" and {'calm' if other < load.forecast else 'bursts'} of {other:.2f} for {share:.0%} of the time"
 
 
 def _by_choice(
@@ -997,8 +1014,11 @@ def _headroom(
     must be no slower at the load now, the load light enough (:data:`HEADROOM_LOAD_SHARE` of the current capacity)
     that the restart queues nothing, and the schedule carry :data:`HEADROOM_MIN` more, or be that much faster at
     :data:`HEADROOM_LOAD` times the load (a schedule planned before the acceptance was measured drafts too little at
-    the batches a rise brings), also were the compute no window measured dear (:func:`_dear`). Where the prior cannot
-    price that compute (an MoE), carrying that much more at worst (the less of the two models) suffices."""
+    the batches a rise brings), also were the compute no window measured dear (:func:`_dear`), priced no nearer the
+    schedule's own capacity than a rise is (:data:`AHEAD_SHARE`: there its latency turns steep, and a twin of equal
+    capacity, drafting a little more in one band, looks far faster; what runs may saturate there, if it carries
+    less). Where the prior cannot price that compute (an MoE), carrying that much more at worst (the less of the two
+    models) suffices."""
     if isinstance(target, int) or pred.latency_ms[target] > pred.latency_ms[current_k] * (1 + 1e-9):
         return None  # (equal but for rounding counts as no slower)
     p = pred.p
@@ -1014,7 +1034,7 @@ def _headroom(
         worst_there, worst_here = min(there, dear_there), min(here, dear_here)
         if worst_there >= (1 + HEADROOM_MIN) * worst_here:
             return f"with {worst_there / worst_here - 1:.0%} more capacity at worst"
-    q = HEADROOM_LOAD * load.forecast
+    q = min(HEADROOM_LOAD * load.forecast, AHEAD_SHARE * there)
 
     def faster(prof: Profile, by: float) -> bool:
         return predict_ms(prof, q, target, upto(p, target)) <= (1 - by) * predict_ms(
