@@ -586,10 +586,10 @@ def test_a_gain_at_the_bursts_resting_on_compute_never_measured_is_not_taken() -
 
 
 def test_within_a_burst_expected_to_end_a_gain_at_its_load_counts_only_until_it_does() -> None:
-    """Four minutes into the third burst of 22 req/s per replica (the last two lasted 10 minutes, every 40): a
+    """Two minutes into the third burst of 22 req/s per replica (the last two lasted 10 minutes, every 40): a
     schedule 10% faster at the burst's load would pay its restart were the burst to last the horizon (48 minutes).
-    Priced for the 8 minutes it is expected to last, then the calm of 4 req/s (with its share of bursts), where the
-    two schedules run alike, it does not: it stays (the restart within the burst cost the run 0.4 ms per token).
+    Priced for the 8.5 minutes it is expected to go on, then the calm of 4 req/s (with its share of bursts), where
+    the two schedules run alike, it does not: it stays (the restart within the burst cost the run 0.4 ms per token).
     Before a burst was seen to end, the same window is priced at the burst's load throughout."""
     running, state, o, now = saved_window("bursty_within")
     assert state.burst_base is not None and state.burst_spans

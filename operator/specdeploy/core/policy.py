@@ -762,8 +762,9 @@ def _latencies(
         today = predict_ms(profile, q, k, upto(p, k))
         if load.bursts is not None:  # per token: the other load carries its share of the time
             other, share = load.bursts
-            now_, then = (1 - share) * q, share * other
-            return (now_ * today + then * predict_ms(profile, other, k, upto(p, k))) / (now_ + then)
+            tokens_now, tokens_other = (1 - share) * q, share * other
+            there = predict_ms(profile, other, k, upto(p, k))
+            return (tokens_now * today + tokens_other * there) / (tokens_now + tokens_other)
         return today if ahead == q else (today + predict_ms(profile, ahead, k, upto(p, k))) / 2
 
     return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
