@@ -429,17 +429,20 @@ def _track_bursts(
 def _expected_bursts(
     st: PolicyState, peak: float, forecast: float, hold: float, horizon: float, now: float
 ) -> tuple[float, float] | None:
-    """The other load the horizon holds besides the forecast, and the share of time it takes, where bursts were seen
-    to end: between bursts, the load they bring and their typical length over their recurrence (over the time a peak
-    is held, before they recurred); within one, the load it jumped from, for the time left once the burst has run
-    its typical length (less the bursts to come). None before a burst ended, or once the held peak has decayed to no
-    burst at all."""
-    if not st.burst_spans:
+    """The other load the horizon holds besides the forecast, and the share of time it takes. Between bursts seen to
+    end: the load they bring, for their typical length over their recurrence (over the time a peak is held, before
+    they recurred). Within one: the load it jumped from, once the burst has run its typical length or, before one
+    was seen to end, as long again as it has run (the Lindy guess the regime's horizon makes too: nothing else says
+    how long it lasts), less the bursts to come. None between bursts before one ended, or once the held peak has
+    decayed to no burst at all."""
+    within = st.burst_base is not None and bool(st.bursts)
+    if not st.burst_spans and not within:
         return None
-    span = sorted(st.burst_spans)[len(st.burst_spans) // 2]
+    ran = now - st.bursts[-1] if within else 0.0
+    span = sorted(st.burst_spans)[len(st.burst_spans) // 2] if st.burst_spans else 2 * ran  # (Lindy)
     share = min(BURST_SHARE_MAX, span / (recurrence(st.bursts) or hold))
-    if st.burst_base is not None:  # within a burst: what is left of it, then the calm with its share of bursts
-        left = max(0.0, span - (now - st.bursts[-1])) if st.bursts else 0.0
+    if within:  # what is left of it, then the calm with its share of bursts
+        left = max(0.0, span - ran)
         busy = min(horizon, left + (horizon - left) * share)
         return (st.burst_base, 1 - busy / horizon) if busy < horizon else None
     if peak < BURST_FACTOR * max(forecast, 1e-9):
