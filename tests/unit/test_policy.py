@@ -627,6 +627,16 @@ def test_a_first_burst_is_expected_to_last_about_as_long_as_it_has() -> None:
     assert d.action == KEEP and d.state.burst_base is not None and not d.state.burst_spans, d.reason
 
 
+def test_a_first_burst_from_no_load_at_all_is_priced_at_its_own_load() -> None:
+    """A deployment idle (0 req/s) that jumps to 10: the burst has run no time, so it is expected to last no more, and
+    the load it jumped from carries no tokens; the candidates are priced at the burst's load (it had divided by
+    zero)."""
+    idle = replace(settled(3), load_qps=0.0, load_time=T0 - 30, last_eval=T0 - 30, last_waiting=0.0)
+    d = run(obs(10.0, 3), 3, idle, schedules=True)
+    assert d.state.burst_base == 0.0 and d.state.bursts == [T0], d.reason
+    assert all(math.isfinite(ms) for ms in d.predicted_ms.values()), d.predicted_ms
+
+
 def test_a_schedule_is_not_taken_for_its_latency_at_a_load_near_capacity() -> None:
     """A 70B on 4 GPUs per replica, the load rising through 4.8 req/s per replica: twice that is 92% of what both
     schedules carry (10.4 by the model, alike), where a model's latency turns steep (29.6 against 45.4 ms per token,

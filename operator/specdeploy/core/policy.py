@@ -766,6 +766,8 @@ def _latencies(
         if load.bursts is not None:  # per token: the other load carries its share of the time
             other, share = load.bursts
             tokens_now, tokens_other = (1 - share) * q, share * other
+            if tokens_now + tokens_other <= 0:  # (a burst just begun, from no load at all: nothing else to price)
+                return today
             there = predict_ms(profile, other, k, upto(p, k))
             return (tokens_now * today + tokens_other * there) / (tokens_now + tokens_other)
         return today if ahead == q else (today + predict_ms(profile, ahead, k, upto(p, k))) / 2
