@@ -5,17 +5,20 @@ What the policy does, per evaluation of one SpeculativeDeployment:
 1. **Trust only fresh, settled data.** No observation, fewer pods than expected, or a window that still
    overlaps the last rollout: keep, and say why.
 2. **Learn.** Per-position acceptance ``p_i`` is measured for every position the pods run (kept with its time,
-   so it survives turning speculation off, with confidence decaying as it ages). The step cost is learned as
-   the ratio of the observed ITL (vLLM observes one step per request) to the performance model at the observed
-   batch size, seeded at 1: the load where speculation stops paying is measured, not configured.
+   so it survives turning speculation off, with confidence decaying as it ages). The step cost is fitted to the
+   windows' mean ITL (vLLM observes one step per request) at their batch, k and prompts, pulled toward the prior
+   (:mod:`.learn`): the load where speculation stops paying is measured, not configured.
 3. **Predict** the per-token latency (step / E(k), or queueing once the replica saturates) for speculation off
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
    replica completes only its capacity; under a rising load, the mean of that and where the load is headed by
-   the time a setting chosen now must still serve it). Only settings that would also serve the recent peak
-   (held for the horizon, then decaying) qualify, so recurring bursts keep their headroom; and, under a gradually
-   rising load (a trend, not a jump), only settings that would serve it until they can be left again: a rolling
-   restart from a saturated setting runs on the old pods and queues, so the time to leave is before saturation.
+   the time a setting chosen now must still serve it; where bursts recur, per token over the loads the horizon
+   holds: between bursts, theirs for their share of the time; within one, its load for what is left of it, its
+   typical length or, before one ended, as long again as it has run, then the load it jumped from). Only settings
+   that would also serve the recent peak (held for the horizon, then decaying) qualify, so recurring bursts keep
+   their headroom; and, under a gradually rising load (a trend, not a jump), only settings that would serve it
+   until they can be left again: a rolling restart from a saturated setting runs on the old pods and queues, so the
+   time to leave is before saturation.
    ``E(k')`` for ``k' <=`` the measured length comes from measurement; above it, from cautious extrapolation
    (discounted).
 4. **Act only when it pays.** The best candidate's predicted latency must beat the current setting's by more
