@@ -596,7 +596,9 @@ def test_a_gain_at_the_bursts_resting_on_compute_never_measured_is_not_taken() -
     assert d.action == KEEP, d.reason
 
 
-def test_within_a_burst_expected_to_end_a_gain_at_its_load_counts_only_until_it_does() -> None:
+def test_within_a_burst_expected_to_end_a_gain_at_its_load_counts_only_until_it_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Two minutes into the third burst of 22 req/s per replica (the last two lasted 10 minutes, every 40): a
     schedule 10% faster at the burst's load would pay its restart were the burst to last the horizon (48 minutes).
     Priced for the 8.5 minutes it is expected to go on, then the calm of 4 req/s (with its share of bursts), where
@@ -610,9 +612,8 @@ def test_within_a_burst_expected_to_end_a_gain_at_its_load_counts_only_until_it_
 
     within = at()
     assert within.action == KEEP and "and calm of 4.10 for" in within.reason, within.reason
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(policy, "_expected_bursts", lambda *_: None)
-        assert at().action == SET_K
+    monkeypatch.setattr(policy, "_expected_bursts", lambda *_: None)
+    assert at().action == SET_K
 
 
 def test_a_first_burst_is_expected_to_last_about_as_long_as_it_has() -> None:

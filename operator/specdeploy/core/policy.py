@@ -623,7 +623,8 @@ def learn(
     pods = max(1, obs.pods)
     qps, waiting, batch = obs.request_rate / pods, obs.waiting / pods, obs.running / pods
     # A window's request count is Poisson: its rate is known to within 1 / sqrt(requests counted).
-    noise = 1 / math.sqrt(max(1.0, obs.request_rate * settings.window_seconds))
+    counted = obs.request_rate * settings.window_seconds
+    noise = 1 / math.sqrt(max(1.0, counted))
     if top_k(current_k) > 0 and (reached := obs.positions_measured) > 0:
         # Positions the setting drafts that no draft of this window reached (a schedule's high bands, at a batch
         # drafting less) keep what an earlier window measured, no higher than the last position reached.
@@ -638,7 +639,6 @@ def learn(
         # then its step time is that of their mean k, and what it served no one k's capacity.
         step_ms = obs.itl_mean_s * 1000 if obs.itl_mean_s else None
         ran = k if one_k or drafted is None else round(drafted, 3)
-        counted = obs.request_rate * settings.window_seconds
         sample = sample_of(now, ran, batch, step_ms, qps, obs.prompt_tps / pods, obs.generation_tps / pods, counted)
         if sample is not None:
             envelope = remember_envelope(st.envelope, sample.batch, ran, now)
