@@ -25,6 +25,7 @@ from specdeploy.core.learn import (
     remember_capacity,
     remember_envelope,
     solve,
+    step_share,
 )
 from specdeploy.core.model import Profile, capacity_qps, steady_state
 from specdeploy.core.prior import batch_cap, params_of, prior_of_spec, prior_profile
@@ -194,6 +195,17 @@ def test_an_moe_steep_compute_is_learned_as_compute_not_as_kv_reads() -> None:
     for k in (0, 1, 3):
         world = capacity_qps(MOE, k, MOE.acceptance[:k])
         assert capacity_qps(model, k, MOE.acceptance[:k]) == pytest.approx(world, rel=0.2), k
+
+
+def test_the_step_share_is_what_the_windows_cost_of_what_the_prior_says() -> None:
+    """The MoE world's windows at light load cost about a fifth of the MoE prior's steps (which read every expert);
+    windows of the prior itself cost what it says; there is no share without a window."""
+    rng, prior = random.Random(5), prior_profile("Qwen/Qwen3-30B-A3B")
+    moe = [window(MOE, 60.0 * i, rng.uniform(1.5, 2.5), k, rng, 0.0) for i, k in enumerate((0, 1, 3, 3))]
+    itself = [window(prior, 60.0 * i, 2.0, k, rng, 0.0) for i, k in enumerate((0, 1, 3))]
+    assert step_share(prior, moe) == pytest.approx(0.2, abs=0.05)
+    assert step_share(prior, itself) == pytest.approx(1.0, rel=0.05)
+    assert step_share(prior, []) is None
 
 
 def test_compute_no_window_measured_is_not_learned_cheaper_than_the_priors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -667,6 +667,25 @@ def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:
     assert at([200.0, T0 - 60]).action == KEEP
 
 
+def test_an_moe_whose_steps_cost_a_fraction_of_its_prior_hedges_until_its_compute_is_measured() -> None:
+    """moe_bursty from k=8, its first window: 16 tokens per step, just past the 15 (1.5 times the prior's known 10)
+    past which an MoE's compute counted as measured, at steps a quarter of what the prior, reading every expert,
+    gives. Few experts are read, and a burst's larger steps read more, at a cost no window saw: the schedule offered
+    is the one fastest were that compute dear (k=1 from batch 25). The fitted one drafted k=5 at batch 25, saturated
+    in the world's first burst, and the run paid 14.3 ms per token (4.19 hedged, 3.57 for the best fixed setting).
+    With steps three times as dear, most of the experts are read, and the fitted schedule is offered."""
+    running, state, o, now = saved_window("moe_bursty_k8_first")
+    moe = prior_profile("Qwen/Qwen3-30B-A3B")
+
+    def at(dearer: float) -> Any:
+        return decide(replace(o, itl_mean_s=o.itl_mean_s * dearer), state, TRACE_SETTINGS, ROLLOUT, moe, running, now,
+                      schedules=True)  # fmt: skip
+
+    hedge, fitted = at(1.0), at(3.0)
+    assert hedge.action == SET_K and k_at(hedge.to_k, 25) <= 1, hedge.reason  # type: ignore[arg-type]
+    assert fitted.action == SET_K and k_at(fitted.to_k, 25) >= 3, fitted.reason  # type: ignore[arg-type]
+
+
 def test_off_with_the_acceptance_never_measured_probes_it_where_off_is_the_worst_case() -> None:
     """Off at 25.6 req/s per replica, near its capacity, nothing ever measured: k=1 planned with the prior's
     acceptance discounted would not serve the load, but a schedule drafting k=1 only up to a little past the batch

@@ -220,6 +220,14 @@ def compute_measured(prior: Profile, samples: Sequence[Sample]) -> bool:
                for s in samples)  # fmt: skip
 
 
+def step_share(prior: Profile, samples: Sequence[Sample]) -> float | None:
+    """The windows' step times as a share of what ``prior`` predicts for them (their mean; None without any): how
+    much cheaper, or dearer, the deployment runs than the prior says."""
+    shares = [s.step_ms / sum(f * getattr(prior, name) for f, name in zip(features(prior, s), COSTS, strict=True))
+              for s in samples if s.step_ms > 0]  # fmt: skip
+    return sum(shares) / len(shares) if shares else None
+
+
 def _log_weight(delta: float) -> float:
     """The ridge's factor that makes ``r * delta^2`` the log-normal prior's ``r * log(1 + delta)^2`` at ``delta``."""
     return (math.log1p(delta) / delta) ** 2 if abs(delta) > 1e-9 else 1.0

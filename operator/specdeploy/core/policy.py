@@ -46,12 +46,14 @@ from .learn import (
     ENVELOPE_STEP,
     Capacity,
     Sample,
+    compute_measured,
     envelope_limit,
     keep_samples,
     learned_profile,
     remember_capacity,
     remember_envelope,
     sample_of,
+    step_share,
 )
 from .model import (
     FULL_BATCH_SHARE,
@@ -114,6 +116,9 @@ ROLLOUT_MARGIN = 0.15  # a rollout is priced at a load this much above the forec
 # a rollout that queues near capacity costs more than most changes gain; higher holds still nearer capacity
 MODEL_ERROR_MAX = 2.0  # the model's error measured on the running setting scales every candidate by at most this
 # factor either way: a window far off the model says more about the window than about the model
+UNREAD_SHARE = 0.5  # an MoE whose steps cost under this share of the prior's (which reads every expert each step)
+# read few of its experts, and more tokens per step read more: higher hedges an MoE that is only faster than its
+# prior (a faster GPU, quantized weights), lower trusts its cheap steps at batches no window measured
 UNMEASURED_COMPUTE_FACTOR = 2.0  # compute no window measured is planned this dear, for a change by choice, beside
 # the fitted model: a prior's cost is known to within about this factor; higher changes less on the prior's word
 SAME_COST = 1e-6  # relative: costs closer are one cost computed along two paths (a schedule drafting as a k does)
@@ -561,7 +566,8 @@ def decide(
     accepted = effective_acceptance(st, now, settings.max_tokens, profile)
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
     dear = _dear(model, profile)
-    pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules)
+    unpriced = _compute_unmeasured(profile, dear, st, samples)
+    pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules, unpriced)
     return gate(pred, st, load, settings, rollout, model, dear, current_k, now)
 
 
@@ -667,6 +673,7 @@ class Prediction:
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
     probe: Setting | None = None  # a cheap way to measure the acceptance, while none was ever measured (:func:`_probe`)
     probe_hope: float = 0.0  # what the probe would gain with the prior's acceptance undiscounted, relative
+    unpriced: bool = False  # the compute past an MoE's known tokens per step is unmeasured: planned dear
 
 
 def predict(
@@ -681,17 +688,18 @@ def predict(
     current_k: Setting,
     now: float,
     schedules: bool = False,
+    unpriced: bool = False,
 ) -> Prediction:
     """Stage 3: every candidate's per-token latency (:func:`_latencies`: at the forecast load, and where a rising load
     is headed) and horizon cost, and the best feasible.
     ``accepted``: the acceptance to plan with and how many of its positions were measured
     (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
     setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
-    there (:func:`~.model.best_schedule`; for an MoE whose compute past its known tokens per step no window measured,
-    fastest with that compute ``dear``, :func:`_dear`). Each prediction is corrected by the model's error on the running
-    setting this window (:func:`_corrected`). With a schedule at hand, a k beyond the positions measured is tried
-    only inside one, never as a static setting. At equal cost a schedule wins: it meets a change of load without a
-    restart."""
+    there (:func:`~.model.best_schedule`; ``unpriced``, for an MoE whose compute past its known tokens per step no
+    window measured (:func:`_compute_unmeasured`), fastest with that compute ``dear``, :func:`_dear`). Each
+    prediction is corrected by the model's error on the running setting this window (:func:`_corrected`). With a
+    schedule at hand, a k beyond the positions measured is tried only inside one, never as a static setting. At equal
+    cost a schedule wins: it meets a change of load without a restart."""
     p, measured_len = accepted
     # Past the tokens per step the prior knows or ENVELOPE_GROWTH times what the windows measured, a candidate drafts
     # at most ENVELOPE_STEP tokens more than what runs; under a measured queue, past what they measured, no more than
@@ -704,7 +712,7 @@ def predict(
     if schedules:
         known = max(measured_len, top_k(current_k))
         candidates = [k for k in ks if k <= known]
-        candidates.append(_schedule(profile, dear, st, p, ks))
+        candidates.append(_schedule(profile, dear, unpriced, p, ks))
         candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs, step) for c in candidates]
     probe = _probe(profile, st, load, settings, current_k) if schedules else None
     candidates += [probe] if probe is not None else []
@@ -719,7 +727,8 @@ def predict(
     best = feasible[0]
     probe = probe if probe in feasible else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
-    return Prediction(p, measured_len, latency, horizon, feasible, best, _gain(horizon, current_k, best), probe, hope)
+    gain = _gain(horizon, current_k, best)
+    return Prediction(p, measured_len, latency, horizon, feasible, best, gain, probe, hope, unpriced)
 
 
 def _horizons(
@@ -778,20 +787,28 @@ def _latencies(
     return _corrected(profile, load, current_k, p, {k: priced(k) for k in dict.fromkeys(candidates)})
 
 
-def _schedule(profile: Profile, dear: Profile, st: PolicyState, p: list[float], ks: list[int]) -> Setting:
+def _schedule(profile: Profile, dear: Profile, unpriced: bool, p: list[float], ks: list[int]) -> Setting:
     """The schedule offered (:func:`~.model.best_schedule`). Where the prior cannot price the compute past a few
-    tokens per step (an MoE) and no window measured far past them, the one fastest were that compute dear: as fast
-    at the batches measured, drafting less where a burst would meet the compute (the model's own once windows have
-    measured it)."""
-    schedule = best_schedule(dear if _compute_unmeasured(profile, st) else profile, p, ks)
+    tokens per step (an MoE) and no window measured it (``unpriced``), the one fastest were that compute dear: as
+    fast at the batches measured, drafting less where a burst would meet the compute (the model's own once windows
+    have measured it)."""
+    schedule = best_schedule(dear if unpriced else profile, p, ks)
     return schedule if len(schedule) > 1 else schedule[0][1]
 
 
-def _compute_unmeasured(profile: Profile, st: PolicyState) -> bool:
-    """Whether the prior cannot price the compute past a few tokens per step (an MoE) and no window measured far
-    past them (:data:`ENVELOPE_GROWTH` times)."""
-    priced = profile.known_tokens_per_step
-    return math.isfinite(priced) and (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced
+def _compute_unmeasured(prior: Profile, dear: Profile, st: PolicyState, samples: list[Sample]) -> bool:
+    """Whether the prior cannot price the compute past a few tokens per step (an MoE) and no window measured it:
+    none verified far past those tokens (:data:`ENVELOPE_GROWTH` times), or, where the steps cost under
+    :data:`UNREAD_SHARE` of the prior's (few experts read: more tokens per step read more, at a cost no window
+    saw), none where that compute, were it dear, would have been a share of the step (the fit's own test,
+    :func:`~.learn.compute_measured`)."""
+    priced = prior.known_tokens_per_step
+    if not math.isfinite(priced):
+        return False
+    if (st.envelope[0] if st.envelope else 0.0) <= ENVELOPE_GROWTH * priced:
+        return True
+    share = step_share(prior, samples)
+    return share is not None and share < UNREAD_SHARE and not compute_measured(dear, samples)
 
 
 def _probe_hope(profile: Profile, q: float, p: list[float], probe: Setting) -> float:
@@ -984,7 +1001,7 @@ def _unpaid(
 ) -> str | None:
     """Why a change by choice does not pay: within the hysteresis band of the steady latency (what flaps near a
     threshold), a gain over the horizon (``gain``, relative) short of what the restart costs, or, where the prior
-    cannot price the compute past a few tokens per step (an MoE), while no window measured far past them
+    cannot price the compute past a few tokens per step (an MoE), while no window measured it
     (:func:`_compute_unmeasured`) or within a burst, a rollout that would queue were that compute dear
     (:func:`_dear`). Where the model says the running setting cannot serve the load forecast while it serves
     without a queue (a change by choice), the latency it is measured at is the one to beat: the model's word on
@@ -1002,9 +1019,7 @@ def _unpaid(
         return f"gain over {load.horizon:.0f}s ({payback:.0f}s) does not pay the restart ({restart:.0f}s)"
     # Unpriced compute bites while no window measured it, and in a burst, whose rollout dip runs the pods left at
     # batches no window measured.
-    unpriced = math.isfinite(dear.known_tokens_per_step) and (
-        _compute_unmeasured(dear, st) or st.burst_base is not None
-    )
+    unpriced = math.isfinite(dear.known_tokens_per_step) and (pred.unpriced or st.burst_base is not None)
     if unpriced and rollout_overload_ms(dear, rollout, load.forecast, pred.p, current_k, target) > 0:
         return "its rollout would queue were the compute no window measured dear"
     return None
