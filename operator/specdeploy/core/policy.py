@@ -714,7 +714,8 @@ def predict(
         candidates = [k for k in ks if k <= known]
         candidates.append(_schedule(profile, dear, unpriced, p, ks))
         candidates = [within_envelope(c, current_k, limit, profile.max_num_seqs, step) for c in candidates]
-    probe = _probe(profile, st, load, settings, current_k) if schedules else None
+    probe = _probe(profile, st, load, settings, current_k, now) if schedules else None
+    probe = None if probe is None else within_envelope(probe, current_k, limit, profile.max_num_seqs, step)
     candidates += [probe] if probe is not None else []
     candidates = [c for c in candidates if now - st.failed.get(schedule_label(c), -math.inf) > FAILED_HOLD_S]
     candidates.append(current_k)
@@ -726,7 +727,7 @@ def predict(
     feasible = sorted(feasible, key=_ranked(horizon, latency))
     best = feasible[0]
     probe = probe if probe in feasible else None
-    hope = 0.0 if probe is None else _probe_hope(profile, q, p, probe)
+    hope = 0.0 if probe is None else _probe_hope(profile, q, p, len(st.acceptance), current_k, probe)
     gain = _gain(horizon, current_k, best)
     return Prediction(p, measured_len, latency, horizon, feasible, best, gain, probe, hope, unpriced)
 
@@ -811,27 +812,41 @@ def _compute_unmeasured(prior: Profile, dear: Profile, st: PolicyState, samples:
     return share is not None and share < UNREAD_SHARE and not compute_measured(dear, samples)
 
 
-def _probe_hope(profile: Profile, q: float, p: list[float], probe: Setting) -> float:
-    """What the probe would gain over speculation off at the load ``q``, relative, with the prior's acceptance as it
-    is (nothing was measured, so ``p`` is that acceptance discounted: :func:`effective_acceptance`)."""
-    hoped = [x / EXTRAPOLATION_DISCOUNT for x in p]
-    here = predict_ms(profile, q, 0, [])
-    return (here - predict_ms(replace(profile, acceptance=tuple(hoped)), q, probe, hoped[:1])) / here
+def _probe_hope(profile: Profile, q: float, p: list[float], measured: int, current_k: Setting, probe: Setting) -> float:
+    """What the probe would gain over what runs at the load ``q``, relative, with the positions never measured (past
+    the first ``measured``; all of them while nothing was) as extrapolated, undiscounted (:func:`effective_acceptance`
+    discounts them)."""
+    hoped = [x / EXTRAPOLATION_DISCOUNT if i >= measured else x for i, x in enumerate(p)]
+    here = predict_ms(profile, q, current_k, upto(p, current_k))
+    there = predict_ms(replace(profile, acceptance=tuple(hoped)), q, probe, upto(hoped, probe))
+    return (here - there) / here
 
 
-def _probe(profile: Profile, st: PolicyState, load: Load, settings: Adaptive, current_k: Setting) -> Setting | None:
+def _probe(
+    profile: Profile, st: PolicyState, load: Load, settings: Adaptive, current_k: Setting, now: float
+) -> Setting | None:
     """While speculation is off and its acceptance was never measured, the schedule that measures it cheaply: k=1
-    up to :data:`PROBE_MARGIN` above the batch running, off beyond. Where the acceptance disappoints, the batch
-    grows past the edge and it runs off there: what runs, at a slightly larger batch; it never has less capacity.
-    The batch running is the one measured, or the model's at the forecast if larger: a model that puts it lower
-    (a prefill-heavy world at a batch the prior thinks far from full) would draft k=1 at full batch, where a
-    saturated replica has no capacity to spare for a probe. (None where it does not apply, or the batch running is
+    up to :data:`PROBE_MARGIN` above the batch running, off beyond; while a k runs (whose windows measure no position
+    past it) and nothing was explored for :data:`ACCEPTANCE_HALF_LIFE_S` (what a probe measured has aged by half),
+    likewise the largest k allowed up to that batch, the running k beyond (within the envelope where the prior
+    cannot price the compute, :func:`predict`). Where the acceptance disappoints, the batch
+    grows past the edge and it runs what runs there, at a slightly larger batch; it never has less capacity. The
+    batch running is the one measured, or the model's at the forecast if larger: a model that puts it lower (a
+    prefill-heavy world at a batch the prior thinks far from full) would draft at full batch, where a saturated
+    replica has no capacity to spare for a probe. (None where it does not apply, or the batch running is
     already at the cap.)"""
-    if current_k != 0 or st.acceptance or settings.min_tokens > 1:
+    if not isinstance(current_k, int):
         return None
-    batch = max(steady_state(profile, load.forecast, 0, []).batch, load.measured_batch)
+    if current_k == 0 and not st.acceptance and settings.min_tokens <= 1:
+        drafts = 1
+    elif 0 < current_k < settings.max_tokens and now - (st.last_explore or -math.inf) > ACCEPTANCE_HALF_LIFE_S:
+        drafts = settings.max_tokens
+    else:
+        return None
+    p = list(profile.acceptance)
+    batch = max(steady_state(profile, load.forecast, current_k, upto(p, current_k)).batch, load.measured_batch)
     edge = max(2, math.ceil(batch * (1 + PROBE_MARGIN)))
-    return ((1, 1), (edge, 0)) if edge < profile.max_num_seqs else None
+    return ((1, drafts), (edge, current_k)) if edge < profile.max_num_seqs else None
 
 
 def _ranked(horizon: dict[Setting, float], latency: dict[Setting, float]) -> Callable[[Setting], Any]:
@@ -963,9 +978,9 @@ def _by_choice(
     """The setting to move to by choice, what it buys beyond its latency now (headroom, or a probe), and whether it
     is a probe. The best setting whose gain does not rest on compute no window measured (:func:`_surest`); a
     schedule as fast now, for what it buys ahead of the load (:func:`_headroom`; also when what runs ranks first by
-    a rounding: a change costs a little even when it gains nothing now); else, while the acceptance was never
-    measured, a probe of it (one per :data:`EXPLORE_EVERY_S`) if the prior's acceptance promises
-    :data:`EXPLORE_MIN_UPSIDE`."""
+    a rounding: a change costs a little even when it gains nothing now); else a probe of the acceptance
+    (:func:`_probe`; one per :data:`EXPLORE_EVERY_S`) if what it has not measured, undiscounted, promises
+    :data:`EXPLORE_MIN_UPSIDE` (:func:`_probe_hope`)."""
     target = _surest(pred, st, load, profile, dear, current_k)
     option = target if target != current_k else _roomier(pred, current_k)
     headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
@@ -973,7 +988,8 @@ def _by_choice(
         return option, headroom, False
     explored = _explored_recently(st, now)
     if target == current_k and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
-        return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster with the prior's)", True
+        hoped = "with the prior's" if current_k == 0 else f"as extrapolated past position {current_k}"
+        return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster {hoped})", True
     return target, None, False
 
 
