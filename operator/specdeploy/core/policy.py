@@ -671,8 +671,8 @@ class Prediction:
     feasible: list[Setting]  # candidates that would serve the peak and the trend, best ranked first (:func:`_ranked`)
     best: Setting
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
-    probe: Setting | None = None  # a cheap way to measure the acceptance, while none was ever measured (:func:`_probe`)
-    probe_hope: float = 0.0  # what the probe would gain with the prior's acceptance undiscounted, relative
+    probe: Setting | None = None  # a cheap way to measure acceptance positions no window measured (:func:`_probe`)
+    probe_hope: float = 0.0  # what the probe would gain over what runs, those positions undiscounted, relative
     unpriced: bool = False  # the compute past an MoE's known tokens per step is unmeasured: planned dear
 
 
@@ -829,12 +829,11 @@ def _probe(
     up to :data:`PROBE_MARGIN` above the batch running, off beyond; while a k runs (whose windows measure no position
     past it) and nothing was explored for :data:`ACCEPTANCE_HALF_LIFE_S` (what a probe measured has aged by half),
     likewise the largest k allowed up to that batch, the running k beyond (within the envelope where the prior
-    cannot price the compute, :func:`predict`). Where the acceptance disappoints, the batch
-    grows past the edge and it runs what runs there, at a slightly larger batch; it never has less capacity. The
-    batch running is the one measured, or the model's at the forecast if larger: a model that puts it lower (a
-    prefill-heavy world at a batch the prior thinks far from full) would draft at full batch, where a saturated
-    replica has no capacity to spare for a probe. (None where it does not apply, or the batch running is
-    already at the cap.)"""
+    cannot price the compute, :func:`predict`). Where the acceptance disappoints, the batch grows past the edge and
+    it runs what runs there, at a slightly larger batch; it never has less capacity. The batch running is the one
+    measured, or the model's at the forecast if larger: a model that puts it lower (a prefill-heavy world at a batch
+    the prior thinks far from full) would draft at full batch, where a saturated replica has no capacity to spare
+    for a probe. (None where it does not apply, or the batch running is already at the cap.)"""
     if not isinstance(current_k, int):
         return None
     if current_k == 0 and not st.acceptance and settings.min_tokens <= 1:
