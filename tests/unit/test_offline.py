@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import subprocess
 import sys
@@ -141,6 +142,40 @@ def test_a_per_batch_size_schedule_meets_bursts_without_a_restart() -> None:
     static = [simulate(t, lambda *_, k=k: k)["mean_token_latency_ms"] for k in t.candidates]
     assert with_schedule["mean_token_latency_ms"] < min(static)
     assert with_schedule["restarts"] == 1  # the one change from the starting k=3
+
+
+# An MoE with cheap compute (seed 20261206's world 0 of the draws), from k=3 through the first half of a diurnal day.
+STRONG_DRAFTER_WORLD = {
+    "t_mem_ms": 17.75,
+    "t_kv_ms_per_ktok": 0.1287,
+    "n_knee": 2723,
+    "t_tok_ms": 0.0624,
+    "draft_cost": 0.065,
+    "prefill_ms_per_ktok": 10.39,
+    "prompt_tokens": 200,
+    "output_tokens": 500,
+}
+
+
+@pytest.mark.parametrize(("acceptance", "bound"), [
+    ([0.784, 0.665, 0.564, 0.478, 0.405, 0.344, 0.292, 0.247], 0.95),  # as k=3 measures it, and on
+    ([0.784, 0.665, 0.564, 0.1, 0.05, 0.03, 0.02, 0.01], 1.02),  # a drafter trained for 3 tokens: the probe disappoints
+])  # fmt: skip
+def test_a_probe_past_the_k_running_pays_where_the_drafter_holds_up_and_costs_little_where_it_does_not(
+    acceptance: list[float], bound: float
+) -> None:
+    """From k=3 the positions past 3 are planned discounted, so no change by choice drafts more; a probe drafting
+    the most allowed at the batches running measures them. Where the acceptance holds up, the run is more than 5%
+    faster than holding k=3 (it held, before the probe); where it collapses past position 3, the probe is made and
+    costs under 2%: it drafts deeper only up to the batch running, and runs k=3 past it."""
+    t = parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 120,
+                     "profile": {**STRONG_DRAFTER_WORLD, "acceptance": acceptance},
+                     "deployment": {"model": "Qwen/Qwen3-30B-A3B"},
+                     "points": [{"qps": 2 * 11.94 * (0.55 - 0.45 * math.cos(math.pi * i / 240))} for i in range(240)]},
+                    "strong_drafter")  # fmt: skip
+    policy, hold = simulate(t, policy_controller(t)), simulate(t, lambda *_: 3)
+    assert policy["restarts"] >= 1
+    assert policy["mean_token_latency_ms"] <= bound * hold["mean_token_latency_ms"]
 
 
 def test_a_held_oracle_keeps_the_starting_setting_and_cannot_do_better() -> None:
