@@ -723,6 +723,20 @@ def test_a_k_whose_later_positions_were_never_measured_probes_them() -> None:
     assert at(replace(state, last_explore=now - ACCEPTANCE_HALF_LIFE_S - 60)).to_k == probe.to_k
 
 
+def test_from_k1_a_probe_hopes_the_positions_past_it_fall_as_the_priors_do() -> None:
+    """Seed 5's world 4 from k=1 (8B on an H100, a load ramping to 21 req/s per replica), its first window: one
+    position measured, 0.58. Extrapolated as if tokens were accepted independently (0.58, 0.33, 0.19, ...),
+    drafting more gains too little to probe, and k=1 held the whole run at 8.29 ms per token where static k=4 gives
+    5.93 (the world's acceptance falls 0.8 per position). Hoped to fall as the prior's does (0.73 per position), a
+    probe drafting 8 up to a little past the batch running, k=1 beyond, promises 19%, though the schedule the plans
+    rank best is held by the hysteresis band: taken (6.27 ms for the run)."""
+    running, state, o, now = saved_window("k1_slow_decay_first")
+    d = decide(o, state, TRACE_SETTINGS, ROLLOUT, prior_profile("meta-llama/Llama-3.1-8B-Instruct"), running, now,
+               schedules=True)  # fmt: skip
+    assert d.action == SET_K and "probe of the acceptance" in d.reason, d.reason
+    assert k_at(d.to_k, 1) == 8 and k_at(d.to_k, 64) == 1, d.to_k  # type: ignore[arg-type]
+
+
 def test_a_probe_drafts_up_to_the_batch_measured_and_none_is_made_near_the_cap() -> None:
     """The probe's edge sits a little past the batch the window measured, not the model's: at 20 req/s per replica
     the prior puts off at a batch of about 60, but a prefill-heavy world runs it at 120, where an edge at 66 would

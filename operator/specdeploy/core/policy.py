@@ -331,6 +331,24 @@ def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profi
     return out, min(len(measured), upto)
 
 
+def hoped_acceptance(state: PolicyState, now: float, upto: int, prior: Profile) -> list[float]:
+    """p_1..p_upto as a probe hopes to find them: the positions measured as measured (aged), the rest extrapolated
+    undiscounted, each at the larger of the last measured ratio and the prior's own there (from one measured
+    position the extrapolation's ratio is that position, as if tokens were accepted independently: 0.46, 0.21,
+    0.10 where drafters run more like the prior's 0.73 per position); the prior's own while nothing was measured."""
+    p, _ = effective_acceptance(state, now, upto, prior)
+    measured = min(len(state.acceptance), upto)
+    if not measured:
+        return [x / EXTRAPOLATION_DISCOUNT for x in p]
+    hoped = p[:measured]
+    last = hoped[-1] / hoped[-2] if measured >= 2 and hoped[-2] > 0 else hoped[-1]
+    shape = extend_acceptance(prior.acceptance, upto)
+    for i in range(measured, upto):
+        ratio = shape[i] / shape[i - 1] if shape[i - 1] > 0 else last
+        hoped.append(hoped[-1] * min(1.0, max(last, ratio)))
+    return hoped
+
+
 def predict_ms(prof: Profile, qps: float, k: int, p: list[float]) -> float:
     """Per-token latency at per-replica load ``qps`` for draft length k; saturation counts heavily."""
     ss = steady_state(replace(prof, acceptance=tuple(p) or prof.acceptance), qps, k, p if k else [])
@@ -567,7 +585,9 @@ def decide(
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
     dear = _dear(model, profile)
     unpriced = _compute_unmeasured(profile, dear, st, samples)
-    pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules, unpriced)
+    hoped = hoped_acceptance(st, now, settings.max_tokens, profile)
+    pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules, unpriced,
+                   hoped)  # fmt: skip
     return gate(pred, st, load, settings, rollout, model, dear, current_k, now)
 
 
@@ -689,6 +709,7 @@ def predict(
     now: float,
     schedules: bool = False,
     unpriced: bool = False,
+    hoped: list[float] | None = None,
 ) -> Prediction:
     """Stage 3: every candidate's per-token latency (:func:`_latencies`: at the forecast load, and where a rising load
     is headed) and horizon cost, and the best feasible.
@@ -696,7 +717,8 @@ def predict(
     (:func:`effective_acceptance`). Candidates: speculation off (if allowed), every k within bounds, the running
     setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
     there (:func:`~.model.best_schedule`; ``unpriced``, for an MoE whose compute past its known tokens per step no
-    window measured (:func:`_compute_unmeasured`), fastest with that compute ``dear``, :func:`_dear`). Each
+    window measured (:func:`_compute_unmeasured`), fastest with that compute ``dear``, :func:`_dear`), and a probe
+    of the positions no window measured, hoping for ``hoped`` (:func:`hoped_acceptance`; :func:`_probe`). Each
     prediction is corrected by the model's error on the running setting this window (:func:`_corrected`). With a
     schedule at hand, a k beyond the positions measured is tried only inside one, never as a static setting. At equal
     cost a schedule wins: it meets a change of load without a restart."""
@@ -727,7 +749,7 @@ def predict(
     feasible = sorted(feasible, key=_ranked(horizon, latency))
     best = feasible[0]
     probe = probe if probe in feasible else None
-    hope = 0.0 if probe is None else _probe_hope(profile, q, p, len(st.acceptance), current_k, probe)
+    hope = 0.0 if probe is None else _probe_hope(profile, q, p, hoped or p, current_k, probe)
     gain = _gain(horizon, current_k, best)
     return Prediction(p, measured_len, latency, horizon, feasible, best, gain, probe, hope, unpriced)
 
@@ -812,11 +834,11 @@ def _compute_unmeasured(prior: Profile, dear: Profile, st: PolicyState, samples:
     return share is not None and share < UNREAD_SHARE and not compute_measured(dear, samples)
 
 
-def _probe_hope(profile: Profile, q: float, p: list[float], measured: int, current_k: Setting, probe: Setting) -> float:
-    """What the probe would gain over what runs at the load ``q``, relative, with the positions never measured (past
-    the first ``measured``; all of them while nothing was) as extrapolated, undiscounted (:func:`effective_acceptance`
-    discounts them)."""
-    hoped = [x / EXTRAPOLATION_DISCOUNT if i >= measured else x for i, x in enumerate(p)]
+def _probe_hope(
+    profile: Profile, q: float, p: list[float], hoped: list[float], current_k: Setting, probe: Setting
+) -> float:
+    """What the probe would gain over what runs at the load ``q``, relative, with the acceptance it hopes to find
+    (:func:`hoped_acceptance`; the plans, ``p``, discount what no window measured)."""
     here = predict_ms(profile, q, current_k, upto(p, current_k))
     there = predict_ms(replace(profile, acceptance=tuple(hoped)), q, probe, upto(hoped, probe))
     return (here - there) / here
@@ -917,7 +939,9 @@ def gate(
     # against a setting serving without a queue, does not force anything.
     forced = current_k not in pred.feasible and (load.queued or load.rise > 0)
     target, headroom, probing = (
-        (pred.best, None, False) if forced else _by_choice(pred, st, load, profile, dear, rollout, current_k, now)
+        (pred.best, None, False)
+        if forced
+        else _by_choice(pred, st, load, profile, dear, rollout, current_k, now, settings.hysteresis)
     )
     cur, forecast, gain = pred.latency_ms[current_k], load.forecast, round(_gain(pred.horizon_ms, current_k, target), 4)
     # Moving to a k beyond the positions measured is a bet; a schedule bets only at the small batches of a low
@@ -973,20 +997,22 @@ def _by_choice(
     rollout: Rollout,
     current_k: Setting,
     now: float,
+    hysteresis: float,
 ) -> tuple[Setting, str | None, bool]:
     """The setting to move to by choice, what it buys beyond its latency now (headroom, or a probe), and whether it
     is a probe. The best setting whose gain does not rest on compute no window measured (:func:`_surest`); a
     schedule as fast now, for what it buys ahead of the load (:func:`_headroom`; also when what runs ranks first by
-    a rounding: a change costs a little even when it gains nothing now); else a probe of the acceptance
-    (:func:`_probe`; one per :data:`EXPLORE_EVERY_S`) if what it has not measured, undiscounted, promises
-    :data:`EXPLORE_MIN_UPSIDE` (:func:`_probe_hope`)."""
+    a rounding: a change costs a little even when it gains nothing now); else, where that best gains no more than
+    the ``hysteresis`` band (it would not be taken), a probe of the acceptance (:func:`_probe`; one per
+    :data:`EXPLORE_EVERY_S`) if what it hopes to find promises :data:`EXPLORE_MIN_UPSIDE` (:func:`_probe_hope`)."""
     target = _surest(pred, st, load, profile, dear, current_k)
     option = target if target != current_k else _roomier(pred, current_k)
     headroom = None if option is None else _headroom(pred, load, profile, dear, rollout, current_k, option)
     if headroom and option is not None:
         return option, headroom, False
     explored = _explored_recently(st, now)
-    if target == current_k and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
+    held = pred.latency_ms[target] >= (1 - hysteresis) * pred.latency_ms[current_k]
+    if held and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
         hoped = "with the prior's" if current_k == 0 else f"as extrapolated past position {current_k}"
         return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster {hoped})", True
     return target, None, False
