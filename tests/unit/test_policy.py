@@ -43,6 +43,7 @@ from specdeploy.core.policy import (
     _unpaid,
     as_setting,
     decide,
+    hoped_acceptance,
     learn,
     new_share,
     restart_cost_seconds,
@@ -721,6 +722,18 @@ def test_a_k_whose_later_positions_were_never_measured_probes_them() -> None:
     assert k_at(probe.to_k, 1) == 8 and k_at(probe.to_k, 256) == 3, probe.to_k  # type: ignore[arg-type]
     assert at(replace(state, last_explore=now - 60)).action == KEEP
     assert at(replace(state, last_explore=now - ACCEPTANCE_HALF_LIFE_S - 60)).to_k == probe.to_k
+
+
+def test_a_probe_hopes_each_position_falls_at_the_larger_of_the_measured_and_the_priors_ratio() -> None:
+    """One position measured: the next ones fall as the prior's do (0.55 / 0.75 per position for the second), not
+    at 0.6 as if tokens were accepted independently. Three measured, falling 0.9 per position: at 0.9, more than
+    the prior's. Nothing measured: the prior's acceptance as it is."""
+    one = hoped_acceptance(PolicyState(acceptance=[0.6], acceptance_time=T0), T0, 4, PROFILE)
+    assert one[0] == pytest.approx(0.6) and one[1] == pytest.approx(0.6 * P[1] / P[0])
+    assert one[3] == pytest.approx(0.6 * P[3] / P[0])
+    three = hoped_acceptance(PolicyState(acceptance=[0.8, 0.72, 0.648], acceptance_time=T0), T0, 5, PROFILE)
+    assert three[3:] == pytest.approx([0.648 * 0.9, 0.648 * 0.81])
+    assert hoped_acceptance(PolicyState(), T0, 3, PROFILE) == pytest.approx(P[:3])
 
 
 def test_from_k1_a_probe_hopes_the_positions_past_it_fall_as_the_priors_do() -> None:
