@@ -692,7 +692,7 @@ class Prediction:
     best: Setting
     gain: float  # horizon cost the best setting saves over the current one, relative (1: the current cannot serve)
     probe: Setting | None = None  # a cheap way to measure acceptance positions no window measured (:func:`_probe`)
-    probe_hope: float = 0.0  # what the probe would gain over what runs, those positions undiscounted, relative
+    probe_hope: float = 0.0  # what the probe would gain over what runs, relative, as hoped (:func:`hoped_acceptance`)
     unpriced: bool = False  # the compute past an MoE's known tokens per step is unmeasured: planned dear
 
 
