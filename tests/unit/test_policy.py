@@ -43,6 +43,7 @@ from specdeploy.core.policy import (
     _unpaid,
     as_setting,
     decide,
+    effective_acceptance,
     hoped_acceptance,
     learn,
     new_share,
@@ -728,12 +729,16 @@ def test_a_probe_hopes_each_position_falls_at_the_larger_of_the_measured_and_the
     """One position measured: the next ones fall as the prior's do (0.55 / 0.75 per position for the second), not
     at 0.6 as if tokens were accepted independently. Three measured, falling 0.9 per position: at 0.9, more than
     the prior's. Nothing measured: the prior's acceptance as it is."""
-    one = hoped_acceptance(PolicyState(acceptance=[0.6], acceptance_time=T0), T0, 4, PROFILE)
+
+    def hoped(state: PolicyState, upto: int) -> list[float]:
+        return hoped_acceptance(state, effective_acceptance(state, T0, upto, PROFILE)[0], PROFILE)
+
+    one = hoped(PolicyState(acceptance=[0.6], acceptance_time=T0), 4)
     assert one[0] == pytest.approx(0.6) and one[1] == pytest.approx(0.6 * P[1] / P[0])
     assert one[3] == pytest.approx(0.6 * P[3] / P[0])
-    three = hoped_acceptance(PolicyState(acceptance=[0.8, 0.72, 0.648], acceptance_time=T0), T0, 5, PROFILE)
+    three = hoped(PolicyState(acceptance=[0.8, 0.72, 0.648], acceptance_time=T0), 5)
     assert three[3:] == pytest.approx([0.648 * 0.9, 0.648 * 0.81])
-    assert hoped_acceptance(PolicyState(), T0, 3, PROFILE) == pytest.approx(P[:3])
+    assert hoped(PolicyState(), 3) == pytest.approx(P[:3])
 
 
 def test_from_k1_a_probe_hopes_the_positions_past_it_fall_as_the_priors_do() -> None:

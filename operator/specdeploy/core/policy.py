@@ -331,12 +331,13 @@ def effective_acceptance(state: PolicyState, now: float, upto: int, prior: Profi
     return out, min(len(measured), upto)
 
 
-def hoped_acceptance(state: PolicyState, now: float, upto: int, prior: Profile) -> list[float]:
-    """p_1..p_upto as a probe hopes to find them: the positions measured as measured (aged), the rest extrapolated
-    undiscounted, each at the larger of the last measured ratio and the prior's own there (from one measured
-    position the extrapolation's ratio is that position, as if tokens were accepted independently: 0.46, 0.21,
-    0.10 where drafters run more like the prior's 0.73 per position); the prior's own while nothing was measured."""
-    p, _ = effective_acceptance(state, now, upto, prior)
+def hoped_acceptance(state: PolicyState, p: list[float], prior: Profile) -> list[float]:
+    """The acceptance ``p`` the plans use (:func:`effective_acceptance`) as a probe hopes to find it: the positions
+    ``state`` measured as measured (aged), the rest extrapolated undiscounted, each at the larger of the last
+    measured ratio and the prior's own there (from one measured position the extrapolation's ratio is that
+    position, as if tokens were accepted independently: 0.46, 0.21, 0.10 where drafters run more like the prior's
+    0.73 per position); the prior's own while nothing was measured."""
+    upto = len(p)
     measured = min(len(state.acceptance), upto)
     if not measured:
         return [x / EXTRAPOLATION_DISCOUNT for x in p]
@@ -585,7 +586,7 @@ def decide(
     model = learned_profile(replace(profile, acceptance=tuple(accepted[0])), samples, capacity, now)
     dear = _dear(model, profile)
     unpriced = _compute_unmeasured(profile, dear, st, samples)
-    hoped = hoped_acceptance(st, now, settings.max_tokens, profile)
+    hoped = hoped_acceptance(st, accepted[0], profile)
     pred = predict(st, accepted, load, waiting, settings, rollout, model, dear, current_k, now, schedules, unpriced,
                    hoped)  # fmt: skip
     return gate(pred, st, load, settings, rollout, model, dear, current_k, now)
