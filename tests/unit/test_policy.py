@@ -725,6 +725,24 @@ def test_a_k_whose_later_positions_were_never_measured_probes_them() -> None:
     assert at(replace(state, last_explore=now - ACCEPTANCE_HALF_LIFE_S - 60)).to_k == probe.to_k
 
 
+def test_no_probe_is_made_into_a_rollout_that_may_not_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 11's world 6 (a 70B on TP4, 4000-token prompts) from off, its load at 100% of off's capacity: the probe
+    from off (k=1 up to a little past the batch running, off beyond) promised 55% with the prior's acceptance, and
+    a probe paid no restart, so it rolled out where the model's capacity is within 5% of the load: its queue never
+    drained, 231.6 ms per token where holding off gives 147.7. Its rollout must drain at two standard deviations of
+    the window's count (5.5%: 334 requests) above the load: held. Priced at the load itself, the same probe is made.
+    """
+    running, state, o, now = saved_window("off_probe_at_capacity")
+    prior = prior_profile("meta-llama/Llama-3.1-70B-Instruct", 4)
+
+    def at() -> Any:
+        return decide(o, state, TRACE_SETTINGS, ROLLOUT, prior, running, now, schedules=True)
+
+    assert at().action == KEEP, at().reason
+    monkeypatch.setattr(policy, "NOISE_Z", 0.0)
+    assert "probe of the acceptance" in at().reason, at().reason
+
+
 def test_a_probe_hopes_each_position_falls_at_the_larger_of_the_measured_and_the_priors_ratio() -> None:
     """One position measured: the next ones fall as the prior's do (0.55 / 0.75 per position for the second), not
     at 0.6 as if tokens were accepted independently. Three measured, falling 0.9 per position: at 0.9, more than

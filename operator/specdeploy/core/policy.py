@@ -374,6 +374,7 @@ class Load:
     measured_batch: float = 0.0  # ... at this batch (requests running)
     bursts: tuple[float, float] | None = None  # where bursts recur: the other load the horizon holds (the bursts',
     # or within one the calm's) and the share of time it takes
+    noise: float = 0.0  # the relative spread of this window's request count (1 / sqrt(requests counted))
 
 
 def _learn_load(
@@ -432,7 +433,7 @@ def _learn_load(
     forecast = max(ewma, significant) + waiting / max(settings.window_seconds, lead)
     expected = _expected_bursts(st, peak, forecast, hold, horizon, now)
     return st, Load(forecast=forecast, peak=peak, rise=max(0.0, slope), horizon=horizon, queued=queued,
-                    bursts=expected)  # fmt: skip
+                    bursts=expected, noise=noise)  # fmt: skip
 
 
 def _track_bursts(
@@ -719,10 +720,11 @@ def predict(
     setting, and, where vLLM can run one, the schedule drafting at each batch size the k the model finds fastest
     there (:func:`~.model.best_schedule`; ``unpriced``, for an MoE whose compute past its known tokens per step no
     window measured (:func:`_compute_unmeasured`), fastest with that compute ``dear``, :func:`_dear`), and a probe
-    of the positions no window measured, hoping for ``hoped`` (:func:`hoped_acceptance`; :func:`_probe`). Each
-    prediction is corrected by the model's error on the running setting this window (:func:`_corrected`). With a
-    schedule at hand, a k beyond the positions measured is tried only inside one, never as a static setting. At equal
-    cost a schedule wins: it meets a change of load without a restart."""
+    of the positions no window measured, hoping for ``hoped`` (:func:`hoped_acceptance`; :func:`_probe`), where
+    its rollout drains (:func:`_probe_drains`). Each prediction is corrected by the model's error on the running
+    setting this window (:func:`_corrected`). With a schedule at hand, a k beyond the positions measured is tried
+    only inside one, never as a static setting. At equal cost a schedule wins: it meets a change of load without a
+    restart."""
     p, measured_len = accepted
     # Past the tokens per step the prior knows or ENVELOPE_GROWTH times what the windows measured, a candidate drafts
     # at most ENVELOPE_STEP tokens more than what runs; under a measured queue, past what they measured, no more than
@@ -749,7 +751,7 @@ def predict(
     horizon = _horizons(profile, rollout, load, waiting, p, current_k, latency)
     feasible = sorted(feasible, key=_ranked(horizon, latency))
     best = feasible[0]
-    probe = probe if probe in feasible else None
+    probe = probe if probe in feasible and _probe_drains(profile, rollout, load, p, current_k, probe) else None
     hope = 0.0 if probe is None else _probe_hope(profile, q, p, hoped or p, current_k, probe)
     gain = _gain(horizon, current_k, best)
     return Prediction(p, measured_len, latency, horizon, feasible, best, gain, probe, hope, unpriced)
@@ -843,6 +845,19 @@ def _probe_hope(
     here = predict_ms(profile, q, current_k, upto(p, current_k))
     there = predict_ms(replace(profile, acceptance=tuple(hoped)), q, probe, upto(hoped, probe))
     return (here - there) / here
+
+
+def _probe_drains(
+    profile: Profile, rollout: Rollout, load: Load, p: list[float], current_k: Setting, probe: Setting
+) -> bool:
+    """Whether the probe's rollout queue drains, priced at :data:`NOISE_Z` standard deviations of the window's
+    request count above the forecast, not at :data:`ROLLOUT_MARGIN` as a change by choice is: past its edge the
+    probe runs what runs, whose steps the windows measured; what they leave unsettled is the load. (Near
+    capacity every restart loses what it does not serve: seed 11's world 6, a load at 100% of off's capacity,
+    paid 57% for a probe rolled out into it.)"""
+    return math.isfinite(
+        rollout_queue(profile, rollout, load.forecast * (1 + NOISE_Z * load.noise), p, current_k, probe)[0]
+    )
 
 
 def _probe(
