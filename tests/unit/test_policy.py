@@ -334,7 +334,19 @@ def test_a_draining_queue_is_not_load() -> None:
 def test_acceptance_drift_lowers_k() -> None:
     d = run(obs(8, 4, p=DRIFTED), 4, settled(4), settings=NARROW)
     assert d.action == SET_K and d.to_k < 4
-    assert d.state.acceptance == pytest.approx(DRIFTED[:4])
+    # the positions past k=4 a deeper setting measured are kept, no higher than position 4
+    assert d.state.acceptance == pytest.approx([*DRIFTED[:4], DRIFTED[3], DRIFTED[3]], abs=1e-5)
+
+
+def test_positions_past_the_k_running_keep_what_a_deeper_setting_measured() -> None:
+    """k=2 at 2 req/s per replica, after a deeper setting measured positions 3-6 (0.40, 0.29, 0.21, 0.15): a
+    window at k=2 keeps them, so k=5 is planned on them (13% faster) and taken. Dropped, as every window past the k
+    running used to drop them, k=4 looked 6% faster by the extrapolation discounted as unmeasured, not worth
+    exploring, and k=2 held: a deployment a rise of load had pushed to a small k did not come back."""
+    deeper = run(obs(2, 2), 2, settled(2))
+    assert deeper.action == SET_K and deeper.to_k == 5, deeper.reason
+    assert deeper.state.acceptance == pytest.approx(P[:6])
+    assert run(obs(2, 2), 2, replace(settled(2), acceptance=P[:2])).action == KEEP
 
 
 def test_exploration_upward_is_rare() -> None:
@@ -662,7 +674,8 @@ def test_an_moe_whose_compute_no_window_measured_hedges_at_light_load() -> None:
     o = replace(obs(2.0, 3), running=2 * ss.batch, itl_mean_s=ss.step_ms / 1000)
 
     def at(envelope: list[float] | None) -> Any:
-        return decide(o, replace(settled(3), envelope=envelope), SETTINGS, ROLLOUT, moe, 3, T0, schedules=True)
+        st = replace(settled(3), acceptance=P[:3], envelope=envelope)
+        return decide(o, st, SETTINGS, ROLLOUT, moe, 3, T0, schedules=True)
 
     hedge = at(None)
     assert hedge.action == SET_K and "more capacity at worst" in hedge.reason, hedge.reason
@@ -924,7 +937,7 @@ def test_positions_no_draft_of_a_window_reached_keep_what_was_measured_no_higher
     window = schedule_window(20, 2.0, 1.0, (0.7, 0.5, 0.0, 0.0, 0.0))
     st, _, _ = learn(window, before, SETTINGS, ROLLOUT, SCHEDULE, T0)
     assert st.acceptance[:2] == [0.7, 0.5]
-    assert st.acceptance[2:] == [min(x, 0.5) for x in P[2:5]]  # kept (P[2] = 0.40), capped; the 6th is not drafted
+    assert st.acceptance[2:] == [min(x, 0.5) for x in P[2:6]]  # kept (P[2] = 0.40), no higher than position 2
 
 
 def test_a_window_drafting_two_bands_k_is_a_sample_at_their_mean_and_no_capacity() -> None:

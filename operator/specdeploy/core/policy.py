@@ -5,9 +5,10 @@ What the policy does, per evaluation of one SpeculativeDeployment:
 1. **Trust only fresh, settled data.** No observation, fewer pods than expected, or a window that still
    overlaps the last rollout: keep, and say why.
 2. **Learn.** Per-position acceptance ``p_i`` is measured for every position the pods run (kept with its time,
-   so it survives turning speculation off, with confidence decaying as it ages). The step cost is fitted to the
-   windows' mean ITL (vLLM observes one step per request) at their batch, k and prompts, pulled toward the prior
-   (:mod:`.learn`): the load where speculation stops paying is measured, not configured.
+   so it survives turning speculation off, with confidence decaying as it ages; positions a shallower setting no
+   longer drafts keep what a deeper one measured). The step cost is fitted to the windows' mean ITL (vLLM
+   observes one step per request) at their batch, k and prompts, pulled toward the prior (:mod:`.learn`): the load
+   where speculation stops paying is measured, not configured.
 3. **Predict** the per-token latency (step / E(k), or queueing once the replica saturates) for speculation off
    and every k in ``[minTokens, maxTokens]`` at the forecast load (the higher of the recent mean and the last
    window, plus what draining the queue needs; offered load counts the queue's growth, since a saturated
@@ -654,10 +655,11 @@ def learn(
     counted = obs.request_rate * settings.window_seconds
     noise = 1 / math.sqrt(max(1.0, counted))
     if top_k(current_k) > 0 and (reached := obs.positions_measured) > 0:
-        # Positions the setting drafts that no draft of this window reached (a schedule's high bands, at a batch
-        # drafting less) keep what an earlier window measured, no higher than the last position reached.
+        # Positions no draft of this window reached (a schedule's high bands, at a batch drafting less; past the k
+        # running, what a deeper setting measured) keep what an earlier window measured, no higher than the last
+        # position reached.
         fresh = list(obs.per_position[:reached])
-        measured = [*fresh, *(min(x, fresh[-1]) for x in st.acceptance[reached : top_k(current_k)])]
+        measured = [*fresh, *(min(x, fresh[-1]) for x in st.acceptance[reached:])]
         st = replace(st, acceptance=[round(x, 5) for x in measured], acceptance_time=now)
     k = k_at(current_k, batch)  # a schedule drafts the k of the batch size running
     drafted = obs.drafted_per_step
