@@ -743,7 +743,7 @@ def test_no_probe_is_made_into_a_rollout_that_may_not_drain(monkeypatch: pytest.
     from off (k=1 up to a little past the batch running, off beyond) promised 55% with the prior's acceptance, and
     a probe paid no restart, so it rolled out where the model's capacity is within 5% of the load: its queue never
     drained, 231.6 ms per token where holding off gives 147.7. Its rollout must drain at two standard deviations of
-    the window's count (5.5%: 334 requests) above the load: held. Priced at the load itself, the same probe is made.
+    the window's count (5.6%: 316 requests) above the load: held. Priced at the load itself, the same probe is made.
     """
     running, state, o, now = saved_window("off_probe_at_capacity")
     prior = prior_profile("meta-llama/Llama-3.1-70B-Instruct", 4)
