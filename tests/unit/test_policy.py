@@ -887,6 +887,34 @@ def test_the_users_k_set_during_the_policys_rollout_wins_even_when_it_fails() ->
     assert "decisions" not in again
 
 
+def test_a_spec_that_changes_what_the_pods_run_forgets_what_was_learned_of_the_old_deployment() -> None:
+    """The drafter replaced: the acceptance, step costs and capacities measured with the old one would mislead the
+    plans for the new one, so they are forgotten and measured again, and the history says so; the load and the
+    restart budget stay (the traffic and the pods are the same). The user's k, the replicas or the adaptive
+    settings changed: nothing is forgotten; nor where the state predates the record of what it learned."""
+    deeper = settled(3, floors={"5": [25.0, T0 - 60]})  # what k=5 served, and the positions it measured
+    _, first = evaluate(validate_spec(SPEC), status(policy=deeper.to_dict()), obs(20, 3), NOW)
+    learned = first["policy"]
+    assert len(learned["acceptance"]) == 6 and set(learned["floors"]) == {"3", "5"} and learned["basis"]
+    later = datetime.fromtimestamp(T0 + 60, UTC)
+
+    def after(changed: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(validate_spec({**SPEC, **changed}), status(policy=learned), obs(20, 3), later)[1]
+
+    drafter = after({"speculator": {**SPEC["speculator"], "model": "another-drafter"}})
+    assert drafter["policy"]["acceptance"] == pytest.approx(P[:3], abs=1e-5)  # only what this window measured
+    assert set(drafter["policy"]["floors"]) == {"3"} and drafter["policy"]["basis"] != learned["basis"]
+    assert drafter["policy"]["load_qps"] is not None and drafter["decisions"][-1]["action"] == "relearn"
+    for same in ({"speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}}, {"replicas": 3},
+                 {"adaptive": {**SPEC["adaptive"], "maxTokens": 8}}):  # fmt: skip
+        kept = after(same)["policy"]
+        assert len(kept["acceptance"]) == 6 and set(kept["floors"]) == {"3", "5"}, same
+        assert kept["basis"] == learned["basis"], same
+    # a state kept before bases were (none recorded) is taken as this deployment's
+    unmarked = evaluate(validate_spec({**SPEC, "image": "another"}), status(policy=deeper.to_dict()), obs(20, 3), NOW)
+    assert len(unmarked[1]["policy"]["acceptance"]) == 6 and "decisions" not in unmarked[1]
+
+
 def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:
     spec = validate_spec(SPEC)
     _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)

@@ -405,7 +405,10 @@ class DecisionRecord(Model):
     """One policy decision, as kept in the bounded history in status."""
 
     time: str = Field(description="When (RFC 3339).")
-    action: str = Field(description="keep, set-k, turn-off, turn-on, rollback, or user-change (the spec's k won).")
+    action: str = Field(
+        description="keep, set-k, turn-off, turn-on, rollback, user-change (the spec's k won), or relearn (the spec "
+        "changed what the pods run: what the policy had measured of them is forgotten)."
+    )
     from_k: int | None = Field(None, description="k before.")
     to_k: int | None = Field(None, description="k decided (the largest k of a schedule).")
     setting: str | None = Field(None, description="The setting decided: k, or a schedule as k@first batch size.")

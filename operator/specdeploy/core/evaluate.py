@@ -7,6 +7,8 @@ rolling restart. ``Recommend`` writes the recommendation only; ``Off`` writes me
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -26,12 +28,38 @@ from ..api import (
 )
 from .model import schedule_label, top_k
 from .observation import NoData, Observation
-from .policy import KEEP, USER_CHANGE, Decision, PolicyState, Rollout, budget_left, decide, label, rollback
+from .policy import (
+    KEEP,
+    RELEARN,
+    USER_CHANGE,
+    Decision,
+    PolicyState,
+    Rollout,
+    budget_left,
+    decide,
+    for_deployment,
+    label,
+    rollback,
+)
 from .prior import prior_of_spec
 from .reconcile import Phase, recorded_setting
 from .status import as_patch, condition, merge, transition_time
 
 HISTORY = 10  # decisions kept in status
+# The spec fields what the policy learns depends on: a change of any of them runs another model, drafter, vLLM,
+# GPU or argument, whose acceptance and costs must be measured again. Not the k and the schedule (the policy's own
+# knob, which the user may set too), nor the name served, replicas, the rollout or the adaptive settings (the
+# policy's figures are per replica, and its settings are how it plans, not what it measured).
+LEARNED_OF = frozenset(
+    {"target", "speculator", "image", "resources", "node_selector", "env", "extra_args", "simulation"}
+)
+NOT_LEARNED_OF = {"speculator": {"num_speculative_tokens", "schedule"}, "target": {"served_model_name"}}
+
+
+def learned_basis(spec: SpeculativeDeploymentSpec) -> str:
+    """A digest of the spec fields what the policy learns depends on (:data:`LEARNED_OF`)."""
+    fields = spec.model_dump(mode="json", include=set(LEARNED_OF), exclude=NOT_LEARNED_OF)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _int_or_percent(value: int | str, replicas: int, round_up: bool) -> int:
@@ -102,7 +130,9 @@ def evaluate(
     settings = spec.adaptive
     if settings.mode == AdaptiveMode.OFF or spec.speculator is None or spec.short_form:
         return None, as_patch(out)
-    decision = _decide(spec, status, obs, now)
+    before = PolicyState.from_dict(status.get("policy"))
+    state = for_deployment(before, learned_basis(spec))
+    decision = _decide(spec, status, state, obs, now)
     ts, k = now.timestamp(), int(status.get("k") or 0)
     out.policy = decision.state.to_dict()
     to = decision.to_k
@@ -113,7 +143,7 @@ def evaluate(
         out.k = top_k(to)
         out.schedule = None if isinstance(to, int) else schedule_label(to)
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
-    entries = [] if (user := _user_change(status, now)) is None else [user]
+    entries = [e for e in (_user_change(status, now), _relearned(before, state, status, now)) if e is not None]
     if decision.action != KEEP:
         entries.append(
             DecisionRecord(
@@ -154,6 +184,24 @@ def _user_change(status: dict[str, Any], now: datetime) -> DecisionRecord | None
     )
 
 
+def _relearned(before: PolicyState, state: PolicyState, status: dict[str, Any], now: datetime) -> DecisionRecord | None:
+    """The history's record that the spec changed what the pods run, and what the policy learned of the old
+    deployment was forgotten (:func:`~.policy.for_deployment`)."""
+    if before.basis is None or before.basis == state.basis:
+        return None
+    running = recorded_setting(status) or 0
+    return DecisionRecord(
+        time=now_iso(now),
+        action=RELEARN,
+        from_k=top_k(running),
+        to_k=top_k(running),
+        setting=schedule_label(running),
+        reason="the spec changed what the pods run (model, speculator, image, GPUs, environment or vLLM arguments):"
+        " what was measured of the deployment before is forgotten, and learned again",
+        applied=True,
+    )
+
+
 def _metrics_condition(old: list[dict[str, Any]], obs: Observation | NoData, now: datetime, gen: int) -> Condition:
     if isinstance(obs, NoData):
         return condition(old, ConditionType.METRICS_AVAILABLE, False, Reason.NO_METRICS, obs.reason, now, gen)
@@ -162,11 +210,15 @@ def _metrics_condition(old: list[dict[str, Any]], obs: Observation | NoData, now
 
 
 def _decide(
-    spec: SpeculativeDeploymentSpec, status: dict[str, Any], obs: Observation | NoData, now: datetime
+    spec: SpeculativeDeploymentSpec,
+    status: dict[str, Any],
+    state: PolicyState,
+    obs: Observation | NoData,
+    now: datetime,
 ) -> Decision:
     """A rollback after a failed rollout of the policy's own change (not of a setting the user has since put in
     its place: that one is the user's to fix, and Degraded says why), else the policy's decision."""
-    state, ts = PolicyState.from_dict(status.get("policy")), now.timestamp()
+    ts = now.timestamp()
     if status.get("rollout") == Phase.FAILED and state.k == (recorded_setting(status) or 0):
         back = rollback(state, ts, "new pods did not become ready before the progress deadline")
         if back is not None:

@@ -78,6 +78,7 @@ from .observation import NoData, Observation
 
 KEEP, SET_K, TURN_OFF, TURN_ON, ROLLBACK = "keep", "set-k", "turn-off", "turn-on", "rollback"
 USER_CHANGE = "user-change"  # not the policy's: the history's record that the user's spec replaced its setting
+RELEARN = "relearn"  # not the policy's: the history's record that the spec changed what the pods run
 HOUR_S = 3600.0  # the restart budget's window (spec.adaptive.maxRestartsPerHour)
 
 # Tuned constants. Each was set on the shipped traces (hack/bench_policy.py) and pinned by a test in
@@ -160,6 +161,7 @@ class PolicyState:
     burst_base: float | None = None  # the load a burst under way jumped from (None between bursts)
     burst_spans: list[float] = field(default_factory=list)  # how long the last bursts lasted, seconds (newest last)
     failed: dict[str, float] = field(default_factory=dict)  # setting label -> when its rollout failed
+    basis: str | None = None  # what the pods run, as a digest of the spec (evaluate.learned_basis): what it learned
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -174,6 +176,18 @@ class PolicyState:
         """All fields, None included: status is written by JSON merge patch, where null deletes a key and a
         missing key would keep a stale value."""
         return asdict(self)
+
+
+def for_deployment(state: PolicyState, basis: str) -> PolicyState:
+    """The state for the deployment ``basis`` describes. Another than the one the state learned (the spec changed
+    the model, speculator, image, GPUs or vLLM arguments): what was measured of that one (acceptance, costs,
+    capacities, the envelope, failed rollouts, the last exploration) is forgotten, as it would mislead the plans
+    for this one; the load, the setting running and the restart budget stay (the traffic and the pods are the
+    same). A state from before bases were kept is taken as this deployment's."""
+    if state.basis in (None, basis):
+        return replace(state, basis=basis)
+    return replace(state, basis=basis, acceptance=[], acceptance_time=None, samples=[], floors={}, ceilings={},
+                   envelope=None, failed={}, last_explore=None)  # fmt: skip
 
 
 def as_setting(raw: int | list[list[int]] | Schedule) -> Setting:
