@@ -207,6 +207,40 @@ def test_speculation_stops_under_load_resumes_when_it_falls_and_survives_prometh
     assert api.apps.read_namespaced_deployment(NAME, namespace).metadata.generation == generation
 
 
+def test_a_new_drafter_is_measured_afresh(
+    api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
+) -> None:
+    """The user replaces the drafter (a new spec.speculator.model): the pods roll, what the policy measured with
+    the old drafter is forgotten, the history says so, and the new drafter's acceptance is measured on its pods."""
+    load.set(namespace, NAME, LOW)
+    kubectl_apply(resource(), namespace)
+
+    def learned() -> dict[str, Any] | None:
+        policy = status(api, namespace).get("policy") or {}
+        return policy if policy.get("acceptance") and policy.get("basis") else None
+
+    old = wait_for(learned, timeout=120, interval=1, what="the first drafter's acceptance learned")
+    assert old["acceptance"][0] == pytest.approx(0.75, abs=0.1)
+    kubectl("patch", "sd", NAME, "-n", namespace, "--type=merge",
+            "-p", '{"spec":{"speculator":{"model":"example/another-drafter"}}}')  # fmt: skip
+    load.set(namespace, NAME, LOW, acceptance=[0.45, 0.3, 0.2, 0.13, 0.09, 0.06, 0.04, 0.03])
+
+    def recorded() -> dict[str, Any] | None:
+        s = status(api, namespace)
+        return s if any(d["action"] == "relearn" for d in s.get("decisions", [])) else None
+
+    st = wait_for(recorded, timeout=60, interval=1, what="the relearn in the history")
+    assert st["policy"]["basis"] != old["basis"]
+
+    def relearned() -> dict[str, Any] | None:
+        s = status(api, namespace)
+        policy = s.get("policy") or {}
+        return policy if s.get("rollout") == "Complete" and (policy.get("acceptance") or [1])[0] < 0.6 else None
+
+    new = wait_for(relearned, timeout=120, interval=1, what="the new drafter's acceptance learned")
+    assert new["acceptance"][0] == pytest.approx(0.45, abs=0.1) and new["basis"] == st["policy"]["basis"]
+
+
 def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
     api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad
 ) -> None:
