@@ -143,7 +143,7 @@ def evaluate(
         out.k = top_k(to)
         out.schedule = None if isinstance(to, int) else schedule_label(to)
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
-    entries = [e for e in (_user_change(status, now), _relearned(before, state, status, now)) if e is not None]
+    entries = [e for e in (_user_change(before, status, now), _relearned(before, state, status, now)) if e is not None]
     if decision.action != KEEP:
         entries.append(
             DecisionRecord(
@@ -163,10 +163,10 @@ def evaluate(
     return decision, as_patch(out)
 
 
-def _user_change(status: dict[str, Any], now: datetime) -> DecisionRecord | None:
-    """The setting running is not the one the policy last chose or adopted: the user changed the spec (in the
-    middle of the policy's own rollout, perhaps). The history says so; the policy adopts it as a new setting."""
-    state = PolicyState.from_dict(status.get("policy"))
+def _user_change(state: PolicyState, status: dict[str, Any], now: datetime) -> DecisionRecord | None:
+    """The setting running is not the one the policy last chose or adopted (``state``, as status kept it): the
+    user changed the spec (in the middle of the policy's own rollout, perhaps). The history says so; the policy
+    adopts it as a new setting."""
     running = recorded_setting(status) or 0
     if state.k is None or state.k == running:
         return None
