@@ -872,7 +872,7 @@ def _probe_drains(
     capacity every restart loses what it does not serve: seed 11's world 6, a load at 100% of off's capacity,
     paid 57% for a probe rolled out into it.)"""
     return math.isfinite(
-        rollout_queue(profile, rollout, load.forecast * (1 + NOISE_Z * load.noise), p, current_k, probe)[0]
+        rollout_overload_ms(profile, rollout, load.forecast * (1 + NOISE_Z * load.noise), p, current_k, probe)
     )
 
 
