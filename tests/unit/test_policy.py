@@ -52,6 +52,7 @@ from specdeploy.core.policy import (
     steady_cost_ms,
 )
 from specdeploy.core.prior import prior_profile
+from specdeploy.core.render import DEFAULT_SITE, Site
 
 from ..conftest import ROOT
 
@@ -419,17 +420,17 @@ def status(k: int = 3, **extra: Any) -> dict[str, Any]:
 def test_recommend_never_acts_and_auto_does() -> None:
     hot = obs(27.3, 3, waiting=60)
     rec = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Recommend"}})
-    decision, patch = evaluate(rec, status(policy=settled(3).to_dict()), hot, NOW)
+    decision, patch = evaluate(rec, status(policy=settled(3).to_dict()), hot, NOW, DEFAULT_SITE)
     assert decision is not None and decision.changes_k
     assert "k" not in patch and patch["recommendedK"] == top_k(decision.to_k)
     assert patch["decisions"][-1]["applied"] is False
     auto = validate_spec(SPEC)
-    decision, patch = evaluate(auto, status(policy=settled(3).to_dict()), hot, NOW)
+    decision, patch = evaluate(auto, status(policy=settled(3).to_dict()), hot, NOW, DEFAULT_SITE)
     assert patch["k"] == top_k(decision.to_k) and patch["decisions"][-1]["applied"] is True
     # An eagle3 deployment can run vLLM's per-batch-size k: the policy's schedule goes to status with its k.
     assert patch["schedule"] == schedule_label(decision.to_k) and patch["decisions"][-1]["setting"] == patch["schedule"]
     off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
-    decision, patch = evaluate(off, status(), hot, NOW)
+    decision, patch = evaluate(off, status(), hot, NOW, DEFAULT_SITE)
     assert decision is None and "k" not in patch and patch["metrics"]["requestRate"] > 0
 
 
@@ -446,18 +447,18 @@ def test_kubectl_columns_are_rounded_and_status_keeps_precision() -> None:
 
 def test_a_restarted_operator_resumes_without_repeating_a_restart() -> None:
     spec = validate_spec(SPEC)
-    _, first = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    _, first = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW, DEFAULT_SITE)
     assert "k" in first
     # The operator restarts: all it has is status. The rollout has completed; load is unchanged.
     persisted = status(k=first["k"], policy=first["policy"], decisions=first["decisions"])
     later = datetime.fromtimestamp(T0 + 120, UTC)
-    decision, patch = evaluate(spec, persisted, obs(27.3, first["k"]), later)
+    decision, patch = evaluate(spec, persisted, obs(27.3, first["k"]), later, DEFAULT_SITE)
     assert "k" not in patch and decision is not None and decision.action == KEEP
     assert patch["restartBudgetRemaining"] == 1
 
 
 def test_metrics_unavailable_condition() -> None:
-    _, patch = evaluate(validate_spec(SPEC), status(), NoData("Prometheus down"), NOW)
+    _, patch = evaluate(validate_spec(SPEC), status(), NoData("Prometheus down"), NOW, DEFAULT_SITE)
     cond = next(c for c in patch["conditions"] if c["type"] == "MetricsAvailable")
     assert cond["status"] == "False" and cond["message"] == "Prometheus down"
     assert "k" not in patch
@@ -870,58 +871,71 @@ def test_a_growing_queue_is_left_even_where_the_model_says_the_setting_serves() 
 
 def test_the_users_k_set_during_the_policys_rollout_wins_even_when_it_fails() -> None:
     spec = validate_spec(SPEC)
-    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW, DEFAULT_SITE)
     assert change["decisions"][-1]["applied"] and change["policy"]["pending_from"] == 3
     # Mid-rollout the user sets k=5 in the spec: the reconcile pass records it in status; its pods then fail.
     user = validate_spec({**SPEC, "speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}})
     failed = {**status(k=5, policy=change["policy"], decisions=change["decisions"]), "specK": 5, "rollout": "Failed"}
     later = datetime.fromtimestamp(T0 + 60, UTC)
-    decision, patch = evaluate(user, failed, obs(27.3, 5), later)
+    decision, patch = evaluate(user, failed, obs(27.3, 5), later, DEFAULT_SITE)
     assert decision is not None and decision.action == KEEP and "k" not in patch  # no rollback over the user's k
     record = patch["decisions"][-1]
     assert record["action"] == "user-change" and record["toK"] == 5 and "still rolling out" in record["reason"]
     assert patch["policy"]["k"] == 5 and patch["policy"]["pending_from"] is None
     # Once adopted it is not recorded again.
     _, again = evaluate(user, {**failed, "policy": patch["policy"], "decisions": patch["decisions"]}, obs(27.3, 5),
-                        later)  # fmt: skip
+                        later, DEFAULT_SITE)  # fmt: skip
     assert "decisions" not in again
 
 
-def test_a_spec_that_changes_what_the_pods_run_forgets_what_was_learned_of_the_old_deployment() -> None:
-    """The drafter replaced: the acceptance, step costs and capacities measured with the old one would mislead the
-    plans for the new one, so they are forgotten and measured again, and the history says so; the load and the
-    restart budget stay (the traffic and the pods are the same). The user's k, the replicas or the adaptive
-    settings changed: nothing is forgotten; nor where the state predates the record of what it learned."""
+def test_a_change_of_what_the_pods_run_forgets_what_was_learned_of_the_old_deployment() -> None:
+    """The drafter replaced, vLLM upgraded by the operator's default image, the pods moved to other nodes: the
+    acceptance, step costs and capacities measured before would mislead the plans, so they are forgotten and
+    measured again, and the history says so; the load and the restart budget stay (the traffic and the replicas
+    are the same). The user's k, the port, the name served, the replicas or the adaptive settings changed: nothing
+    is forgotten; nor where the state predates the record of what it learned, nor for ``recommend`` (no site)."""
     deeper = settled(3, floors={"5": [25.0, T0 - 60]})  # what k=5 served, and the positions it measured
-    _, first = evaluate(validate_spec(SPEC), status(policy=deeper.to_dict()), obs(20, 3), NOW)
+    _, first = evaluate(validate_spec(SPEC), status(policy=deeper.to_dict()), obs(20, 3), NOW, DEFAULT_SITE)
     learned = first["policy"]
     assert len(learned["acceptance"]) == 6 and set(learned["floors"]) == {"3", "5"} and learned["basis"]
     later = datetime.fromtimestamp(T0 + 60, UTC)
 
-    def after(changed: dict[str, Any]) -> dict[str, Any]:
-        return evaluate(validate_spec({**SPEC, **changed}), status(policy=learned), obs(20, 3), later)[1]
+    def after(changed: dict[str, Any], site: Site | None = DEFAULT_SITE) -> dict[str, Any]:
+        return evaluate(validate_spec({**SPEC, **changed}), status(policy=learned), obs(20, 3), later, site)[1]
 
+    upgraded = replace(DEFAULT_SITE, vllm_image="vllm/vllm-openai:v0.34.0")
     drafter = after({"speculator": {**SPEC["speculator"], "model": "another-drafter"}})
-    assert drafter["policy"]["acceptance"] == pytest.approx(P[:3], abs=1e-5)  # only what this window measured
-    assert set(drafter["policy"]["floors"]) == {"3"} and drafter["policy"]["basis"] != learned["basis"]
-    assert drafter["policy"]["load_qps"] is not None and drafter["decisions"][-1]["action"] == "relearn"
-    for same in ({"speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}}, {"replicas": 3},
-                 {"adaptive": {**SPEC["adaptive"], "maxTokens": 8}}):  # fmt: skip
-        kept = after(same)["policy"]
+    for other in (
+        drafter,
+        after({}, upgraded),
+        after({"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}),
+    ):
+        assert other["policy"]["acceptance"] == pytest.approx(P[:3], abs=1e-5)  # only what this window measured
+        assert set(other["policy"]["floors"]) == {"3"} and other["policy"]["basis"] != learned["basis"]
+        assert other["policy"]["load_qps"] is not None and other["decisions"][-1]["action"] == "relearn"
+    for same, site in (({"speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}}, DEFAULT_SITE),
+                       ({"replicas": 3, "service": {"port": 9000}}, DEFAULT_SITE),
+                       ({"target": {**SPEC["target"], "servedModelName": "chat"}}, DEFAULT_SITE),
+                       ({"adaptive": {**SPEC["adaptive"], "maxTokens": 8}}, DEFAULT_SITE),
+                       ({"image": "mine"}, None),  # recommend: the operator's images unknown, nothing judged
+                       ({"image": DEFAULT_SITE.vllm_image}, upgraded)):  # fmt: skip  # the spec's image wins
+        kept = after({**same}, site)["policy"]
         assert len(kept["acceptance"]) == 6 and set(kept["floors"]) == {"3", "5"}, same
         assert kept["basis"] == learned["basis"], same
     # a state kept before bases were (none recorded) is taken as this deployment's
-    unmarked = evaluate(validate_spec({**SPEC, "image": "another"}), status(policy=deeper.to_dict()), obs(20, 3), NOW)
+    unmarked = evaluate(
+        validate_spec({**SPEC, "image": "another"}), status(policy=deeper.to_dict()), obs(20, 3), NOW, DEFAULT_SITE
+    )
     assert len(unmarked[1]["policy"]["acceptance"]) == 6 and "decisions" not in unmarked[1]
 
 
 def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:
     spec = validate_spec(SPEC)
-    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW, DEFAULT_SITE)
     failed = {**status(k=change["k"], policy=change["policy"], decisions=change["decisions"]), "rollout": "Failed"}
     if change.get("schedule"):
         failed["schedule"] = change["schedule"]
-    decision, patch = evaluate(spec, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
+    decision, patch = evaluate(spec, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC), DEFAULT_SITE)
     assert decision is not None and decision.action == "rollback" and patch["k"] == 3
     assert [d["action"] for d in patch["decisions"]][-1] == "rollback"
 
@@ -929,7 +943,7 @@ def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:
 def test_a_deployment_scaled_to_zero_is_evaluated_without_error() -> None:
     """Found by the soak (hack/soak.py): replicas 0 divided by zero in the rollout's arithmetic."""
     spec = validate_spec({**SPEC, "replicas": 0})
-    decision, patch = evaluate(spec, status(policy=settled(3).to_dict()), obs(4.0, 3), NOW)
+    decision, patch = evaluate(spec, status(policy=settled(3).to_dict()), obs(4.0, 3), NOW, DEFAULT_SITE)
     assert decision is not None and patch["lastEvaluation"]["reason"]
 
 
@@ -937,12 +951,12 @@ def test_switching_to_off_mid_rollout_stops_the_policy_even_from_rolling_back() 
     """Off means the operator changes nothing more: a change already rolling out is not undone when it fails (the
     user sets k in the spec to choose the setting)."""
     spec = validate_spec(SPEC)
-    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW)
+    _, change = evaluate(spec, status(policy=settled(3).to_dict()), obs(27.3, 3, waiting=60), NOW, DEFAULT_SITE)
     failed = {**status(k=change["k"], policy=change["policy"], decisions=change["decisions"]), "rollout": "Failed"}
     if change.get("schedule"):
         failed["schedule"] = change["schedule"]
     off = validate_spec({**SPEC, "adaptive": {**SPEC["adaptive"], "mode": "Off"}})
-    decision, patch = evaluate(off, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC))
+    decision, patch = evaluate(off, failed, obs(27.3, 3), datetime.fromtimestamp(T0 + 60, UTC), DEFAULT_SITE)
     assert decision is None and "k" not in patch and "decisions" not in patch
 
 

@@ -406,8 +406,8 @@ class DecisionRecord(Model):
 
     time: str = Field(description="When (RFC 3339).")
     action: str = Field(
-        description="keep, set-k, turn-off, turn-on, rollback, user-change (the spec's k won), or relearn (the spec "
-        "changed what the pods run: what the policy had measured of them is forgotten)."
+        description="keep, set-k, turn-off, turn-on, rollback, user-change (the spec's k won), or relearn (what the "
+        "pods run changed: what the policy had measured of them is forgotten)."
     )
     from_k: int | None = Field(None, description="k before.")
     to_k: int | None = Field(None, description="k decided (the largest k of a schedule).")

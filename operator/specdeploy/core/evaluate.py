@@ -43,23 +43,36 @@ from .policy import (
 )
 from .prior import prior_of_spec
 from .reconcile import Phase, recorded_setting
+from .render import Site, pod_fields, spec_k, vllm_container
 from .status import as_patch, condition, merge, transition_time
 
 HISTORY = 10  # decisions kept in status
-# The spec fields what the policy learns depends on: a change of any of them runs another model, drafter, vLLM,
-# GPU or argument, whose acceptance and costs must be measured again. Not the k and the schedule (the policy's own
-# knob, which the user may set too), nor the name served, replicas, the rollout or the adaptive settings (the
-# policy's figures are per replica, and its settings are how it plans, not what it measured).
-LEARNED_OF = frozenset(
-    {"target", "speculator", "image", "resources", "node_selector", "env", "extra_args", "simulation"}
-)
-NOT_LEARNED_OF = {"speculator": {"num_speculative_tokens", "schedule"}, "target": {"served_model_name"}}
+# What the policy learns is of what the pods run: the vLLM container's image, command, arguments, environment and
+# resources, and the nodes (so the GPUs) it is placed on. A change of any of them runs another model, drafter, vLLM,
+# GPU or argument, whose acceptance and costs must be measured again.
+RUNS = ("image", "command", "args", "env", "resources")
+PLACED = ("nodeSelector", "tolerations", "affinity")
+NEUTRAL_K = 1  # the k every spec's basis is rendered with: the k and the schedule are the policy's own knob
+NEUTRAL_NAME, NEUTRAL_PORT = "served", 8000  # the name served and the port: clients see them, the GPUs do not
 
 
-def learned_basis(spec: SpeculativeDeploymentSpec) -> str:
-    """A digest of the spec fields what the policy learns depends on (:data:`LEARNED_OF`)."""
-    fields = spec.model_dump(mode="json", include=set(LEARNED_OF), exclude=NOT_LEARNED_OF)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+def learned_basis(spec: SpeculativeDeploymentSpec, site: Site) -> str:
+    """A digest of what the pods run, whatever k and schedule (:data:`RUNS`, :data:`PLACED`), with the images the
+    operator gives a spec that names none, so its upgrade of vLLM counts too. Rendered as the pods are, so every
+    field that changes them counts, and none that does not (replicas, the rollout, the adaptive settings: the
+    policy's figures are per replica, and its settings are how it plans, not what it measured)."""
+    sp = spec.speculator
+    neutral = spec.model_copy(
+        update={
+            "target": spec.target.model_copy(update={"served_model_name": NEUTRAL_NAME}),
+            "service": spec.service.model_copy(update={"port": NEUTRAL_PORT}),
+            "speculator": sp and sp.model_copy(update={"num_speculative_tokens": NEUTRAL_K, "schedule": []}),
+        }
+    )
+    container = vllm_container(neutral, spec_k(neutral), site, [])
+    placement = pod_fields(neutral, site)
+    runs = {key: container[key] for key in RUNS} | {key: placement.get(key) for key in PLACED}
+    return hashlib.sha256(json.dumps(runs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _int_or_percent(value: int | str, replicas: int, round_up: bool) -> int:
@@ -116,8 +129,11 @@ def evaluate(
     status: dict[str, Any],
     obs: Observation | NoData,
     now: datetime,
+    site: Site | None,
 ) -> tuple[Decision | None, dict[str, Any]]:
-    """The decision (None in mode Off) and the status fields to write.
+    """The decision (None in mode Off) and the status fields to write. ``site``: the images the operator renders
+    with, to tell what the pods run (:func:`learned_basis`); None keeps what the state learned whatever the spec
+    says (``specdeploy recommend``, which does not know the operator's images, must not forget for it).
 
     Evaluation owns ``metrics``, the MetricsAvailable condition, ``policy``, ``recommendedK``,
     ``restartBudgetRemaining``, ``lastEvaluation`` and ``decisions``; in Auto it also sets ``k``, the setting
@@ -131,7 +147,7 @@ def evaluate(
     if settings.mode == AdaptiveMode.OFF or spec.speculator is None or spec.short_form:
         return None, as_patch(out)
     before = PolicyState.from_dict(status.get("policy"))
-    state = for_deployment(before, learned_basis(spec))
+    state = before if site is None else for_deployment(before, learned_basis(spec, site))
     decision = _decide(spec, status, state, obs, now)
     ts, k = now.timestamp(), int(status.get("k") or 0)
     out.policy = decision.state.to_dict()
@@ -185,7 +201,7 @@ def _user_change(state: PolicyState, status: dict[str, Any], now: datetime) -> D
 
 
 def _relearned(before: PolicyState, state: PolicyState, status: dict[str, Any], now: datetime) -> DecisionRecord | None:
-    """The history's record that the spec changed what the pods run, and what the policy learned of the old
+    """The history's record that what the pods run changed, and what the policy learned of the old
     deployment was forgotten (:func:`~.policy.for_deployment`)."""
     if before.basis is None or before.basis == state.basis:
         return None
@@ -196,7 +212,7 @@ def _relearned(before: PolicyState, state: PolicyState, status: dict[str, Any], 
         from_k=top_k(running),
         to_k=top_k(running),
         setting=schedule_label(running),
-        reason="the spec changed what the pods run (model, speculator, image, GPUs, environment or vLLM arguments):"
+        reason="what the pods run changed (model, speculator, image, GPUs, environment or vLLM arguments):"
         " what was measured of the deployment before is forgotten, and learned again",
         applied=True,
     )

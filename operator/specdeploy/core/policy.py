@@ -161,7 +161,7 @@ class PolicyState:
     burst_base: float | None = None  # the load a burst under way jumped from (None between bursts)
     burst_spans: list[float] = field(default_factory=list)  # how long the last bursts lasted, seconds (newest last)
     failed: dict[str, float] = field(default_factory=dict)  # setting label -> when its rollout failed
-    basis: str | None = None  # what the pods run, as a digest of the spec (evaluate.learned_basis): what it learned
+    basis: str | None = None  # what the pods run, as a digest (evaluate.learned_basis): what the state learned of
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -179,8 +179,8 @@ class PolicyState:
 
 
 def for_deployment(state: PolicyState, basis: str) -> PolicyState:
-    """The state for the deployment ``basis`` describes. Another than the one the state learned (the spec changed
-    the model, speculator, image, GPUs or vLLM arguments): what was measured of that one (acceptance, costs,
+    """The state for the deployment ``basis`` describes. Another than the one the state learned (another model,
+    speculator, image, GPU or vLLM argument): what was measured of that one (acceptance, costs,
     capacities, the envelope, failed rollouts, the last exploration) is forgotten, as it would mislead the plans
     for this one; the load, the setting running and the restart budget stay (the traffic and the pods are the
     same). A state from before bases were kept is taken as this deployment's."""

@@ -188,7 +188,7 @@ def _record(
     points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once per setting
     recommended in a row (its predicted figures move at every evaluation)."""
     status = cr.get("status") or {}
-    decision, patch = evaluate(spec, status, obs, now)
+    decision, patch = evaluate(spec, status, obs, now, clients.site)
     acts = "k" in patch
     action = decision.action if decision else ""
     if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete

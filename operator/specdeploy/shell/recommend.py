@@ -46,7 +46,7 @@ def line(cr: dict[str, Any], spec: SpeculativeDeploymentSpec, obs: Observation |
     """What ``recommend`` prints for one resource."""
     meta, status = cr["metadata"], cr.get("status") or {}
     head = f"{meta['namespace']}/{meta['name']}: k={status.get('k')}"
-    decision, _ = evaluate(spec, status, obs, now)
+    decision, _ = evaluate(spec, status, obs, now, site=None)  # the operator's images are not known here
     if decision is None:
         return f"{head}: nothing to decide (no speculator)"
     return f"{head}: {decision.action} -> k={decision.to_k}: {decision.reason}"
