@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +20,7 @@ import kubernetes
 import pytest
 
 from specdeploy.core.model import k_at, vllm_schedule
+from specdeploy.core.prior import GPU_PRODUCT_LABEL
 from specdeploy.core.reconcile import recorded_setting
 from specdeploy.core.render import LABEL_K, k_label
 
@@ -239,6 +240,45 @@ def test_a_new_drafter_is_measured_afresh(
 
     new = wait_for(relearned, timeout=120, interval=1, what="the new drafter's acceptance learned")
     assert new["acceptance"][0] == pytest.approx(0.45, abs=0.1) and new["basis"] == st["policy"]["basis"]
+
+
+@pytest.fixture
+def gpu_label(api: Any) -> Iterator[Callable[[str], None]]:
+    """Sets the GPU feature discovery label on every node (as on a GPU node of the NVIDIA GPU operator); removed
+    after, so other tests see nodes without it."""
+
+    def put(product: str | None) -> None:
+        for node in api.core.list_node().items:
+            api.core.patch_node(node.metadata.name, {"metadata": {"labels": {GPU_PRODUCT_LABEL: product}}})
+
+    yield put
+    put(None)
+
+
+def test_pods_moved_to_other_gpus_are_measured_afresh(
+    api: Any, namespace: str, installed_operator: None, prometheus: Prometheus, load: PodLoad, gpu_label: Any
+) -> None:
+    """The operator reads the GPU its pods run on from their nodes' labels (under its own ClusterRole); when it
+    changes (here the node relabelled, as when a node pool is replaced), what was measured on the old GPU is
+    forgotten and the history names both."""
+    gpu_label("NVIDIA-H100-80GB-HBM3")
+    load.set(namespace, NAME, LOW)
+    kubectl_apply(resource(), namespace)
+
+    def learned_on(gpu: str) -> Callable[[], dict[str, Any] | None]:
+        def seen() -> dict[str, Any] | None:
+            policy = status(api, namespace).get("policy") or {}
+            return policy if policy.get("acceptance") and policy.get("gpu") == gpu else None
+
+        return seen
+
+    wait_for(learned_on("H100"), timeout=120, interval=1, what="the acceptance learned on H100s")
+    gpu_label("NVIDIA-L4")
+    wait_for(learned_on("L4"), timeout=60, interval=1, what="the pods seen on L4s")
+    relearns = [d for d in status(api, namespace)["decisions"] if d["action"] == "relearn"]
+    assert len(relearns) == 1 and "now run on L4 GPUs (were H100)" in relearns[0]["reason"]
+    events = api.core.list_namespaced_event(namespace, field_selector="reason=Relearn").items
+    assert [e.message for e in events] == [relearns[0]["reason"]]
 
 
 def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(

@@ -28,7 +28,7 @@ from specdeploy.core.learn import (
     step_share,
 )
 from specdeploy.core.model import Profile, capacity_qps, steady_state
-from specdeploy.core.prior import batch_cap, params_of, prior_of_spec, prior_profile
+from specdeploy.core.prior import batch_cap, gpu_of_products, params_of, prior_of_spec, prior_profile
 
 from ..conftest import ROOT
 
@@ -171,6 +171,24 @@ def test_the_prior_scales_with_model_size_tensor_parallelism_and_gpu() -> None:
                           "profile": {"tMemMs": 5.0}}}})  # fmt: skip
     assert prior_of_spec(spec).t_mem_ms == 5.0  # a measured figure replaces the estimate
     assert prior_of_spec(spec).t_tok_ms == prior_profile("Qwen/Qwen3-30B-A3B", 1, "A100").t_tok_ms
+
+
+def test_the_prior_takes_the_gpu_its_pods_run_on_where_the_spec_names_none() -> None:
+    """NVIDIA's GPU feature discovery names each node's GPU: a deployment on L4s is planned as one, not as the
+    H100 default; the spec's hint wins; a slice of a GPU, an unknown card or pods on several classes say nothing."""
+    assert gpu_of_products(["NVIDIA-L4", "NVIDIA-L4"]) == "L4"
+    assert gpu_of_products(["NVIDIA-H100-80GB-HBM3"]) == "H100" and gpu_of_products(["NVIDIA-L40S"]) == "L40S"
+    for unknown in (["NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"], ["NVIDIA-L4-SHARED"], ["NVIDIA-Tesla-T4"], [None], [],
+                    ["NVIDIA-L4", "NVIDIA-H100-PCIe"]):  # fmt: skip
+        assert gpu_of_products(unknown) is None, unknown
+    spec = validate_spec({"target": {"model": "meta-llama/Llama-3.1-8B-Instruct"}})
+    assert (
+        prior_of_spec(spec, "L4") == prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="L4") != prior_of_spec(spec)
+    )
+    hinted = validate_spec(
+        {"target": {"model": "meta-llama/Llama-3.1-8B-Instruct"}, "adaptive": {"prior": {"gpu": "A100"}}}
+    )
+    assert prior_of_spec(hinted, "L4") == prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="A100")
 
 
 def test_an_moe_prior_knows_the_cost_of_few_tokens_per_step_and_a_dense_one_of_all() -> None:

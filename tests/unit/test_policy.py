@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from specdeploy.api import Adaptive, validate_spec
+from specdeploy.api import Adaptive, GpuType, validate_spec
 from specdeploy.core import learn as learning
 from specdeploy.core import policy
 from specdeploy.core.evaluate import evaluate
@@ -927,6 +927,26 @@ def test_a_change_of_what_the_pods_run_forgets_what_was_learned_of_the_old_deplo
         validate_spec({**SPEC, "image": "another"}), status(policy=deeper.to_dict()), obs(20, 3), NOW, DEFAULT_SITE
     )
     assert len(unmarked[1]["policy"]["acceptance"]) == 6 and "decisions" not in unmarked[1]
+
+
+def test_pods_moved_to_other_gpus_forget_what_was_learned_on_the_old_ones() -> None:
+    """No spec field changed, but the scheduler put the new pods on L4 nodes where they ran on H100s (a cluster with
+    two GPU pools, and no node selector): the step costs and capacities measured on H100s are forgotten, and the
+    history says which GPUs. A window whose GPUs are unknown (a node without the label, pods on both pools, or
+    labels unread) keeps what was learned, and the GPU last seen."""
+    deeper = settled(3, floors={"5": [25.0, T0 - 60]})
+    on_h100 = replace(obs(20, 3), gpu=GpuType.H100)
+    _, first = evaluate(validate_spec(SPEC), status(policy=deeper.to_dict()), on_h100, NOW, DEFAULT_SITE)
+    learned = first["policy"]
+    assert learned["gpu"] == "H100" and "decisions" not in first
+    later = datetime.fromtimestamp(T0 + 60, UTC)
+    _, unknown = evaluate(validate_spec(SPEC), status(policy=learned), obs(20, 3), later, DEFAULT_SITE)
+    assert set(unknown["policy"]["floors"]) == {"3", "5"} and unknown["policy"]["gpu"] == "H100"
+    assert "decisions" not in unknown
+    on_l4 = replace(obs(20, 3), gpu=GpuType.L4)
+    _, moved = evaluate(validate_spec(SPEC), status(policy=learned), on_l4, later, DEFAULT_SITE)
+    assert set(moved["policy"]["floors"]) == {"3"} and moved["policy"]["gpu"] == "L4"
+    assert moved["decisions"][-1]["action"] == "relearn" and "L4 GPUs (were H100)" in moved["decisions"][-1]["reason"]
 
 
 def test_a_failed_rollout_of_the_policys_own_change_is_rolled_back() -> None:

@@ -257,7 +257,11 @@ class PriorProfile(Model):
 class PriorSpec(Model):
     """Hints for the performance model the policy starts from; measurements replace it within a few windows."""
 
-    gpu: GpuType = Field(GpuType.H100, description="GPU class of the replicas.")
+    gpu: GpuType | None = Field(
+        None,
+        description="GPU class of the replicas (default: the class the nvidia.com/gpu.product label of the pods' nodes "
+        "names, else H100).",
+    )
     model_params_billions: float | None = Field(
         None, gt=0, description="Parameters of the target model, when its name does not say (e.g. 70 for 70B)."
     )

@@ -35,6 +35,7 @@ from .policy import (
     Decision,
     PolicyState,
     Rollout,
+    another_deployment,
     budget_left,
     decide,
     for_deployment,
@@ -147,8 +148,9 @@ def evaluate(
     if settings.mode == AdaptiveMode.OFF or spec.speculator is None or spec.short_form:
         return None, as_patch(out)
     before = PolicyState.from_dict(status.get("policy"))
-    state = before if site is None else for_deployment(before, learned_basis(spec, site))
-    decision = _decide(spec, status, state, obs, now)
+    basis, gpu = None if site is None else learned_basis(spec, site), obs.gpu if isinstance(obs, Observation) else None
+    state = before if basis is None else for_deployment(before, basis, gpu)
+    decision = _decide(spec, status, state, obs, now, gpu or state.gpu)
     ts, k = now.timestamp(), int(status.get("k") or 0)
     out.policy = decision.state.to_dict()
     to = decision.to_k
@@ -159,7 +161,9 @@ def evaluate(
         out.k = top_k(to)
         out.schedule = None if isinstance(to, int) else schedule_label(to)
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
-    entries = [e for e in (_user_change(before, status, now), _relearned(before, state, status, now)) if e is not None]
+    entries = [e for e in [_user_change(before, status, now)] if e is not None]
+    if basis is not None and another_deployment(before, basis, gpu):
+        entries.append(_relearned(before, gpu, status, now))
     if decision.action != KEEP:
         entries.append(
             DecisionRecord(
@@ -200,20 +204,21 @@ def _user_change(state: PolicyState, status: dict[str, Any], now: datetime) -> D
     )
 
 
-def _relearned(before: PolicyState, state: PolicyState, status: dict[str, Any], now: datetime) -> DecisionRecord | None:
-    """The history's record that what the pods run changed, and what the policy learned of the old
-    deployment was forgotten (:func:`~.policy.for_deployment`)."""
-    if before.basis is None or before.basis == state.basis:
-        return None
+def _relearned(before: PolicyState, gpu: str | None, status: dict[str, Any], now: datetime) -> DecisionRecord:
+    """The history's record that what the pods run changed, and what the policy learned of the old deployment was
+    forgotten (:func:`~.policy.for_deployment`): the pods moved to other GPUs, or the spec (or the operator's
+    default image) changed what they run."""
     running = recorded_setting(status) or 0
+    moved = None not in (before.gpu, gpu) and before.gpu != gpu
+    what = f"the pods now run on {gpu} GPUs (were {before.gpu})" if moved else (
+        "what the pods run changed (model, speculator, image, GPUs, environment or vLLM arguments)")  # fmt: skip
     return DecisionRecord(
         time=now_iso(now),
         action=RELEARN,
         from_k=top_k(running),
         to_k=top_k(running),
         setting=schedule_label(running),
-        reason="what the pods run changed (model, speculator, image, GPUs, environment or vLLM arguments):"
-        " what was measured of the deployment before is forgotten, and learned again",
+        reason=f"{what}: what was measured of the deployment before is forgotten, and learned again",
         applied=True,
     )
 
@@ -231,6 +236,7 @@ def _decide(
     state: PolicyState,
     obs: Observation | NoData,
     now: datetime,
+    gpu: str | None,
 ) -> Decision:
     """A rollback after a failed rollout of the policy's own change (not of a setting the user has since put in
     its place: that one is the user's to fix, and Degraded says why), else the policy's decision."""
@@ -245,7 +251,7 @@ def _decide(
         state,
         spec.adaptive,
         rollout_of_spec(spec),
-        prior_of_spec(spec),
+        prior_of_spec(spec, gpu),
         recorded_setting(status) or 0,
         ts,
         rollout_complete=status.get("rollout") == Phase.COMPLETE,

@@ -18,6 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from ..api import GpuType
+
 GROUP = "namespace, deployment, specdeploy_k"
 SELECTOR = '{deployment!=""}'
 # vLLM's finished_reason values: a request that stopped or reached its length was served (the load the policy
@@ -83,6 +85,7 @@ class Observation:
     itl_p95_s: float | None = None
     kv_usage: float | None = None
     failed_rate: float = 0.0  # requests aborted or failed per second
+    gpu: GpuType | None = None  # the class of GPU the pods run on, from their nodes (prior.gpu_of_products); not PromQL
 
     @property
     def token_latency_s(self) -> float | None:

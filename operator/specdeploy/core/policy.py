@@ -162,6 +162,7 @@ class PolicyState:
     burst_spans: list[float] = field(default_factory=list)  # how long the last bursts lasted, seconds (newest last)
     failed: dict[str, float] = field(default_factory=dict)  # setting label -> when its rollout failed
     basis: str | None = None  # what the pods run, as a digest (evaluate.learned_basis): what the state learned of
+    gpu: str | None = None  # the class of GPU the pods were last seen on (None: never seen); what it learned of too
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -178,16 +179,23 @@ class PolicyState:
         return asdict(self)
 
 
-def for_deployment(state: PolicyState, basis: str) -> PolicyState:
-    """The state for the deployment ``basis`` describes. Another than the one the state learned (another model,
-    speculator, image, GPU or vLLM argument): what was measured of that one (acceptance, costs,
-    capacities, the envelope, failed rollouts, the last exploration) is forgotten, as it would mislead the plans
-    for this one; the load, the setting running and the restart budget stay (the traffic and the pods are the
-    same). A state from before bases were kept is taken as this deployment's."""
-    if state.basis in (None, basis):
-        return replace(state, basis=basis)
-    return replace(state, basis=basis, acceptance=[], acceptance_time=None, samples=[], floors={}, ceilings={},
-                   envelope=None, failed={}, last_explore=None)  # fmt: skip
+def another_deployment(state: PolicyState, basis: str, gpu: str | None) -> bool:
+    """Whether the pods now run another deployment than the one ``state`` learned: their ``basis`` differs (another
+    model, speculator, image or vLLM argument), or the GPUs they were seen on do. A state from before bases were
+    kept, or pods whose GPU is unknown, are taken as the same."""
+    return state.basis not in (None, basis) or (None not in (state.gpu, gpu) and state.gpu != gpu)
+
+
+def for_deployment(state: PolicyState, basis: str, gpu: str | None) -> PolicyState:
+    """The state for the deployment ``basis`` and ``gpu`` describe. Another than the one the state learned
+    (:func:`another_deployment`): what was measured of that one (acceptance, costs, capacities, the envelope,
+    failed rollouts, the last exploration) is forgotten, as it would mislead the plans for this one; the load, the
+    setting running and the restart budget stay (the traffic and the replicas are the same)."""
+    known = replace(state, basis=basis, gpu=gpu or state.gpu)
+    if not another_deployment(state, basis, gpu):
+        return known
+    return replace(known, acceptance=[], acceptance_time=None, samples=[], floors={}, ceilings={}, envelope=None,
+                   failed={}, last_explore=None)  # fmt: skip
 
 
 def as_setting(raw: int | list[list[int]] | Schedule) -> Setting:

@@ -12,7 +12,8 @@ deployments are scaled from it by roofline arithmetic:
 * KV-cache reads grow with the square root of the parameters (layers x KV width) per GPU.
 
 Parameters come from the model name (``8B``, ``70B``, ``30B-A3B``) unless ``adaptive.prior.modelParamsBillions``
-says; the GPU from ``adaptive.prior.gpu`` (default H100-class). It is only a start: :mod:`.learn` replaces what
+says; the GPU from ``adaptive.prior.gpu``, else from the product label NVIDIA's GPU feature discovery puts on the
+pods' nodes (:func:`gpu_of_products`), else H100-class. It is only a start: :mod:`.learn` replaces what
 the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment. Figures
 measured elsewhere (``adaptive.prior.profile``) replace the estimate where given.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ..api import GpuType, SpeculativeDeploymentSpec
@@ -67,12 +68,34 @@ def params_of(model: str | None) -> tuple[float, float] | None:
     return float(size), float(active or size)
 
 
-def prior_of_spec(spec: SpeculativeDeploymentSpec) -> Profile:
+# The node label NVIDIA's GPU feature discovery (part of the GPU operator, so of OpenShift AI's GPU nodes) sets to the
+# GPU's product name: NVIDIA-H100-80GB-HBM3, NVIDIA-L4, NVIDIA-A100-SXM4-40GB-MIG-1g.5gb.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# A product sliced by MIG or shared by time-slicing gives a pod a part of the GPU, which the card's figures overstate.
+GPU_SLICED = ("MIG", "SHARED")
+
+
+def gpu_of_products(products: Iterable[str | None]) -> GpuType | None:
+    """The GPU class the pods run on, from their nodes' product labels: the class each names, if they all name
+    the same whole GPU; None when a node has no label, a GPU this module has no card for, a slice of one, or the
+    pods run on several classes (an unknown is better than a wrong card: the prior then stays what the spec says)."""
+    classes = set()
+    for product in products:
+        parts = set((product or "").upper().replace("_", "-").split("-"))
+        named = [gpu for gpu in GpuType if gpu.value in parts]
+        if len(named) != 1 or parts & set(GPU_SLICED):
+            return None
+        classes.add(named[0])
+    return classes.pop() if len(classes) == 1 else None
+
+
+def prior_of_spec(spec: SpeculativeDeploymentSpec, seen: str | None = None) -> Profile:
     """The prior the spec suggests: its target model (or the speculators checkpoint), tensor parallelism and the
-    hints in ``adaptive.prior``."""
+    hints in ``adaptive.prior``; the GPU class the pods were ``seen`` on where the spec names none."""
     model = spec.target.model or (spec.speculator.model if spec.speculator else None)
     hint = spec.adaptive.prior
-    estimate = prior_profile(model, spec.tensor_parallel_size, hint.gpu, hint.model_params_billions, spec.extra_args)
+    gpu = hint.gpu or seen
+    estimate = prior_profile(model, spec.tensor_parallel_size, gpu, hint.model_params_billions, spec.extra_args)
     measured = hint.profile.model_dump(exclude_none=True)
     if {"n_knee", "t_tok_ms"} & set(measured):  # a benchmark's compute figures are known at every batch
         measured["known_tokens_per_step"] = math.inf

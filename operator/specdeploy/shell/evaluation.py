@@ -6,6 +6,7 @@ The operator then writes status and carries out Auto decisions (:func:`evaluate_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -14,16 +15,17 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, validate_spec
+from ..api import AdaptiveMode, SpecError, SpeculativeDeploymentSpec, now_iso, validate_spec
 from ..api.endpoints import CONFIGMAP, Endpoints
 from ..core.evaluate import evaluate
 from ..core.model import schedule_label
 from ..core.observation import NoData, Observation
-from ..core.policy import label
+from ..core.policy import RELEARN, label
+from ..core.prior import gpu_of_products
 from ..core.reconcile import Phase
 from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
-from .kube import CONFLICT, Clients, k_label, list_resources, post_event, write_status
+from .kube import CONFLICT, Clients, gpu_products, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
 from .sync import CONFLICT_RETRIES, changed, live_workload, read_resource, reconcile_and_write
 
@@ -59,6 +61,20 @@ def observe(
         observations = reader.read(wanted, window)
         for cr, spec in members:
             yield cr, spec, observations[(cr["metadata"]["namespace"], cr["metadata"]["name"])]
+
+
+def on_their_gpus(
+    clients: Clients, cr: dict[str, Any], obs: Observation | NoData, logger: logging.Logger
+) -> Observation | NoData:
+    """The observation with the class of GPU its pods run on, read from their nodes' labels. Unread (an install
+    whose role may not read pods and nodes, a node gone), it is unknown, which keeps what the policy learned."""
+    if isinstance(obs, NoData):
+        return obs
+    try:
+        return dataclasses.replace(obs, gpu=gpu_of_products(gpu_products(clients, cr)))
+    except ApiException as exc:
+        logger.debug("GPUs of %s/%s unread: %s", *telemetry.resource_key(cr), exc.reason)
+        return obs
 
 
 def evaluate_all(
@@ -186,9 +202,9 @@ def _record(
     a reconcile pass renders the recorded setting and starts the rolling restart. Recorded first, a change happens
     exactly once even if the operator dies at any step (the next pass applies what status records; the fail
     points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once per setting
-    recommended in a row (its predicted figures move at every evaluation)."""
+    recommended in a row (its predicted figures move at every evaluation); a relearn as one too."""
     status = cr.get("status") or {}
-    decision, patch = evaluate(spec, status, obs, now, clients.site)
+    decision, patch = evaluate(spec, status, on_their_gpus(clients, cr, obs, logger), now, clients.site)
     acts = "k" in patch
     action = decision.action if decision else ""
     if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete
@@ -201,6 +217,9 @@ def _record(
         recorded = {**cr, "metadata": {**cr["metadata"], "resourceVersion": version}, "status": {**status, **patch}}
         reconcile_and_write(clients, recorded, logger, applied=lambda: failpoints.reach("applied", action), live=live)
     telemetry.evaluated(cr, obs, decision, {**status, **patch}, acts)
+    for entry in patch.get("decisions", []):  # what the pods run changed: what the policy measured is forgotten
+        if entry["action"] == RELEARN and entry["time"] == now_iso(now):
+            post_event(clients, cr, "Relearn", entry["reason"])
     if decision is None or not decision.changes_k:
         return
     message = f"{decision.action} -> {label(decision.to_k or 0)}: {decision.reason}"  # a schedule as status shows it

@@ -23,8 +23,18 @@ from kubernetes.client.rest import ApiException
 from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from ..core.kserve import API_GROUP as KSERVE_GROUP
 from ..core.kserve import ISVC_VERSION
+from ..core.prior import GPU_PRODUCT_LABEL
 from ..core.reconcile import recorded_setting
-from ..core.render import DEFAULT_SITE, MANAGER, Platform, Site, wants_pod_monitors
+from ..core.render import (
+    DEFAULT_SITE,
+    LABEL_DEPLOYMENT,
+    LABEL_K,
+    LABEL_NAME,
+    MANAGER,
+    Platform,
+    Site,
+    wants_pod_monitors,
+)
 from ..core.render import k_label as pod_k_label
 
 FIELD_MANAGER = MANAGER
@@ -313,3 +323,16 @@ def write_status(clients: Clients, cr: dict[str, Any], changed: dict[str, Any], 
 def k_label(cr: dict[str, Any]) -> str:
     """The ``specdeploy_k`` label value of the resource's current pods (the setting in status)."""
     return pod_k_label(recorded_setting(cr.get("status") or {}))
+
+
+def gpu_products(clients: Clients, cr: dict[str, Any]) -> list[str | None]:
+    """The GPU product label (:data:`~specdeploy.core.prior.GPU_PRODUCT_LABEL`) of the node of each running pod of
+    the resource's current setting, None for a node without it. Both backends' pods carry these labels."""
+    meta = cr["metadata"]
+    wanted = {LABEL_NAME: "vllm", LABEL_DEPLOYMENT: meta["name"], LABEL_K: k_label(cr)}
+    pods = clients.core.list_namespaced_pod(
+        meta["namespace"], label_selector=",".join(f"{k}={v}" for k, v in wanted.items())
+    )
+    nodes = {p.spec.node_name for p in pods.items if p.status.phase == "Running" and p.spec.node_name}
+    labels = {n: clients.core.read_node(n).metadata.labels or {} for n in nodes}
+    return [labels[n].get(GPU_PRODUCT_LABEL) for n in sorted(nodes)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -10,8 +11,10 @@ from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDe
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from .endpoints import Connection
-from .evaluation import observe, valid
+from .evaluation import observe, on_their_gpus, valid
 from .kube import make_clients
+
+LOG = logging.getLogger(__name__)
 
 
 def recommend(prometheus: Connection, namespace: str | None, name: str | None) -> Iterator[str]:
@@ -34,7 +37,7 @@ def recommend(prometheus: Connection, namespace: str | None, name: str | None) -
     yield from problems
     now = datetime.now(UTC)
     for cr, spec, obs in observe(resources, lambda _: prometheus):
-        yield line(cr, as_recommend(spec), obs, now)
+        yield line(cr, as_recommend(spec), on_their_gpus(clients, cr, obs, LOG), now)
 
 
 def as_recommend(spec: SpeculativeDeploymentSpec) -> SpeculativeDeploymentSpec:
