@@ -37,7 +37,7 @@ from bench_metrics import serve  # noqa: E402
 from procs import free_port, memory_mib, stop  # noqa: E402
 from prometheus import Prometheus  # noqa: E402
 from specdeploy.api import GROUP, PLURAL, VERSION, now_iso, parse_time  # noqa: E402
-from specdeploy.shell.kube import Clients, list_owned, write_status  # noqa: E402
+from specdeploy.shell.kube import Clients, gpu_products, list_owned, write_status  # noqa: E402
 from specdeploy.shell.prometheus import Reader  # noqa: E402
 
 NAMESPACE = f"soak-{os.getpid()}"  # its own per run: a namespace of a thousand resources takes a while to go
@@ -89,10 +89,11 @@ def bare_resync(clients: Clients) -> float:
 
 
 def bare_evaluation(clients: Clients, prom_url: str, items: list[dict[str, Any]]) -> float:
-    """What one evaluation pass asks: list, one batch of PromQL for all, then per resource a guarded status patch
-    of an evaluation's size."""
+    """What one evaluation pass asks: list, the pods and the labelled nodes, one batch of PromQL for all, then per
+    resource a guarded status patch of an evaluation's size."""
     t0 = time.perf_counter()
     fresh = clients.custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    gpu_products(clients, [])  # the operator watches every namespace
     Reader(prom_url).read([(NAMESPACE, cr["metadata"]["name"], "3") for cr in fresh], window_seconds=60)
     for cr in fresh:
         st = cr.get("status") or {}

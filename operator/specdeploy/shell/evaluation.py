@@ -25,7 +25,7 @@ from ..core.prior import gpu_of_products
 from ..core.reconcile import Phase
 from . import failpoints, telemetry
 from .endpoints import Connection, EndpointSource
-from .kube import CONFLICT, Clients, gpu_products, k_label, list_resources, post_event, write_status
+from .kube import CONFLICT, Clients, GpuProducts, gpu_products, k_label, list_resources, post_event, write_status
 from .prometheus import Reader
 from .sync import CONFLICT_RETRIES, changed, live_workload, read_resource, reconcile_and_write
 
@@ -44,10 +44,12 @@ def valid(items: Iterable[dict[str, Any]], invalid: Callable[[dict[str, Any], Sp
 
 
 def observe(
-    resources: Iterable[Resource], connection_of: Callable[[Resource], Connection | NoData]
+    resources: Iterable[Resource],
+    connection_of: Callable[[Resource], Connection | NoData],
+    gpus: GpuProducts | None,
 ) -> Iterator[tuple[dict[str, Any], SpeculativeDeploymentSpec, Observation | NoData]]:
     """One batch of queries per (endpoint, window), whatever the number of resources; one observation each
-    (a resource whose endpoint cannot be used gets the reason as its NoData)."""
+    (a resource whose endpoint cannot be used gets the reason as its NoData), with the GPUs its pods run on."""
     groups: dict[tuple[Connection, int], list[Resource]] = {}
     for res in resources:
         conn = connection_of(res)
@@ -60,21 +62,26 @@ def observe(
         wanted = [(cr["metadata"]["namespace"], cr["metadata"]["name"], k_label(cr)) for cr, _ in members]
         observations = reader.read(wanted, window)
         for cr, spec in members:
-            yield cr, spec, observations[(cr["metadata"]["namespace"], cr["metadata"]["name"])]
+            yield cr, spec, on_gpus(observations[(cr["metadata"]["namespace"], cr["metadata"]["name"])], gpus, cr)
 
 
-def on_their_gpus(
-    clients: Clients, cr: dict[str, Any], obs: Observation | NoData, logger: logging.Logger
-) -> Observation | NoData:
-    """The observation with the class of GPU its pods run on, read from their nodes' labels. Unread (an install
-    whose role may not read pods and nodes, a node gone), it is unknown, which keeps what the policy learned."""
-    if isinstance(obs, NoData):
-        return obs
+def read_gpus(clients: Clients, namespaces: list[str], logger: logging.Logger) -> GpuProducts | None:
+    """The GPUs the pods run on (:func:`~.kube.gpu_products`); None where they cannot be read (an install whose
+    role may not list pods and nodes), which leaves every GPU unknown and what the policy learned as it is."""
     try:
-        return dataclasses.replace(obs, gpu=gpu_of_products(gpu_products(clients, cr)))
+        return gpu_products(clients, namespaces)
     except ApiException as exc:
-        logger.debug("GPUs of %s/%s unread: %s", *telemetry.resource_key(cr), exc.reason)
+        logger.debug("the pods' GPUs unread: %s %s", exc.status, exc.reason)
+        return None
+
+
+def on_gpus(obs: Observation | NoData, gpus: GpuProducts | None, cr: dict[str, Any]) -> Observation | NoData:
+    """The observation with the class of GPU its pods run on, where their nodes were read."""
+    if isinstance(obs, NoData) or gpus is None:
         return obs
+    meta = cr["metadata"]
+    products = gpus.get((meta["namespace"], meta["name"], k_label(cr)), [])
+    return dataclasses.replace(obs, gpu=gpu_of_products(products))
 
 
 def evaluate_all(
@@ -104,11 +111,16 @@ def evaluate_all(
     telemetry.EVALUATION_LAG.set(lag)
     telemetry.EVALUATION_PASS_SIZE.set(len(due))
     with telemetry.EVALUATION_PASS.time():
-        _evaluate_due(clients, source, due, now, logger)
+        _evaluate_due(clients, source, due, read_gpus(clients, namespaces, logger), now, logger)
 
 
 def _evaluate_due(
-    clients: Clients, source: EndpointSource, due: list[Resource], now: datetime, logger: logging.Logger
+    clients: Clients,
+    source: EndpointSource,
+    due: list[Resource],
+    gpus: GpuProducts | None,
+    now: datetime,
+    logger: logging.Logger,
 ) -> None:
     """One batch of metrics per endpoint, then each resource on its own: one's failure never stops the others."""
     try:
@@ -125,7 +137,7 @@ def _evaluate_due(
             connections[name] = _connect(clients, source, config, name)
         return connections[name]
 
-    for cr, spec, obs in observe(due, connection_of):
+    for cr, spec, obs in observe(due, connection_of, gpus):
         try:
             _carry_out(clients, cr, spec, obs, now, logger)
         except (ApiException, kopf.TemporaryError) as exc:  # one resource's failure must not stop the others'
@@ -204,7 +216,7 @@ def _record(
     points of :mod:`.failpoints` are those steps). A recommendation is posted as an Event once per setting
     recommended in a row (its predicted figures move at every evaluation); a relearn as one too."""
     status = cr.get("status") or {}
-    decision, patch = evaluate(spec, status, on_their_gpus(clients, cr, obs, logger), now, clients.site)
+    decision, patch = evaluate(spec, status, obs, now, clients.site)
     acts = "k" in patch
     action = decision.action if decision else ""
     if acts:  # the rollout is about to start: no reader sees the new k beside the old rollout's Complete

@@ -325,14 +325,27 @@ def k_label(cr: dict[str, Any]) -> str:
     return pod_k_label(recorded_setting(cr.get("status") or {}))
 
 
-def gpu_products(clients: Clients, cr: dict[str, Any]) -> list[str | None]:
-    """The GPU product label (:data:`~specdeploy.core.prior.GPU_PRODUCT_LABEL`) of the node of each running pod of
-    the resource's current setting, None for a node without it. Both backends' pods carry these labels."""
-    meta = cr["metadata"]
-    wanted = {LABEL_NAME: "vllm", LABEL_DEPLOYMENT: meta["name"], LABEL_K: k_label(cr)}
-    pods = clients.core.list_namespaced_pod(
-        meta["namespace"], label_selector=",".join(f"{k}={v}" for k, v in wanted.items())
-    )
-    nodes = {p.spec.node_name for p in pods.items if p.status.phase == "Running" and p.spec.node_name}
-    labels = {n: clients.core.read_node(n).metadata.labels or {} for n in nodes}
-    return [labels[n].get(GPU_PRODUCT_LABEL) for n in sorted(nodes)]
+GpuProducts = dict[tuple[str, str, str], list[str | None]]  # (namespace, resource, k label) -> one per running pod
+
+
+def gpu_products(clients: Clients, namespaces: list[str]) -> GpuProducts:
+    """The GPU product label (:data:`~specdeploy.core.prior.GPU_PRODUCT_LABEL`) of the node of each running vLLM
+    pod of the operator's resources, None for a node without it: one list of pods (per namespace watched) and one
+    of the labelled nodes per pass, whatever the number of resources. Both backends' pods carry these labels."""
+    wanted = {"label_selector": f"{LABEL_NAME}=vllm,{LABEL_DEPLOYMENT}", "_preload_content": False}
+    if namespaces:
+        answers = [clients.core.list_namespaced_pod(ns, **wanted) for ns in namespaces]
+    else:
+        answers = [clients.core.list_pod_for_all_namespaces(**wanted)]
+    labelled = clients.core.list_node(label_selector=GPU_PRODUCT_LABEL, _preload_content=False)
+    nodes = {
+        n["metadata"]["name"]: n["metadata"]["labels"][GPU_PRODUCT_LABEL] for n in json.loads(labelled.data)["items"]
+    }
+    out: GpuProducts = {}
+    for answer in answers:
+        for pod in json.loads(answer.data)["items"]:
+            meta, node = pod["metadata"], pod["spec"].get("nodeName")
+            if pod.get("status", {}).get("phase") == "Running" and node:
+                key = (meta["namespace"], meta["labels"][LABEL_DEPLOYMENT], meta["labels"].get(LABEL_K, ""))
+                out.setdefault(key, []).append(nodes.get(node))
+    return out

@@ -11,7 +11,7 @@ from ..api import GROUP, PLURAL, VERSION, AdaptiveMode, SpecError, SpeculativeDe
 from ..core.evaluate import evaluate
 from ..core.observation import NoData, Observation
 from .endpoints import Connection
-from .evaluation import observe, on_their_gpus, valid
+from .evaluation import observe, read_gpus, valid
 from .kube import make_clients
 
 LOG = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ def recommend(prometheus: Connection, namespace: str | None, name: str | None) -
     resources = valid(items, invalid)
     yield from problems
     now = datetime.now(UTC)
-    for cr, spec, obs in observe(resources, lambda _: prometheus):
-        yield line(cr, as_recommend(spec), on_their_gpus(clients, cr, obs, LOG), now)
+    gpus = read_gpus(clients, [namespace] if namespace else [], LOG)
+    for cr, spec, obs in observe(resources, lambda _: prometheus, gpus):
+        yield line(cr, as_recommend(spec), obs, now)
 
 
 def as_recommend(spec: SpeculativeDeploymentSpec) -> SpeculativeDeploymentSpec:
