@@ -279,6 +279,10 @@ def test_pods_moved_to_other_gpus_are_measured_afresh(
     assert len(relearns) == 1 and "now run on L4 GPUs (were H100)" in relearns[0]["reason"]
     events = api.core.list_namespaced_event(namespace, field_selector="reason=Relearn").items
     assert [e.message for e in events] == [relearns[0]["reason"]]
+    # `specdeploy recommend` reads the same pods and nodes, as the user running it.
+    cli = [sys.executable, "-m", "specdeploy.cli", "recommend", "--prometheus", prometheus.url, "-n", namespace, NAME]
+    line = subprocess.run(cli, capture_output=True, text=True, check=True).stdout.strip()
+    assert line.startswith(f"{namespace}/{NAME}: k=") and " -> k=" in line, line
 
 
 def test_acceptance_drift_lowers_k_and_flapping_load_respects_the_budget(
