@@ -20,7 +20,7 @@ import kubernetes
 import pytest
 
 from specdeploy.core.model import k_at, vllm_schedule
-from specdeploy.core.prior import GPU_PRODUCT_LABEL
+from specdeploy.core.prior import GPU_PRODUCT_LABELS
 from specdeploy.core.reconcile import recorded_setting
 from specdeploy.core.render import LABEL_K, k_label
 
@@ -249,7 +249,7 @@ def gpu_label(api: Any) -> Iterator[Callable[[str], None]]:
 
     def put(product: str | None) -> None:
         for node in api.core.list_node().items:
-            api.core.patch_node(node.metadata.name, {"metadata": {"labels": {GPU_PRODUCT_LABEL: product}}})
+            api.core.patch_node(node.metadata.name, {"metadata": {"labels": {GPU_PRODUCT_LABELS[0]: product}}})
 
     yield put
     put(None)

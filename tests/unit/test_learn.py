@@ -178,6 +178,7 @@ def test_the_prior_takes_the_gpu_its_pods_run_on_where_the_spec_names_none() -> 
     H100 default; the spec's hint wins; a slice of a GPU, an unknown card or pods on several classes say nothing."""
     assert gpu_of_products(["NVIDIA-L4", "NVIDIA-L4"]) == "L4"
     assert gpu_of_products(["NVIDIA-H100-80GB-HBM3"]) == "H100" and gpu_of_products(["NVIDIA-L40S"]) == "L40S"
+    assert gpu_of_products(["AMD_Instinct_MI300X_OAM"]) == "MI300X"
     for unknown in (["NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"], ["NVIDIA-L4-SHARED"], ["NVIDIA-Tesla-T4"], [None], [],
                     ["NVIDIA-L4", "NVIDIA-H100-PCIe"]):  # fmt: skip
         assert gpu_of_products(unknown) is None, unknown

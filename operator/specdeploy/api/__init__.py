@@ -259,8 +259,8 @@ class PriorSpec(Model):
 
     gpu: GpuType | None = Field(
         None,
-        description="GPU class of the replicas (default: the class the nvidia.com/gpu.product label of the pods' nodes "
-        "names, else H100).",
+        description="GPU class of the replicas (default: the class the nvidia.com/gpu.product or "
+        "amd.com/gpu.product-name label of the pods' nodes names, else H100).",
     )
     model_params_billions: float | None = Field(
         None, gt=0, description="Parameters of the target model, when its name does not say (e.g. 70 for 70B)."

@@ -12,10 +12,10 @@ deployments are scaled from it by roofline arithmetic:
 * KV-cache reads grow with the square root of the parameters (layers x KV width) per GPU.
 
 Parameters come from the model name (``8B``, ``70B``, ``30B-A3B``) unless ``adaptive.prior.modelParamsBillions``
-says; the GPU from ``adaptive.prior.gpu``, else from the product label NVIDIA's GPU feature discovery puts on the
-pods' nodes (:func:`gpu_of_products`), else H100-class. It is only a start: :mod:`.learn` replaces what
-the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment. Figures
-measured elsewhere (``adaptive.prior.profile``) replace the estimate where given.
+says; the GPU from ``adaptive.prior.gpu``, else from the product label NVIDIA's GPU feature discovery or AMD's node
+labeller puts on the pods' nodes (:func:`gpu_of_products`), else H100-class. It is only a start: :mod:`.learn`
+replaces what the deployment's own metrics measure, so a wrong guess costs the first windows, not the deployment.
+Figures measured elsewhere (``adaptive.prior.profile``) replace the estimate where given.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def params_of(model: str | None) -> tuple[float, float] | None:
     return float(size), float(active or size)
 
 
-# The node label NVIDIA's GPU feature discovery (part of the GPU operator, so of OpenShift AI's GPU nodes) sets to the
-# GPU's product name: NVIDIA-H100-80GB-HBM3, NVIDIA-L4, NVIDIA-A100-SXM4-40GB-MIG-1g.5gb.
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The node labels that name the GPU's product: NVIDIA's GPU feature discovery (part of the GPU operator, so of
+# OpenShift AI's GPU nodes: NVIDIA-H100-80GB-HBM3, NVIDIA-L4, NVIDIA-A100-SXM4-40GB-MIG-1g.5gb) and AMD's node
+# labeller (AMD_Instinct_MI300X_OAM).
+GPU_PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 # A product sliced by MIG or shared by time-slicing gives a pod a part of the GPU, which the card's figures overstate.
 GPU_SLICED = ("MIG", "SHARED")
 

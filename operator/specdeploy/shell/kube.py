@@ -23,7 +23,7 @@ from kubernetes.client.rest import ApiException
 from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from ..core.kserve import API_GROUP as KSERVE_GROUP
 from ..core.kserve import ISVC_VERSION
-from ..core.prior import GPU_PRODUCT_LABEL
+from ..core.prior import GPU_PRODUCT_LABELS
 from ..core.reconcile import recorded_setting
 from ..core.render import (
     DEFAULT_SITE,
@@ -329,18 +329,20 @@ GpuProducts = dict[tuple[str, str, str], list[str | None]]  # (namespace, resour
 
 
 def gpu_products(clients: Clients, namespaces: list[str]) -> GpuProducts:
-    """The GPU product label (:data:`~specdeploy.core.prior.GPU_PRODUCT_LABEL`) of the node of each running vLLM
-    pod of the operator's resources, None for a node without it: one list of pods (per namespace watched) and one
-    of the labelled nodes per pass, whatever the number of resources. Both backends' pods carry these labels."""
+    """The GPU product label (:data:`~specdeploy.core.prior.GPU_PRODUCT_LABELS`) of the node of each running vLLM
+    pod of the operator's resources, None for a node without one: one list of pods (per namespace watched) and one
+    of the nodes carrying each label per pass, whatever the number of resources. Both backends' pods carry these
+    labels."""
     wanted = {"label_selector": f"{LABEL_NAME}=vllm,{LABEL_DEPLOYMENT}", "_preload_content": False}
     if namespaces:
         answers = [clients.core.list_namespaced_pod(ns, **wanted) for ns in namespaces]
     else:
         answers = [clients.core.list_pod_for_all_namespaces(**wanted)]
-    labelled = clients.core.list_node(label_selector=GPU_PRODUCT_LABEL, _preload_content=False)
-    nodes = {
-        n["metadata"]["name"]: n["metadata"]["labels"][GPU_PRODUCT_LABEL] for n in json.loads(labelled.data)["items"]
-    }
+    nodes: dict[str, str] = {}
+    for label in GPU_PRODUCT_LABELS:
+        labelled = clients.core.list_node(label_selector=label, _preload_content=False)
+        for node in json.loads(labelled.data)["items"]:
+            nodes.setdefault(node["metadata"]["name"], node["metadata"]["labels"][label])
     out: GpuProducts = {}
     for answer in answers:
         for pod in json.loads(answer.data)["items"]:
