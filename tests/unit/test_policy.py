@@ -919,7 +919,7 @@ def test_a_change_of_what_the_pods_run_forgets_what_was_learned_of_the_old_deplo
                        ({"adaptive": {**SPEC["adaptive"], "maxTokens": 8}}, DEFAULT_SITE),
                        ({"image": "mine"}, None),  # recommend: the operator's images unknown, nothing judged
                        ({"image": DEFAULT_SITE.vllm_image}, upgraded)):  # fmt: skip  # the spec's image wins
-        kept = after({**same}, site)["policy"]
+        kept = after(same, site)["policy"]
         assert len(kept["acceptance"]) == 6 and set(kept["floors"]) == {"3", "5"}, same
         assert kept["basis"] == learned["basis"], same
     # a state kept before bases were (none recorded) is taken as this deployment's

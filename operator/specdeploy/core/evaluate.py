@@ -40,6 +40,7 @@ from .policy import (
     decide,
     for_deployment,
     label,
+    on_other_gpus,
     rollback,
 )
 from .prior import prior_of_spec
@@ -209,8 +210,7 @@ def _relearned(before: PolicyState, gpu: str | None, status: dict[str, Any], now
     forgotten (:func:`~.policy.for_deployment`): the pods moved to other GPUs, or the spec (or the operator's
     default image) changed what they run."""
     running = recorded_setting(status) or 0
-    moved = None not in (before.gpu, gpu) and before.gpu != gpu
-    what = f"the pods now run on {gpu} GPUs (were {before.gpu})" if moved else (
+    what = f"the pods now run on {gpu} GPUs (were {before.gpu})" if on_other_gpus(before, gpu) else (
         "what the pods run changed (model, speculator, image, GPUs, environment or vLLM arguments)")  # fmt: skip
     return DecisionRecord(
         time=now_iso(now),

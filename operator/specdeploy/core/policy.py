@@ -179,11 +179,16 @@ class PolicyState:
         return asdict(self)
 
 
+def on_other_gpus(state: PolicyState, gpu: str | None) -> bool:
+    """Whether the pods were seen on another class of GPU than the one ``state`` learned on (neither unknown)."""
+    return None not in (state.gpu, gpu) and state.gpu != gpu
+
+
 def another_deployment(state: PolicyState, basis: str, gpu: str | None) -> bool:
     """Whether the pods now run another deployment than the one ``state`` learned: their ``basis`` differs (another
     model, speculator, image or vLLM argument), or the GPUs they were seen on do. A state from before bases were
     kept, or pods whose GPU is unknown, are taken as the same."""
-    return state.basis not in (None, basis) or (None not in (state.gpu, gpu) and state.gpu != gpu)
+    return state.basis not in (None, basis) or on_other_gpus(state, gpu)
 
 
 def for_deployment(state: PolicyState, basis: str, gpu: str | None) -> PolicyState:
