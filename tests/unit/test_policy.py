@@ -905,14 +905,17 @@ def test_a_change_of_what_the_pods_run_forgets_what_was_learned_of_the_old_deplo
 
     upgraded = replace(DEFAULT_SITE, vllm_image="vllm/vllm-openai:v0.34.0")
     drafter = after({"speculator": {**SPEC["speculator"], "model": "another-drafter"}})
-    for other in (
-        drafter,
-        after({}, upgraded),
-        after({"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}),
-    ):
+    for other, named in (
+        (drafter, "the pods' vLLM arguments changed:"),
+        (after({}, upgraded), "the pods' image changed:"),
+        (after({"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}), "the pods' placement changed:"),
+        (after({"image": "mine", "env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]}),
+         "the pods' image and environment changed:"),
+    ):  # fmt: skip
         assert other["policy"]["acceptance"] == pytest.approx(P[:3], abs=1e-5)  # only what this window measured
         assert set(other["policy"]["floors"]) == {"3"} and other["policy"]["basis"] != learned["basis"]
         assert other["policy"]["load_qps"] is not None and other["decisions"][-1]["action"] == "relearn"
+        assert other["decisions"][-1]["reason"].startswith(named), other["decisions"][-1]["reason"]
     for same, site in (({"speculator": {**SPEC["speculator"], "numSpeculativeTokens": 5}}, DEFAULT_SITE),
                        ({"replicas": 3, "service": {"port": 9000}}, DEFAULT_SITE),
                        ({"target": {**SPEC["target"], "servedModelName": "chat"}}, DEFAULT_SITE),
@@ -927,6 +930,10 @@ def test_a_change_of_what_the_pods_run_forgets_what_was_learned_of_the_old_deplo
         validate_spec({**SPEC, "image": "another"}), status(policy=deeper.to_dict()), obs(20, 3), NOW, DEFAULT_SITE
     )
     assert len(unmarked[1]["policy"]["acceptance"]) == 6 and "decisions" not in unmarked[1]
+    # a basis an earlier version digested whole: another deployment once, with no part to name
+    whole = evaluate(validate_spec(SPEC), status(policy={**learned, "basis": "0123456789abcdef"}), obs(20, 3), later,
+                     DEFAULT_SITE)[1]  # fmt: skip
+    assert whole["decisions"][-1]["reason"].startswith("what the pods run changed:"), whole["decisions"][-1]
 
 
 def test_pods_moved_to_other_gpus_forget_what_was_learned_on_the_old_ones() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from specdeploy.core.model import Profile, capacity_qps, extend_acceptance, steady_state, tokens_per_step
 from specdeploy.sim.engine import Engine
-from specdeploy.sim.server import draft_length
+from specdeploy.sim.server import draft_length, load_profile, parse_args
 
 from ..conftest import ROOT
 
@@ -98,6 +98,16 @@ def test_draft_length_from_the_command_line() -> None:
     assert draft_length("t", '{"method":"eagle3","num_speculative_tokens":4}') == (4, "eagle3")
     assert draft_length("RedHatAI/Qwen3-8B-speculator.eagle3", None) == (3, "speculators")
     assert draft_length("t", None) == (0, "none")
+
+
+def test_the_batch_cap_the_pod_is_started_with_caps_the_simulated_batch_as_it_caps_vllms() -> None:
+    """``--max-num-seqs`` in a spec's extra arguments reaches vLLM, and so the simulator, over its profile's."""
+    args, ignored = parse_args(["m", "--sim-profile", '{"max_num_seqs": 64}', "--max-num-seqs", "8", "--enforce-eager"])
+    assert ignored == ["--enforce-eager"] and load_profile(args.sim_profile).max_num_seqs == 64
+    engine = Engine(load_profile(args.sim_profile, args.max_num_seqs), 3, seed=5)
+    engine.set_load(qps=200.0)
+    engine.run_for(5.0)
+    assert len(engine.running) == 8 and engine.waiting
 
 
 def test_a_schedule_from_the_command_line_drafts_the_k_of_each_batch_size() -> None:

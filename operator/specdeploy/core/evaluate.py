@@ -52,14 +52,22 @@ HISTORY = 10  # decisions kept in status
 # What the policy learns is of what the pods run: the vLLM container's image, command, arguments, environment and
 # resources, and the nodes (so the GPUs) it is placed on. A change of any of them runs another model, drafter, vLLM,
 # GPU or argument, whose acceptance and costs must be measured again.
-RUNS = ("image", "command", "args", "env", "resources")
-PLACED = ("nodeSelector", "tolerations", "affinity")
+# Each part is digested on its own, so a relearn can say which changed (what the pods run: the container's fields,
+# then the pod's placement).
+BASIS_PARTS = {
+    "image": ("image",),
+    "vLLM arguments": ("command", "args"),
+    "environment": ("env",),
+    "resources": ("resources",),
+    "placement": ("nodeSelector", "tolerations", "affinity"),
+}
+BASIS_DIGEST_CHARS = 8  # per part: a chance collision (1 in 4e9) would keep what was learned of a changed part
 NEUTRAL_K = 1  # the k every spec's basis is rendered with: the k and the schedule are the policy's own knob
 NEUTRAL_NAME, NEUTRAL_PORT = "served", 8000  # the name served and the port: clients see them, the GPUs do not
 
 
 def learned_basis(spec: SpeculativeDeploymentSpec, site: Site) -> str:
-    """A digest of what the pods run, whatever k and schedule (:data:`RUNS`, :data:`PLACED`), with the images the
+    """A digest of what the pods run, part by part (:data:`BASIS_PARTS`), whatever k and schedule, with the images the
     operator gives a spec that names none, so its upgrade of vLLM counts too. Rendered as the pods are, so every
     field that changes them counts, and none that does not (replicas, the rollout, the adaptive settings: the
     policy's figures are per replica, and its settings are how it plans, not what it measured)."""
@@ -73,8 +81,22 @@ def learned_basis(spec: SpeculativeDeploymentSpec, site: Site) -> str:
     )
     container = vllm_container(neutral, spec_k(neutral), site, [])
     placement = pod_fields(neutral, site)
-    runs = {key: container[key] for key in RUNS} | {key: placement.get(key) for key in PLACED}
-    return hashlib.sha256(json.dumps(runs, sort_keys=True).encode()).hexdigest()[:16]
+    fields = container | placement
+
+    def digest(keys: tuple[str, ...]) -> str:
+        raw = json.dumps({key: fields.get(key) for key in keys}, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:BASIS_DIGEST_CHARS]
+
+    return ".".join(digest(keys) for keys in BASIS_PARTS.values())
+
+
+def basis_changes(old: str, new: str) -> list[str]:
+    """The parts of what the pods run (:data:`BASIS_PARTS`) that differ between two bases, by name; none when the
+    old basis was digested otherwise (by an earlier version), so nothing tells its parts apart."""
+    before, after = old.split("."), new.split(".")
+    if len(before) != len(after):
+        return []
+    return [name for name, a, b in zip(BASIS_PARTS, before, after, strict=True) if a != b]
 
 
 def _int_or_percent(value: int | str, replicas: int, round_up: bool) -> int:
@@ -164,7 +186,7 @@ def evaluate(
     out.last_evaluation = {"time": now_iso(now), "reason": decision.reason}
     entries = [e for e in [_user_change(before, status, now)] if e is not None]
     if basis is not None and another_deployment(before, basis, gpu):
-        entries.append(_relearned(before, gpu, status, now))
+        entries.append(_relearned(before, basis, gpu, status, now))
     if decision.action != KEEP:
         entries.append(
             DecisionRecord(
@@ -205,20 +227,25 @@ def _user_change(state: PolicyState, status: dict[str, Any], now: datetime) -> D
     )
 
 
-def _relearned(before: PolicyState, gpu: str | None, status: dict[str, Any], now: datetime) -> DecisionRecord:
+def _relearned(
+    before: PolicyState, basis: str, gpu: str | None, status: dict[str, Any], now: datetime
+) -> DecisionRecord:
     """The history's record that what the pods run changed, and what the policy learned of the old deployment was
     forgotten (:func:`~.policy.for_deployment`): the pods moved to other GPUs, or the spec (or the operator's
-    default image) changed what they run."""
+    default image) changed a part of what they run, named (the model and the speculator are vLLM arguments)."""
     running = recorded_setting(status) or 0
-    what = f"the pods now run on {gpu} GPUs (were {before.gpu})" if on_other_gpus(before, gpu) else (
-        "what the pods run changed (model, speculator, image, GPUs, environment or vLLM arguments)")  # fmt: skip
+    what = [f"the pods now run on {gpu} GPUs (were {before.gpu})"] if on_other_gpus(before, gpu) else []
+    if before.basis not in (None, basis):
+        changed = basis_changes(before.basis, basis)
+        named = " and ".join(filter(None, [", ".join(changed[:-1]), *changed[-1:]]))
+        what.append(f"the pods' {named} changed" if changed else "what the pods run changed")
     return DecisionRecord(
         time=now_iso(now),
         action=RELEARN,
         from_k=top_k(running),
         to_k=top_k(running),
         setting=schedule_label(running),
-        reason=f"{what}: what was measured of the deployment before is forgotten, and learned again",
+        reason=f"{'; '.join(what)}: what was measured of the deployment before is forgotten, and learned again",
         applied=True,
     )
 

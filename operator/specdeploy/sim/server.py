@@ -21,6 +21,7 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--speculative-config", "-sc", default=None)
     p.add_argument("--revision", default=None)
     p.add_argument("--quantization", default=None)
+    p.add_argument("--max-num-seqs", type=int, default=None, help="the batch cap, over the profile's (as vLLM's)")
     p.add_argument("--sim-profile", default=os.environ.get("SPECDEPLOY_SIM_PROFILE"), help="JSON or a file path")
     p.add_argument("--sim-qps", type=float, default=0.0, help="built-in Poisson load, requests/s")
     p.add_argument("--sim-load-file", default=os.environ.get("SPECDEPLOY_SIM_LOAD_FILE"))
@@ -87,11 +89,12 @@ def draft_length(model: str, spec_config: str | None) -> tuple[Setting, str]:
     return 0, "none"
 
 
-def load_profile(raw: str | None) -> Profile:
-    if not raw:
-        return Profile()
-    text = Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
-    return Profile.from_dict(json.loads(text))
+def load_profile(raw: str | None, max_num_seqs: int | None = None) -> Profile:
+    """The simulated deployment's profile; a ``--max-num-seqs`` the pod is started with caps its batch, as it
+    caps vLLM's."""
+    text = "{}" if not raw else Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
+    prof = Profile.from_dict(json.loads(text))
+    return prof if max_num_seqs is None else replace(prof, max_num_seqs=max_num_seqs)
 
 
 class Metrics:
@@ -161,7 +164,7 @@ class SimServer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.k, self.method = draft_length(args.model, args.speculative_config)
-        self.profile = load_profile(args.sim_profile)
+        self.profile = load_profile(args.sim_profile, args.max_num_seqs)
         seed = args.sim_seed if args.sim_seed is not None else int.from_bytes(os.urandom(4), "little")
         self.engine = Engine(self.profile, self.k, seed=seed, drift_per_hour=args.sim_drift_per_hour)
         self.engine.set_load(qps=args.sim_qps)
