@@ -232,6 +232,9 @@ def test_a_new_drafter_is_measured_afresh(
 
     st = wait_for(recorded, timeout=60, interval=1, what="the relearn in the history")
     assert st["policy"]["basis"] != old["basis"]
+    assert [d["reason"].split(":")[0] for d in st["decisions"] if d["action"] == "relearn"] == [
+        "the pods' vLLM arguments changed"  # the drafter is a vLLM argument; nothing else of the pods changed
+    ]
 
     def relearned() -> dict[str, Any] | None:
         s = status(api, namespace)
