@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from specdeploy.api import validate_spec
+from specdeploy.api import GpuType, validate_spec
 from specdeploy.core import learn
 from specdeploy.core.learn import (
     ENVELOPE_GROWTH,
@@ -28,7 +28,7 @@ from specdeploy.core.learn import (
     step_share,
 )
 from specdeploy.core.model import Profile, capacity_qps, steady_state
-from specdeploy.core.prior import batch_cap, gpu_of_products, params_of, prior_of_spec, prior_profile
+from specdeploy.core.prior import batch_cap, batch_cap_default, gpu_of_products, params_of, prior_of_spec, prior_profile
 
 from ..conftest import ROOT
 
@@ -162,7 +162,7 @@ def test_the_prior_scales_with_model_size_tensor_parallelism_and_gpu() -> None:
     assert params_of("mistralai/Mixtral-8x7B-Instruct-v0.1") == (56.0, 14.0)
     assert params_of("org/unnamed") is None
     base = Profile()
-    assert prior_profile("meta-llama/Llama-3.1-8B-Instruct") == base
+    assert prior_profile("meta-llama/Llama-3.1-8B-Instruct") == replace(base, max_num_seqs=1024)  # vLLM's on an H100
     big = prior_profile("meta-llama/Llama-3.1-70B-Instruct", tensor_parallel=4)
     assert 2 * base.t_mem_ms < big.t_mem_ms < 3 * base.t_mem_ms  # 17.5B per GPU plus an all-reduce
     slow = prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="L4")
@@ -207,7 +207,7 @@ def test_an_moe_steep_compute_is_learned_as_compute_not_as_kv_reads() -> None:
     parameters: the world's is 9x that. Windows at one k (a light load, then a few near its capacity) cannot tell
     compute from KV reads by their shape; the prior's word can, since it is a wide guess only for the compute.
     Learned as KV reads, speculation off would look no more capable than k=3 (it is 1.7x)."""
-    rng, prior = random.Random(11), prior_profile("Qwen/Qwen3-30B-A3B")
+    rng, prior = random.Random(11), prior_profile("Qwen/Qwen3-30B-A3B", extra_args=["--max-num-seqs", "256"])
     seen = [window(MOE, 60.0 * i, rng.uniform(1.5, 2.5), 3, rng) for i in range(30)]
     seen += [window(MOE, 1800.0 + 60.0 * i, rng.uniform(6.0, 6.6), 3, rng) for i in range(3)]
     model = learned_profile(replace(prior, acceptance=MOE.acceptance), seen, Capacity({}, {}), 2000.0)
@@ -266,7 +266,24 @@ def test_the_batch_cap_comes_from_the_serve_arguments() -> None:
     spec = validate_spec({"target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},
                           "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
     assert prior_of_spec(spec).max_num_seqs == 64
-    assert prior_of_spec(validate_spec({"target": {"model": "m"}})).max_num_seqs == Profile().max_num_seqs
+    # without it, vLLM 0.33's default for the GPU (EngineArgs.get_batch_defaults): 1024 on 70 GB or more but an
+    # A100, 256 below; --performance-mode throughput doubles a default, not a cap the arguments set
+    plain = validate_spec({"target": {"model": "m"}})
+    assert prior_of_spec(plain).max_num_seqs == 1024  # the GPU unknown: H100-class, as the rest of the prior
+    assert {gpu: prior_of_spec(plain, seen=gpu).max_num_seqs for gpu in GpuType} == {
+        "H100": 1024,
+        "H200": 1024,
+        "B200": 1024,
+        "MI300X": 1024,
+        "A100": 256,
+        "L40S": 256,
+        "A10G": 256,
+        "L4": 256,
+    }
+    throughput = ["--performance-mode", "throughput"]
+    assert batch_cap_default(GpuType.L4, throughput) == 512 and batch_cap_default(GpuType.H100, throughput) == 2048
+    assert batch_cap_default(GpuType.H100, ["--performance-mode=interactivity"]) == 1024
+    assert prior_profile("m", extra_args=[*throughput, "--max-num-seqs", "64"]).max_num_seqs == 64
 
 
 def test_the_fit_finds_the_compute_knee() -> None:

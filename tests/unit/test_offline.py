@@ -23,9 +23,13 @@ from ..conftest import ROOT
 P = list(Profile().acceptance)
 
 
+CAPPED = {"extraArgs": ["--max-num-seqs", "256"]}  # the batch cap of the shipped traces' deployments
+
+
 def trace(qps: list[float], **extra: object):  # type: ignore[no-untyped-def]
+    """A trace of the default deployment with its batch capped at 256, as the shipped traces are."""
     return parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 60, "points": [
-        {"qps": q, "acceptance": P} for q in qps], **extra}, "t")  # fmt: skip
+        {"qps": q, "acceptance": P} for q in qps], "deployment": CAPPED, **extra}, "t")  # fmt: skip
 
 
 def test_trace_errors_name_the_problem() -> None:
@@ -63,7 +67,9 @@ def test_the_prior_is_what_the_deployment_says_never_the_world() -> None:
               deployment={"gpu": "L4", "extraArgs": ["--max-num-seqs", "64"]})  # fmt: skip
     assert t.prior.max_num_seqs == 64  # what the spec runs vLLM with
     assert t.prior.t_mem_ms != t.profile.t_mem_ms  # estimated from the GPU, not taken from the world
-    assert trace([1.0]).prior.max_num_seqs == Profile().max_num_seqs
+    # the world runs the batch cap vLLM gives the spec unless it says otherwise: the GPU's default here
+    assert trace([1.0], deployment={}).prior.max_num_seqs == trace([1.0], deployment={}).profile.max_num_seqs == 1024
+    assert trace([1.0], deployment={"gpu": "L4"}).profile.max_num_seqs == 256
 
 
 def test_a_rollout_away_from_a_saturated_setting_still_queues() -> None:
@@ -124,7 +130,7 @@ def test_the_policy_prices_a_rollouts_queue_as_the_simulator_counts_it(qps: floa
     """Leaving a saturated setting queues while the rollout runs; the policy's estimate of what that costs is the
     one the simulator scores (a queue's wait is a triangle over time, not its peak held until drained)."""
     t = parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 120, "start_k": k_from,
-                     "points": [{"qps": 2 * qps, "acceptance": P}] * 80}, "t")  # fmt: skip
+                     "points": [{"qps": 2 * qps, "acceptance": P}] * 80, "deployment": CAPPED}, "t")  # fmt: skip
     tokens = 2 * qps * Profile().output_tokens * 80 * 30
     steady = steady_state(Profile(), qps, k_to, P[:k_to]).token_latency_ms
     simulated = (simulate(t, lambda *_: k_to)["mean_token_latency_ms"] - steady) * tokens
@@ -170,7 +176,7 @@ def test_a_probe_past_the_k_running_pays_where_the_drafter_holds_up_and_costs_li
     costs under 2%: it drafts deeper only up to the batch running, and runs k=3 past it."""
     t = parse_trace({"step_seconds": 30, "replicas": 2, "restart_seconds": 120,
                      "profile": {**STRONG_DRAFTER_WORLD, "acceptance": acceptance},
-                     "deployment": {"model": "Qwen/Qwen3-30B-A3B"},
+                     "deployment": {"model": "Qwen/Qwen3-30B-A3B", **CAPPED},
                      "points": [{"qps": 2 * 11.94 * (0.55 - 0.45 * math.cos(math.pi * i / 240))} for i in range(240)]},
                     "strong_drafter")  # fmt: skip
     policy, hold = simulate(t, policy_controller(t)), simulate(t, lambda *_: 3)

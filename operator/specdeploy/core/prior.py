@@ -35,17 +35,18 @@ REFERENCE_PARAMS_B = 8.0  # the default profile's model
 class Gpu:
     bandwidth_tbs: float  # HBM/GDDR bandwidth, TB/s
     dense_tflops: float  # BF16 dense tensor throughput
+    memory_gb: float  # device memory: vLLM's default batch cap follows it (:func:`batch_cap_default`)
 
 
 GPUS = {
-    GpuType.H100: Gpu(3.35, 989.0),
-    GpuType.H200: Gpu(4.8, 989.0),
-    GpuType.B200: Gpu(8.0, 2250.0),
-    GpuType.A100: Gpu(2.0, 312.0),
-    GpuType.L40S: Gpu(0.864, 362.0),
-    GpuType.A10G: Gpu(0.6, 125.0),
-    GpuType.L4: Gpu(0.3, 121.0),
-    GpuType.MI300X: Gpu(5.3, 1307.0),
+    GpuType.H100: Gpu(3.35, 989.0, 80),
+    GpuType.H200: Gpu(4.8, 989.0, 141),
+    GpuType.B200: Gpu(8.0, 2250.0, 180),
+    GpuType.A100: Gpu(2.0, 312.0, 80),
+    GpuType.L40S: Gpu(0.864, 362.0, 48),
+    GpuType.A10G: Gpu(0.6, 125.0, 24),
+    GpuType.L4: Gpu(0.3, 121.0, 24),
+    GpuType.MI300X: Gpu(5.3, 1307.0, 192),
 }
 REFERENCE_GPU = GpuType.H100
 ALL_REDUCE_MS = 0.4  # per step and tensor-parallel group beyond one GPU (NVLink-class): small next to the step
@@ -106,13 +107,33 @@ def prior_of_spec(spec: SpeculativeDeploymentSpec, seen: str | None = None) -> P
 def batch_cap(args: Sequence[str]) -> int | None:
     """The batch cap the pods run with, from ``--max-num-seqs N`` (or ``=N``) in the extra ``vllm serve``
     arguments; None when they leave vLLM's default. A replica's capacity is its throughput at this batch."""
+    found = _flag(args, "--max-num-seqs")
+    return int(found) if found is not None and found.isdigit() and int(found) > 0 else None
+
+
+def _flag(args: Sequence[str], name: str) -> str | None:
+    """The value of the last ``name V`` or ``name=V`` in a command line (as argparse takes it), or None."""
     found = None
     for i, arg in enumerate(args):
-        if arg == "--max-num-seqs" and i + 1 < len(args):
+        if arg == name and i + 1 < len(args):
             found = args[i + 1]
-        elif arg.startswith("--max-num-seqs="):
+        elif arg.startswith(f"{name}="):
             found = arg.split("=", 1)[1]
-    return int(found) if found is not None and found.isdigit() and int(found) > 0 else None
+    return found
+
+
+# vLLM 0.33's batch cap where the arguments set none (``EngineArgs.get_batch_defaults``, for the API server): the
+# large cap on a GPU of LARGE_GPU_GB or more but an A100 (throughput at large batches, where their memory holds the
+# KV cache), the small one elsewhere; ``--performance-mode throughput`` doubles it.
+LARGE_GPU_GB, LARGE_GPU_BATCH_CAP, SMALL_GPU_BATCH_CAP = 70, 1024, 256
+THROUGHPUT_MODE = "throughput"
+
+
+def batch_cap_default(gpu: GpuType, args: Sequence[str] = ()) -> int:
+    """The batch cap vLLM 0.33 gives pods on ``gpu`` whose arguments set no ``--max-num-seqs``."""
+    large = GPUS[gpu].memory_gb >= LARGE_GPU_GB and gpu != GpuType.A100
+    cap = LARGE_GPU_BATCH_CAP if large else SMALL_GPU_BATCH_CAP
+    return cap * 2 if _flag(args, "--performance-mode") == THROUGHPUT_MODE else cap
 
 
 def prior_profile(
@@ -123,9 +144,10 @@ def prior_profile(
     extra_args: Sequence[str] = (),
 ) -> Profile:
     """The default profile scaled to this model, tensor parallelism and GPU, with the batch cap ``extra_args``
-    set (:func:`batch_cap`)."""
+    set (:func:`batch_cap`), else vLLM's for the GPU (:func:`batch_cap_default`)."""
     ref, base = GPUS[REFERENCE_GPU], Profile()
-    card = GPUS[GpuType(gpu)] if gpu else ref
+    gpu_type = GpuType(gpu) if gpu else REFERENCE_GPU
+    card = GPUS[gpu_type]
     named = params_of(model)
     total, active = (params_b, params_b) if params_b else (named or (REFERENCE_PARAMS_B, REFERENCE_PARAMS_B))
     tp = max(1, tensor_parallel)
@@ -146,5 +168,5 @@ def prior_profile(
         # An MoE step verifying n tokens reads the experts they route to: up to every expert's weights from about
         # total / active tokens on. What that costs depends on the routing; the roofline cannot say.
         known_tokens_per_step=total / active if active < total else math.inf,
-        max_num_seqs=batch_cap(extra_args) or base.max_num_seqs,
+        max_num_seqs=batch_cap(extra_args) or batch_cap_default(gpu_type, extra_args),
     )

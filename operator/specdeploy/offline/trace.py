@@ -4,7 +4,8 @@ deployment's rollout and adaptive settings.
 Trace format (YAML or JSON)::
 
     step_seconds: 30          # one point per step
-    profile: {}               # the world: optional Profile overrides (specdeploy.core.model.Profile)
+    profile: {}               # the world: optional Profile overrides (specdeploy.core.model.Profile); its batch
+                              # cap is the deployment's (--max-num-seqs, else vLLM's default for the GPU) unless set
     deployment: {}            # what the spec says: {model, tensorParallelSize, gpu, modelParamsBillions, extraArgs};
                               # the policy starts from the prior the operator picks from it (core/prior.py), never
                               # the world
@@ -97,7 +98,9 @@ def load_trace(path: str | Path) -> Trace:
 def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
     if not isinstance(raw, dict) or not raw.get("points"):
         raise ValueError("a trace needs a non-empty `points` list")
-    prof = Profile.from_dict(raw.get("profile"))
+    prior = prior_of_deployment(raw.get("deployment") or {})
+    # The world runs the batch cap vLLM gives the spec (its arguments', else the GPU's default) unless it says.
+    prof = Profile.from_dict({"max_num_seqs": prior.max_num_seqs, **(raw.get("profile") or {})})
     step = float(raw.get("step_seconds", 30))
     # The policy is evaluated once per trace step, on a window of that step.
     evaluation = {"evaluationIntervalSeconds": max(5, int(step)), "windowSeconds": max(30, int(step))}
@@ -122,7 +125,6 @@ def parse_trace(raw: dict[str, Any], name: str = "trace") -> Trace:
                 int(p.get("output_tokens", prof.output_tokens)),
             )
         )
-    prior = prior_of_deployment(raw.get("deployment") or {})
     start, schedules = int(raw.get("start_k", 3)), bool(raw.get("schedules", True))
     noise = raw.get("window_noise", "arrivals")
     if noise not in WINDOW_NOISES:
