@@ -1056,7 +1056,7 @@ def _by_choice(
     if headroom and option is not None:
         return option, headroom, False
     explored = _explored_recently(st, now)
-    held = pred.latency_ms[target] >= (1 - hysteresis) * pred.latency_ms[current_k]
+    held = _steady_gain(pred, load, profile, target, current_k) <= hysteresis
     if held and pred.probe is not None and pred.probe_hope >= EXPLORE_MIN_UPSIDE and not explored:
         hoped = "with the prior's" if current_k == 0 else f"as extrapolated past position {current_k}"
         return pred.probe, f"a probe of the acceptance ({pred.probe_hope:.0%} faster {hoped})", True
@@ -1089,15 +1089,8 @@ def _unpaid(
     threshold), a gain over the horizon (``gain``, relative) short of what the restart costs, or, where the prior
     cannot price the compute past a few tokens per step (an MoE), while no window measured it
     (:func:`_compute_unmeasured`) or within a burst, a rollout that would queue were that compute dear
-    (:func:`_dear`). Where the model says the running setting cannot serve the load forecast while it serves
-    without a queue (a change by choice), the latency it is measured at is the one to beat: the model's word on
-    its saturation forces nothing (:func:`gate`), so it buys no gain either."""
-    lat = pred.latency_ms
-    here = lat[current_k]
-    saturates = capacity_qps(profile, current_k, upto(pred.p, current_k)) <= load.forecast  # (as horizon_cost_ms)
-    if saturates and load.measured_ms is not None:
-        here = min(here, load.measured_ms)
-    steady_gain = (here - lat[target]) / here
+    (:func:`_dear`). The steady gain is :func:`_steady_gain`'s."""
+    steady_gain = _steady_gain(pred, load, profile, target, current_k)
     if steady_gain <= settings.hysteresis:
         return f"{steady_gain:.1%} faster, within the hysteresis band {settings.hysteresis:.0%}"
     payback, restart = gain * load.horizon, restart_cost_seconds(rollout)
@@ -1109,6 +1102,18 @@ def _unpaid(
     if unpriced and rollout_overload_ms(dear, rollout, load.forecast, pred.p, current_k, target) > 0:
         return "its rollout would queue were the compute no window measured dear"
     return None
+
+
+def _steady_gain(pred: Prediction, load: Load, profile: Profile, target: Setting, current_k: Setting) -> float:
+    """How much faster ``target`` is than what runs, at the load now: what the hysteresis band judges. Where the
+    model says what runs cannot serve the load forecast while it serves without a queue, the latency it is measured
+    at is the one to beat: the model's word on its saturation forces nothing (:func:`gate`), so it buys no gain."""
+    lat = pred.latency_ms
+    here = lat[current_k]
+    saturates = capacity_qps(profile, current_k, upto(pred.p, current_k)) <= load.forecast  # (as horizon_cost_ms)
+    if saturates and load.measured_ms is not None:
+        here = min(here, load.measured_ms)
+    return (here - lat[target]) / here
 
 
 def _headroom(
