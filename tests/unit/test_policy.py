@@ -118,6 +118,25 @@ def test_high_load_turns_speculation_off_and_low_load_turns_it_back_on() -> None
     assert on.state.acceptance == P[:3]  # kept, not forgotten
 
 
+def test_a_load_no_setting_serves_is_not_met_with_a_rollout_that_adds_no_capacity() -> None:
+    """Past what every setting serves (a queue grows at full batch), a setting drafting there what runs drafts has
+    the capacity that runs, whatever it drafts at smaller batches: rolling it out adds nothing and, in the overload,
+    loses what the rollout does not serve (at vLLM's own batch cap on an H100, 1024, the shipped load_ramp peaks
+    past speculation off's capacity: from k=1 the policy turned its schedule off there, 59.9 ms per token where
+    keeping the schedule gives 21.3)."""
+    running = ((1, 4), (10, 3), (18, 2), (33, 1), (143, 0))  # off at full batch, as speculation off
+    assert capacity_qps(PROFILE, running, P) == capacity_qps(PROFILE, 0, [])
+    overloaded = replace(obs(1.1 * capacity_qps(PROFILE, 0, []), 0, waiting=400), k_label=schedule_label(running))
+    state = settled(running, last_waiting=100.0, last_eval=T0 - 30)  # type: ignore[arg-type]
+    d = run(overloaded, running, state)  # type: ignore[arg-type]
+    assert d.action == KEEP, d.reason
+    # what drafts less at full batch than what runs still adds capacity, and is taken
+    drafting = ((1, 4), (10, 3), (18, 2), (33, 1))
+    drafting_state = settled(drafting, last_waiting=100.0, last_eval=T0 - 30)  # type: ignore[arg-type]
+    d = run(replace(overloaded, k_label=schedule_label(drafting)), drafting, drafting_state)  # type: ignore[arg-type]
+    assert d.changes_k and k_at(d.to_k, PROFILE.max_num_seqs) == 0, d.reason
+
+
 def test_best_k_falls_as_load_rises() -> None:
     ks = [run(obs(q, 3), 3, settled(3)).to_k for q in (2, 15, 22)]
     assert ks[0] >= ks[1] >= ks[2] and ks[0] > ks[2]

@@ -561,11 +561,16 @@ def _feasible(
         return drafts_within(k_at(k, ss.batch), k_at(current_k, ss.batch), ss.batch, limit, step) and not ss.saturated
 
     need_keep, need_change = need(lead_keep), need(lead_change)
-    # A queue that grows is the measurement that the running setting does not serve: no model outweighs it.
-    ok = [k for k in ks if (k != current_k or not load.queued) and serves(k, need_keep if k == current_k else
-                                                                         need_change)]  # fmt: skip
     full = {k: k_at(k, profile.max_num_seqs) for k in ks}
-    return ok or [max(ks, key=lambda k: max(served.get(full[k], 0.0), capacity_qps(profile, k, upto(p, k))))]
+    # A queue that grows is the measurement that the running setting does not serve: no model outweighs it. Requests
+    # wait at full batch, so neither does a setting drafting there what runs drafts (a schedule alike at full batch).
+    ok = [k for k in ks if not (load.queued and full[k] == full[current_k])
+          and serves(k, need_keep if k == current_k else need_change)]  # fmt: skip
+
+    def most(k: Setting) -> tuple[float, bool]:  # what runs wins a tie: a rollout into the overload adds nothing
+        return max(served.get(full[k], 0.0), capacity_qps(profile, k, upto(p, k))), k == current_k
+
+    return ok or [max(ks, key=most)]
 
 
 def _leads(settings: Adaptive, rollout: Rollout) -> tuple[float, float]:
