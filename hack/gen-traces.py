@@ -25,9 +25,14 @@ from specdeploy.offline.trace import prior_of_deployment
 OUT = Path(__file__).resolve().parent.parent / "operator" / "specdeploy" / "offline" / "traces"
 BASE = [0.75, 0.55, 0.40, 0.29, 0.21, 0.15, 0.11, 0.08]
 HEADER = {"step_seconds": 30, "replicas": 2, "restart_seconds": 120}
-# The shipped worlds' batch cap, set in their specs (vLLM's default on an H100 is 1024): every figure in the README
-# was measured at it.
+# The batch cap every trace's deployment sets unless it sets its own (the README's figures are measured at it);
+# `--vllm-default-cap` sets none, so the worlds run vLLM's default for their GPU (1024 on an H100).
 CAPPED = ["--max-num-seqs", "256"]
+
+
+def capped(deployment: dict) -> dict:
+    """The deployment with the batch cap :data:`CAPPED` set, unless it sets its own arguments."""
+    return deployment if "extraArgs" in deployment or not CAPPED else {**deployment, "extraArgs": CAPPED}
 
 
 def scaled(f: float) -> list[float]:
@@ -54,7 +59,7 @@ def write(
             p["acceptance"] = BASE
         points.append(p)
     extra = {"profile": world} if world else {}
-    extra |= {"deployment": deployment or {"extraArgs": CAPPED}}
+    extra |= {"deployment": capped(deployment or {})}
     doc_ = {**HEADER, **extra, "points": points}
     text = f"# {doc}\n" + yaml.safe_dump(doc_, sort_keys=False, default_flow_style=None)
     (out / f"{name}.yaml").write_text(text)
@@ -109,8 +114,7 @@ def worlds(out: Path) -> None:
                 "acceptance": [0.78, 0.6, 0.46, 0.35, 0.26, 0.19, 0.14, 0.1]}  # fmt: skip
     write(out, "llama70b_tp4_ramp", "70B on 4 GPUs per replica, load ramping past what any k serves (off: 9.7 req/s "
           "per replica, k=1: 8.9, k=3: 7.3).", [2 * q for q in ramp(0.5, 9.3)], world=llama70b,
-          deployment={"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4,
-                      "extraArgs": CAPPED})  # fmt: skip
+          deployment={"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4})  # fmt: skip
     l4 = {"t_mem_ms": 58.0, "t_kv_ms_per_ktok": 0.5, "n_knee": 200, "t_tok_ms": 1.2, "draft_cost": 0.1,
           "max_num_seqs": 64, "prefill_ms_per_ktok": 190, "output_tokens": 200, "prompt_tokens": 400}  # fmt: skip
     write(out, "small_gpu_diurnal", "8B on an L4 (a tenth of an H100's bandwidth, 64 sequences): a diurnal cycle whose "
@@ -123,24 +127,24 @@ def worlds(out: Path) -> None:
     write(out, "moe_bursty", "An MoE (30B, 3B active): a cheap memory-bound step and a steep compute slope; bursts to "
           "8.5 req/s per replica that k=1 serves (9.4) and k=3 does not (6.8).",
           [17.0 if (i % 80) in range(40, 60) else 4.0 for i in range(240)], world=moe,
-          deployment={"model": "Qwen/Qwen3-30B-A3B", "extraArgs": CAPPED})  # fmt: skip
+          deployment={"model": "Qwen/Qwen3-30B-A3B"})  # fmt: skip
     write(out, "rag_prefill_ramp", "RAG prompts of 6000 tokens and short answers: prefill dominates, so speculation "
           "costs almost no capacity and speculation off saturates first (6.3 req/s per replica).",
           [2 * q for q in ramp(0.5, 6.2)], world={"prompt_tokens": 6000, "output_tokens": 120},
-          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct", "extraArgs": CAPPED})  # fmt: skip
+          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
     weak = {"draft_cost": 0.3, "acceptance": [0.45, 0.2, 0.09, 0.04, 0.02, 0.01, 0.005, 0.002]}
     write(out, "weak_drafter_ramp", "A weak, costly drafter (a small draft model, 45% first-token acceptance): k=1 "
           "pays at low load, off above ~12 req/s per replica.", [2 * q for q in ramp(1.0, 20.0)], world=weak,
-          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct", "extraArgs": CAPPED})  # fmt: skip
+          deployment={"model": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
 
 
 # Deployments an unseen world is drawn around: what the spec says, so the policy starts from the prior for it.
 UNSEEN_DEPLOYMENTS = [
-    {"model": "meta-llama/Llama-3.1-8B-Instruct", "extraArgs": CAPPED},
+    {"model": "meta-llama/Llama-3.1-8B-Instruct"},
     {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "L4", "extraArgs": ["--max-num-seqs", "64"]},
     {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "A100"},
-    {"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4, "extraArgs": CAPPED},
-    {"model": "Qwen/Qwen3-30B-A3B", "extraArgs": CAPPED},
+    {"model": "meta-llama/Llama-3.1-70B-Instruct", "tensorParallelSize": 4},
+    {"model": "Qwen/Qwen3-30B-A3B"},
 ]
 UNSEEN_COST_SPREAD = 2.0  # each of a world's costs is its prior's times up to this factor either way
 UNSEEN_SHAPES = ("steady", "ramp", "diurnal", "bursty")
@@ -152,7 +156,7 @@ def unseen(out: Path, count: int, seed: int) -> None:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     for n in range(count):
-        deployment = rng.choice(UNSEEN_DEPLOYMENTS)
+        deployment = capped(rng.choice(UNSEEN_DEPLOYMENTS))
         prior = prior_of_deployment(deployment)
 
         def spread(x: float) -> float:
@@ -185,7 +189,10 @@ if __name__ == "__main__":
     ap.add_argument("dir", nargs="?", type=Path, default=OUT)
     ap.add_argument("--unseen", type=int, help="write this many worlds drawn at random instead of the shipped traces")
     ap.add_argument("--seed", type=int, default=0, help="the draw (with --unseen)")
+    ap.add_argument("--vllm-default-cap", action="store_true", help="deployments that set no batch cap: vLLM's own")
     args = ap.parse_args()
+    if args.vllm_default_cap:
+        CAPPED = []
     if args.unseen:
         unseen(args.dir, args.unseen, args.seed)
     else:
