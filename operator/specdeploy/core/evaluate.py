@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -91,12 +92,15 @@ def learned_basis(spec: SpeculativeDeploymentSpec, site: Site) -> str:
 
 
 def basis_changes(old: str, new: str) -> list[str]:
-    """The parts of what the pods run (:data:`BASIS_PARTS`) that differ between two bases, by name; none when the
-    old basis was digested otherwise (by an earlier version), so nothing tells its parts apart."""
-    before, after = old.split("."), new.split(".")
-    if len(before) != len(after):
-        return []
-    return [name for name, a, b in zip(BASIS_PARTS, before, after, strict=True) if a != b]
+    """The parts of what the pods run (:data:`BASIS_PARTS`) that differ between two bases, by name."""
+    return [name for name, a, b in zip(BASIS_PARTS, old.split("."), new.split("."), strict=True) if a != b]
+
+
+def comparable(state: PolicyState) -> PolicyState:
+    """The state with a basis digested otherwise (by an earlier version, whose parts cannot be told apart) taken
+    as unknown, as one from before bases were kept: upgrading the operator forgets nothing it learned."""
+    parts = None if state.basis is None else len(state.basis.split("."))
+    return state if parts in (None, len(BASIS_PARTS)) else replace(state, basis=None)
 
 
 def _int_or_percent(value: int | str, replicas: int, round_up: bool) -> int:
@@ -170,7 +174,7 @@ def evaluate(
     settings = spec.adaptive
     if settings.mode == AdaptiveMode.OFF or spec.speculator is None or spec.short_form:
         return None, as_patch(out)
-    before = PolicyState.from_dict(status.get("policy"))
+    before = comparable(PolicyState.from_dict(status.get("policy")))
     basis, gpu = None if site is None else learned_basis(spec, site), obs.gpu if isinstance(obs, Observation) else None
     state = before if basis is None else for_deployment(before, basis, gpu)
     decision = _decide(spec, status, state, obs, now, gpu or state.gpu)
@@ -237,8 +241,7 @@ def _relearned(
     what = [f"the pods now run on {gpu} GPUs (were {before.gpu})"] if on_other_gpus(before, gpu) else []
     if before.basis not in (None, basis):
         changed = basis_changes(before.basis, basis)
-        named = " and ".join(filter(None, [", ".join(changed[:-1]), *changed[-1:]]))
-        what.append(f"the pods' {named} changed" if changed else "what the pods run changed")
+        what.append(f"the pods' {' and '.join(filter(None, [', '.join(changed[:-1]), *changed[-1:]]))} changed")
     return DecisionRecord(
         time=now_iso(now),
         action=RELEARN,
