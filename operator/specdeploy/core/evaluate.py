@@ -240,8 +240,8 @@ def _relearned(
     running = recorded_setting(status) or 0
     what = [f"the pods now run on {gpu} GPUs (were {before.gpu})"] if on_other_gpus(before, gpu) else []
     if before.basis not in (None, basis):
-        changed = basis_changes(before.basis, basis)
-        what.append(f"the pods' {' and '.join(filter(None, [', '.join(changed[:-1]), *changed[-1:]]))} changed")
+        *others, last = basis_changes(before.basis, basis)  # (two bases of one format differ in a part at least)
+        what.append(f"the pods' {', '.join(others)} and {last} changed" if others else f"the pods' {last} changed")
     return DecisionRecord(
         time=now_iso(now),
         action=RELEARN,

@@ -92,7 +92,9 @@ def draft_length(model: str, spec_config: str | None) -> tuple[Setting, str]:
 def load_profile(raw: str | None, max_num_seqs: int | None = None) -> Profile:
     """The simulated deployment's profile; a ``--max-num-seqs`` the pod is started with caps its batch, as it
     caps vLLM's."""
-    text = "{}" if not raw else Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
+    text = raw or "{}"
+    if not text.lstrip().startswith("{"):  # a file path
+        text = Path(text).read_text()
     prof = Profile.from_dict(json.loads(text))
     return prof if max_num_seqs is None else replace(prof, max_num_seqs=max_num_seqs)
 
