@@ -584,11 +584,11 @@ def test_bursts_seen_are_planned_for_between_them() -> None:
 
 def test_windows_of_a_few_requests_count_as_little_as_they_measure(monkeypatch: pytest.MonkeyPatch) -> None:
     """A world drawn at random (`hack/gen-traces.py --unseen 8 --seed 3`, world 0: an 8B on an L4, 4000-token
-    prompts, 0.17 req/s per replica between bursts) from k=3: its 30 s windows count 0.6-9 requests, and so few
-    requests' mean ITL is far from the mean step (this window's 334 ms; the model's about 130). Counted as full
-    windows, the fit took that noise for the costs and moved to k=1 at the tenth window (92 vs 124 ms per token
-    predicted): 117 ms per token for the run, where holding k=3 gave 110. Each window weighted by the requests it
-    counted, k=3 stays (110)."""
+    prompts, 0.17 req/s per replica between bursts) from k=8: its 30 s windows count 2-11 requests, and so few
+    requests' mean ITL is far from the mean step. At the 41st window, with the schedule the first chose running (k=3,
+    then k=2 from batch 43), counted as full windows the fit takes that noise for the costs and moves to k=1 (75.6
+    vs 84.2 ms per token predicted): 121.9 ms per token for the run in three restarts, where the best schedule gives
+    110.2. Each window weighted by the requests it counted, the schedule stays (110.5, one restart)."""
     running, state, o, now = saved_window("drawn_l4_thin")
     l4 = prior_profile("meta-llama/Llama-3.1-8B-Instruct", gpu="L4", extra_args=["--max-num-seqs", "64"])
 

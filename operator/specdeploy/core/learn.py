@@ -144,10 +144,10 @@ def _tokens_per_step(p: Sequence[float], k: float) -> float:
 def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     """The compute knee, the drafter's cost and the four costs that best explain the windows' step times: for each
     knee in :data:`KNEES` (and the prior's), the ridge fit of the costs, and the knee whose fit leaves the least
-    error wins; then, at that knee, each drafter cost of :data:`DRAFT_COST_FACTORS` likewise. A value far from the
-    prior's pays a little (the prior is the guess to fall back on when the windows cannot tell). While no window
-    measured the compute past the knee (:func:`compute_measured`), it is no cheaper than the prior's at any batch:
-    the knee no later, the slope no less."""
+    error wins; then, at that knee and where windows ran at several k, each drafter cost of
+    :data:`DRAFT_COST_FACTORS` likewise. A value far from the prior's pays a little (the prior is the guess to fall
+    back on when the windows cannot tell). While no window measured the compute past the knee
+    (:func:`compute_measured`), it is no cheaper than the prior's at any batch: the knee no later, the slope no less."""
 
     hold = not compute_measured(prior, samples)
 
@@ -165,10 +165,14 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     knees = [n for n in sorted({prior.n_knee, *KNEES}) if not hold or n <= prior.n_knee]
     best = min((fitted(replace(prior, n_knee=n), away(n)) for n in knees), key=first)
     # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
+    # At one k they cannot: there the drafter's share and the target's step are one feature, and the fit took the
+    # drafter that let the target's costs stay nearest their prior (an MoE prior's step, which reads every expert,
+    # 5x the world's, made the drafter look half as dear as it was), so the prior's drafter stands until then.
     knee = best[1].n_knee
+    several_k = len({round(s.k) for s in samples}) > 1
     drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f),
                        away(knee) + DRAFTER_PRIOR_WEIGHT * math.log2(f) ** 2)
-                for f in DRAFT_COST_FACTORS] if prior.draft_cost > 0 else []  # fmt: skip
+                for f in DRAFT_COST_FACTORS] if prior.draft_cost > 0 and several_k else []  # fmt: skip
     return min([best, *drafters], key=first)[1]
 
 
