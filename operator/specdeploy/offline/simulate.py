@@ -40,6 +40,9 @@ from .oracle import hindsight_schedule, oracle_schedule
 from .trace import Point, Trace
 from .world import StepOutcome, run_step, world_at
 
+ARRIVAL_BISECTIONS = 30  # halvings of the load whose batch a window's arrivals reached: 1e-9 of the range, far below
+# a window's noise; fewer save a little simulation time
+
 
 @dataclass
 class Totals:
@@ -116,7 +119,8 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     """What Prometheus would report of step ``i`` (its window). The requests a window counts are Poisson (relative
     spread 1 / sqrt(requests)); the mean ITL and the acceptance average many more events. With the trace's
     ``window_noise: arrivals`` (as in a cluster) the batch and step time are those of the load the window counted
-    (Little's law: more arrivals, a larger batch, a longer step); with ``counts``, only the counters are noisy and
+    (Little's law: more arrivals, a larger batch, a longer step; :func:`_at_arrivals`, as far as the window's extra
+    arrivals carry the batch); with ``counts``, only the counters are noisy and
     the batch and step are those of the true load."""
     point, r = trace.points[i], trace.rollout
     requests = max(1.0, last.served_qps * trace.step_seconds)
@@ -124,7 +128,7 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     batch, step_ms, mix, scale = last.batch, last.step_ms, last.mix, count
     if trace.window_noise == "arrivals" and not last.backlog and last.step_ms:
         # The counted load ran its own batch and steps: its ITL count is theirs, not the true load's scaled.
-        batch, step_ms, mix = _at_arrivals(trace, point, k, last.served_qps / r.replicas * count)
+        batch, step_ms, mix = _at_arrivals(trace, point, k, last.served_qps / r.replicas, count)
         scale = 1.0
     itl_rate = batch * r.replicas / (step_ms / 1000) * scale if step_ms else None
     share = sum(s for drafted, s in mix if drafted > 0)
@@ -155,12 +159,28 @@ def observe(trace: Trace, i: int, k: Setting, last: StepOutcome, rng: random.Ran
     )
 
 
-def _at_arrivals(trace: Trace, point: Point, k: Setting, qps: float) -> tuple[float, float, Mix]:
-    """The batch, step time and k drafted per replica of the world at ``point`` at the load a window counted (short
-    of saturating: a window that queued nothing ran below capacity)."""
+def _at_arrivals(trace: Trace, point: Point, k: Setting, qps: float, count: float) -> tuple[float, float, Mix]:
+    """The batch, step time and k drafted per replica of the world at ``point`` when a window counted ``count``
+    times the load ``qps`` it serves: the steady state at the load counted (short of saturating: a window that
+    queued nothing ran below capacity), as far as the window's extra (or missing) arrivals carry the batch from the
+    true load's. A batch grows only by the requests that arrive beyond those that finish; near capacity the steady
+    state of a load a few percent higher runs a batch several times larger, which a window's surplus arrivals,
+    half of them on average over the window, cannot fill (taken whole, a window counting 7% above a load at 94% of
+    capacity ran 5x the batch at 4x the step)."""
     prof = world_at(trace, point)
     p = list(point.acceptance[: top_k(k)])
-    ss = steady_state(prof, min(qps, capacity_qps(prof, k, p) * FULL_BATCH_SHARE), k, p)
+    cap = capacity_qps(prof, k, p) * FULL_BATCH_SHARE
+    true, counted = steady_state(prof, min(qps, cap), k, p), steady_state(prof, min(qps * count, cap), k, p)
+    reach = abs(count - 1) * qps * trace.step_seconds / 2
+    if abs(counted.batch - true.batch) <= reach:
+        return counted.batch, counted.step_ms, counted.mix
+    # The load between the two whose steady state runs the batch the window's arrivals reached.
+    want = true.batch + math.copysign(reach, counted.batch - true.batch)
+    lo, hi = sorted((min(qps, cap), min(qps * count, cap)))
+    for _ in range(ARRIVAL_BISECTIONS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if steady_state(prof, mid, k, p).batch < want else (lo, mid)
+    ss = steady_state(prof, (lo + hi) / 2, k, p)
     return ss.batch, ss.step_ms, ss.mix
 
 

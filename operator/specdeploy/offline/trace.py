@@ -17,7 +17,8 @@ Trace format (YAML or JSON)::
     start_k: 3                # the k the deployment starts with (the user's numSpeculativeTokens)
     schedules: true           # the method can run vLLM's per-batch-size k (eagle, eagle3, dflash): default true
     window_noise: arrivals    # how a window's figures are noisy: arrivals (as in a cluster: the batch and step
-                              # time follow the load the window counted) or counts (only the counters are noisy)
+                              # time follow the load the window counted, as far as its extra arrivals carry the
+                              # batch) or counts (only the counters are noisy)
     points:
       - {qps: 0.5, acceptance: [0.82, 0.64, 0.49, 0.37, 0.27, 0.19, 0.13, 0.09]}
       - {qps: 6.0, acceptance: [...], prompt_tokens: 512, output_tokens: 256}
