@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from specdeploy.core.model import Profile, capacity_qps, steady_state
+from specdeploy.core.model import FULL_BATCH_SHARE, Profile, capacity_qps, steady_state
 from specdeploy.core.policy import rollout_overload_ms
 from specdeploy.offline.oracle import hindsight_schedule, oracle_schedule
 from specdeploy.offline.simulate import compare, observe, policy_controller, simulate
@@ -87,7 +87,7 @@ def test_a_window_near_capacity_runs_the_batch_its_extra_arrivals_reach() -> Non
         counted = w.request_rate / 2
         reach = abs(counted - last.served_qps / 2) * t.step_seconds / 2
         assert abs(w.running / 2 - last.batch) <= reach + 1e-6
-        whole = steady_state(world, min(counted, cap * 0.999), 3, p)
+        whole = steady_state(world, min(counted, cap * FULL_BATCH_SHARE), 3, p)
         if abs(whole.batch - last.batch) > reach:
             beyond += 1
         else:

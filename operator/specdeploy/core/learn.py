@@ -167,7 +167,7 @@ def fit(prior: Profile, samples: Sequence[Sample], now: float) -> Profile:
     # Then the drafter's cost, with the knee found: windows at several k tell it apart from the target's step.
     # At one k they cannot: there the drafter's share and the target's step are one feature, and the fit took the
     # drafter that let the target's costs stay nearest their prior (an MoE prior's step, which reads every expert,
-    # 5x the world's, made the drafter look half as dear as it was), so the prior's drafter stands until then.
+    # 5x the world's, made the drafter look a third as dear as it was), so the prior's drafter stands until then.
     knee = best[1].n_knee
     several_k = len({round(s.k) for s in samples}) > 1
     drafters = [fitted(replace(prior, n_knee=knee, draft_cost=prior.draft_cost * f),
