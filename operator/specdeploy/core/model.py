@@ -192,7 +192,7 @@ def steady_state(prof: Profile, qps: float, setting: Setting, p: Sequence[float]
         k = k_at(setting, b)
         return demand * step_time_ms(prof, b, k) * stretch / tokens_per_step(p, k) - b
 
-    b = max(_root(excess, 0.0, float(prof.max_num_seqs)), 1e-9)
+    b = max(root(excess, 0.0, float(prof.max_num_seqs)), 1e-9)
     pinned = _pinned(setting, b, excess)
     if pinned is not None:
         return _mixed(prof, setting, p, pinned, demand, stretch, cap, qps)
@@ -298,10 +298,10 @@ def from_vllm_schedule(bands: Sequence[Sequence[int]]) -> Schedule:
     return tuple((int(first), int(k)) for first, _, k in sorted(bands))
 
 
-def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
+def root(f: Callable[[float], float], lo: float, hi: float) -> float:
     """A root of ``f`` inside ``(lo, hi]`` where ``f`` falls through zero (the batch where arrivals and completions
-    balance): Newton steps on a numeric slope, kept inside the bracket (bisection when they leave it). A dozen
-    evaluations where plain bisection needs sixty."""
+    balance; the load whose batch a simulated window's arrivals reach): Newton steps on a numeric slope, kept inside
+    the bracket (bisection when they leave it). A dozen evaluations where plain bisection needs sixty."""
     b = (lo + hi) / 2
     for _ in range(ROOT_ITERATIONS):
         fb = f(b)

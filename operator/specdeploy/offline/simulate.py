@@ -30,6 +30,7 @@ from ..core.model import (
     accepted_per_draft,
     capacity_qps,
     k_at,
+    root,
     schedule_label,
     steady_state,
     top_k,
@@ -39,9 +40,6 @@ from ..core.policy import PolicyState, decide, rollout_seconds
 from .oracle import hindsight_schedule, oracle_schedule
 from .trace import Point, Trace
 from .world import StepOutcome, run_step, world_at
-
-ARRIVAL_BISECTIONS = 30  # halvings of the load whose batch a window's arrivals reached: 1e-9 of the range, far below
-# a window's noise; fewer save a little simulation time
 
 
 @dataclass
@@ -177,10 +175,7 @@ def _at_arrivals(trace: Trace, point: Point, k: Setting, qps: float, count: floa
     # The load between the two whose steady state runs the batch the window's arrivals reached.
     want = true.batch + math.copysign(reach, counted.batch - true.batch)
     lo, hi = sorted((min(qps, cap), min(qps * count, cap)))
-    for _ in range(ARRIVAL_BISECTIONS):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if steady_state(prof, mid, k, p).batch < want else (lo, mid)
-    ss = steady_state(prof, (lo + hi) / 2, k, p)
+    ss = steady_state(prof, root(lambda q: want - steady_state(prof, q, k, p).batch, lo, hi), k, p)
     return ss.batch, ss.step_ms, ss.mix
 
 
