@@ -20,10 +20,10 @@ import bench_policy
 MEAN_SCORE_FLOOR = 0.979  # oracle / policy latency over all 44 runs today: 0.9802 with windows noisy as a cluster
 # makes them (0.9800 before the simulator found a noisy window's load with the model's root finder, 0.9785 before
 # the drafter's cost waited for windows at a second k, 0.9648 before an MoE whose steps cost under half its prior's
-# hedged until its compute was measured, 0.9639 before a first burst was expected to last
-# as long again as it has run, 0.9610 before a burst was priced until it ends and headroom short of capacity, 0.9569
-# before prefill's feature came from Little's law, 0.9472 before each prior cost's pull became a factor either way;
-# 0.9765 with the batch and step of the true load and the linear pull: README, "Window noise as a cluster makes it")
+# hedged until its compute was measured, 0.9639 before a first burst was expected to last as long again as it has
+# run, 0.9610 before a burst was priced until it ends and headroom short of capacity, 0.9569 before prefill's feature
+# came from Little's law, 0.9472 before each prior cost's pull became a factor either way; 0.9765 with the batch and
+# step of the true load and the linear pull: README, "Window noise as a cluster makes it")
 WITHIN_BEST_FAILURES = 5  # runs beyond 1.05x of the best fixed setting in hindsight today (6 before a first burst
 # was expected to last as long again as it has run, 8 before a burst was priced until it ends and headroom short of
 # capacity, 9 before Little's law's prefill, 10 before the log-normal pull; 6 with the batch and step of the true
